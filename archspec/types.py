@@ -1,0 +1,49 @@
+"""Constrained field types shared by the spec and block models."""
+
+from __future__ import annotations
+
+import keyword
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+_SNAKE = re.compile(r"[a-z][a-z0-9_]*\Z")
+_PASCAL = re.compile(r"[A-Z][A-Za-z0-9]*\Z")
+
+
+def _odd(value: int) -> int:
+    if value % 2 == 0:
+        raise ValueError(f"expected an odd kernel size, found {value}")
+    return value
+
+
+def _snake_identifier(value: str) -> str:
+    # ASCII only: names become Python identifiers and file names, and unicode
+    # look-alikes would make two different names print the same.
+    if not _SNAKE.match(value) or keyword.iskeyword(value) or len(value) > 64:
+        raise ValueError(
+            "expected a lower-case identifier (a-z, 0-9, _; starting with a letter; "
+            f"not a Python keyword; at most 64 characters), found {value!r}"
+        )
+    return value
+
+
+def _pascal_identifier(value: str) -> str:
+    if not _PASCAL.match(value) or len(value) > 64:
+        raise ValueError(
+            "expected a class name in PascalCase (A-Z, a-z, 0-9; starting with a "
+            f"capital; at most 64 characters), found {value!r}"
+        )
+    return value
+
+
+OddKernel = Annotated[int, Field(gt=0, le=15), AfterValidator(_odd)]
+Stride = Literal[1, 2]
+Channels = Annotated[int, Field(gt=0, le=1 << 16)]
+Count = Annotated[int, Field(gt=0, le=1024)]
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+ModuleName = Annotated[str, AfterValidator(_snake_identifier)]
+ClassName = Annotated[str, AfterValidator(_pascal_identifier)]
+Activation = Literal["silu", "relu", "relu6", "hardswish", "gelu"]
+Padding = Literal["same", "symmetric"]
