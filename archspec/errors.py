@@ -93,8 +93,13 @@ class SpecError(Exception):
         super().__init__(self.render())
 
     def render(self) -> str:
-        errors = self.diagnostics.errors or self.diagnostics.items
+        errors = sorted(self.diagnostics.errors or self.diagnostics.items, key=_order)
         return "\n".join(d.render(self.diagnostics.sources) for d in errors)
+
+
+def _order(d: Diagnostic) -> tuple:
+    p = d.position
+    return (0, p.file, p.line, p.column) if p else (1, "", 0, 0)
 
 
 def format_path(path: tuple[str | int, ...]) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import re
 from pathlib import Path
 
 from . import blocks, ir
@@ -82,7 +82,9 @@ def expand(valid: ValidSpec, phi: float, *, formula: bool = False) -> ir.Network
         class_name=class_name,
         title=title,
         source=ir.Source(
-            spec=Path(valid.document.file).name,
+            # Only the file name, and only safe characters of it: it is printed
+            # into generated headers, and must not depend on the working folder.
+            spec=re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(valid.document.file).name)[:128],
             phi=co.phi,
             rule=co.rule,
             width=co.width,
@@ -93,7 +95,9 @@ def expand(valid: ValidSpec, phi: float, *, formula: bool = False) -> ir.Network
         input=ir.Input(
             channels=spec.input.channels,
             resolution=resolution,
-            preprocess=ir.Preprocess(scale=pre.scale, mean=tuple(pre.mean), std=tuple(pre.std))
+            preprocess=ir.Preprocess(
+                scale=pre.scale, mean=tuple(pre.mean), std=tuple(pre.std)
+            )
             if pre
             else None,
         ),
@@ -127,6 +131,14 @@ def _names(valid: ValidSpec, co: Coefficients) -> tuple[str, str, str]:
     if co.is_published:
         prefix = spec.scaling.variant_prefix
         suffix = f"{prefix}{co.phi}"
-        return f"{spec.name}_{suffix}", f"{spec.class_name}{suffix.capitalize()}", f"{title}-{suffix.upper()}"
+        return (
+            f"{spec.name}_{suffix}",
+            f"{spec.class_name}{suffix.capitalize()}",
+            f"{title}-{suffix.upper()}",
+        )
     text = phi_text(co.phi)
-    return f"{spec.name}_phi{text}", f"{spec.class_name}Phi{text}", f"{title} (phi={co.phi:g})"
+    return (
+        f"{spec.name}_phi{text}",
+        f"{spec.class_name}Phi{text}",
+        f"{title} (phi={co.phi:g})",
+    )

@@ -13,26 +13,37 @@ and validates back unchanged (`archspec expand`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, SerializeAsAny
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
 FORMAT = "archspec.network/1"
 
 Padding = Literal["same", "symmetric"]
 Activation = Literal["silu", "relu", "relu6", "hardswish", "gelu"]
 
+# Strings that reach generated source are constrained here as well as in the
+# spec, because an expanded network file is input too.
+LayerName = Annotated[
+    str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$", max_length=128)
+]
+ModuleName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=80)]
+ClassName = Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9_]*$", max_length=80)]
+Text = Annotated[str, Field(pattern=r"^[A-Za-z0-9_ .=()\-]*$", max_length=128)]
+Size = Annotated[int, Field(gt=0, le=1 << 16)]
+Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+
 
 class Node(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Norm(Node):
     """Batch normalisation. `momentum` is PyTorch's convention: the weight of
     each new batch in the running statistics (Keras's momentum is 1 minus it)."""
 
-    eps: float
-    momentum: float
+    eps: Annotated[float, Field(gt=0, lt=1)]
+    momentum: Annotated[float, Field(gt=0, lt=1)]
 
 
 # Weight-bearing layers, as backends and weight transfer see them ------------
@@ -51,7 +62,12 @@ class Conv2dWeights:
     @property
     def shape(self) -> tuple[int, int, int, int]:
         """PyTorch's OIHW layout."""
-        return (self.out_channels, self.in_channels // self.groups, self.kernel, self.kernel)
+        return (
+            self.out_channels,
+            self.in_channels // self.groups,
+            self.kernel,
+            self.kernel,
+        )
 
     @property
     def depthwise(self) -> bool:
@@ -102,20 +118,22 @@ class ConvNormAct(Node):
     """Convolution (no bias) + batch norm + optional activation: stem and head."""
 
     kind: Literal["conv"] = "conv"
-    name: str
-    in_channels: int
-    out_channels: int
-    kernel: int
-    stride: int
+    name: LayerName
+    in_channels: Size
+    out_channels: Size
+    kernel: Size
+    stride: Size
     padding: Padding
     activation: Activation | None
     norm: Norm
-    in_size: int
-    out_size: int
+    in_size: Size
+    out_size: Size
 
     def weights(self) -> list[Weights]:
         return [
-            Conv2dWeights(f"{self.name}.conv", self.in_channels, self.out_channels, self.kernel),
+            Conv2dWeights(
+                f"{self.name}.conv", self.in_channels, self.out_channels, self.kernel
+            ),
             BatchNormWeights(f"{self.name}.bn", self.out_channels),
         ]
 
@@ -127,12 +145,12 @@ class Block(Node):
     """Base of every block kind in a stage; kinds live in archspec.blocks."""
 
     kind: str
-    name: str
-    in_channels: int
-    out_channels: int
-    stride: int
-    in_size: int
-    out_size: int
+    name: LayerName
+    in_channels: Size
+    out_channels: Size
+    stride: Size
+    in_size: Size
+    out_size: Size
 
     def weights(self) -> list[Weights]:
         raise NotImplementedError
@@ -142,7 +160,7 @@ class Block(Node):
 
 
 class Stage(Node):
-    name: str
+    name: LayerName
     blocks: tuple[SerializeAsAny[Block], ...]
 
 
@@ -155,18 +173,18 @@ class Preprocess(Node):
 
 
 class Input(Node):
-    channels: int
-    resolution: int
+    channels: Size
+    resolution: Size
     preprocess: Preprocess | None = None
 
 
 class Classifier(Node):
     """Global average pool, dropout, then a dense layer to the class logits."""
 
-    name: str = "classifier"
-    in_features: int
-    num_classes: int
-    dropout: float
+    name: LayerName = "classifier"
+    in_features: Size
+    num_classes: Annotated[int, Field(gt=0, le=1 << 20)]
+    dropout: Probability
 
     def weights(self) -> list[Weights]:
         return [DenseWeights(self.name, self.in_features, self.num_classes)]
@@ -178,8 +196,8 @@ class Classifier(Node):
 class Source(Node):
     """Where a network came from: enough to say so in generated headers."""
 
-    spec: str
-    phi: float
+    spec: Text
+    phi: int | float
     rule: Literal["published", "formula"]
     width: float
     depth: float
@@ -189,9 +207,9 @@ class Source(Node):
 
 class Network(Node):
     format: Literal["archspec.network/1"] = FORMAT
-    module: str
-    class_name: str
-    title: str
+    module: ModuleName
+    class_name: ClassName
+    title: Text
     source: Source
     input: Input
     stem: ConvNormAct

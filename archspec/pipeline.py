@@ -11,7 +11,9 @@ from .source import load
 from .validate import ValidSpec, validate_network, validate_spec
 
 
-def load_spec(path: str | os.PathLike, diagnostics: Diagnostics | None = None) -> ValidSpec | ir.Network:
+def load_spec(
+    path: str | os.PathLike, diagnostics: Diagnostics | None = None
+) -> ValidSpec | ir.Network:
     """A spec file, or an expanded network written by `archspec expand`."""
     diagnostics = diagnostics if diagnostics is not None else Diagnostics()
     document = load(path, diagnostics)
@@ -20,7 +22,9 @@ def load_spec(path: str | os.PathLike, diagnostics: Diagnostics | None = None) -
     return validate_spec(document, diagnostics)
 
 
-def network(loaded: ValidSpec | ir.Network, phi: float | None, *, formula: bool = False) -> ir.Network:
+def network(
+    loaded: ValidSpec | ir.Network, phi: float | None, *, formula: bool = False
+) -> ir.Network:
     """The network for one phi; an expanded file is already one network."""
     if isinstance(loaded, ir.Network):
         return loaded

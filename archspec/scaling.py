@@ -46,7 +46,9 @@ def coefficients(valid, phi: float, *, formula: bool = False) -> Coefficients:
     `valid` is an archspec.validate.ValidSpec.
     """
     if not 0 <= phi <= MAX_PHI or math.isnan(phi):
-        raise SpecError(f"--phi: expected a number from 0 to {MAX_PHI:g}, found {phi:g}")
+        raise SpecError(
+            f"--phi: expected a number from 0 to {MAX_PHI:g}, found {phi:g}"
+        )
     if not formula and float(phi).is_integer() and int(phi) in valid.published:
         row = valid.published[int(phi)]
         return Coefficients(

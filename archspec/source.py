@@ -66,16 +66,31 @@ def _load_with_extends(
     document.values.pop(("extends",), None)
     document.keys.pop(("extends",), None)
     if not isinstance(base_name, str) or not base_name:
-        _fail(diagnostics, "expected the path of a base spec, found " + _show(base_name), where, "extends")
+        _fail(
+            diagnostics,
+            "expected the path of a base spec, found " + _show(base_name),
+            where,
+            "extends",
+        )
     base_path = Path(os.path.normpath(path.parent / base_name))
     resolved = (*chain, path.resolve())
     if base_path.resolve() in resolved:
         cycle = " -> ".join(str(p.name) for p in (*resolved, base_path))
         _fail(diagnostics, f"extends cycle: {cycle}", where, "extends")
     if len(resolved) > MAX_EXTENDS_DEPTH:
-        _fail(diagnostics, f"extends chain deeper than {MAX_EXTENDS_DEPTH}", where, "extends")
+        _fail(
+            diagnostics,
+            f"extends chain deeper than {MAX_EXTENDS_DEPTH}",
+            where,
+            "extends",
+        )
     if not base_path.is_file():
-        _fail(diagnostics, f"base spec {str(base_path)!r} does not exist", where, "extends")
+        _fail(
+            diagnostics,
+            f"base spec {str(base_path)!r} does not exist",
+            where,
+            "extends",
+        )
     base = _load_with_extends(base_path, diagnostics, resolved)
     if not isinstance(base.data, dict):
         return document  # the base's own error is already recorded
@@ -98,7 +113,9 @@ def _merge(base: Any, child: Any, path: DataPath, base_doc: Document) -> Any:
         return merged
     # The base's positions below a replaced value would point at stale text.
     for table in (base_doc.values, base_doc.keys):
-        for stale in [p for p in table if len(p) > len(path) and p[: len(path)] == path]:
+        for stale in [
+            p for p in table if len(p) > len(path) and p[: len(path)] == path
+        ]:
             del table[stale]
     return child
 
@@ -112,20 +129,32 @@ def load_file(path: Path, diagnostics: Diagnostics) -> Document:
     except OSError as exc:
         _fail(diagnostics, f"cannot read file: {exc.strerror or exc}", start)
     if len(raw) > MAX_BYTES:
-        _fail(diagnostics, f"file is {len(raw):,} bytes; a spec may be at most {MAX_BYTES:,}", start)
+        _fail(
+            diagnostics,
+            f"file is {len(raw):,} bytes; a spec may be at most {MAX_BYTES:,}",
+            start,
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        _fail(diagnostics, "expected UTF-8 text, found a binary or mis-encoded file", Position(name, line, column))
+        _fail(
+            diagnostics,
+            "expected UTF-8 text, found a binary or mis-encoded file",
+            Position(name, line, column),
+        )
     if "\x00" in text:
-        _fail(diagnostics, "expected YAML text, found NUL bytes (a binary file?)", start)
+        _fail(
+            diagnostics, "expected YAML text, found NUL bytes (a binary file?)", start
+        )
     diagnostics.sources[name] = text
     if not text.strip() or all(
         not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()
     ):
-        _fail(diagnostics, "the file is empty; expected a mapping of spec fields", start)
+        _fail(
+            diagnostics, "the file is empty; expected a mapping of spec fields", start
+        )
 
     yaml = YAML(typ="rt", pure=True)
     try:
@@ -133,7 +162,14 @@ def load_file(path: Path, diagnostics: Diagnostics) -> Document:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Position(name, mark.line + 1, mark.column + 1) if mark else start
-        problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
+        parts = (
+            [exc.context, exc.problem]
+            if exc.context and "document" in str(exc.context)
+            else [exc.problem or exc.context or "invalid YAML"]
+        )
+        problem = ", ".join(" ".join(str(p).split()) for p in parts)
+        if "'\\t'" in problem:
+            problem += " (YAML indents with spaces, never tabs)"
         _fail(diagnostics, f"invalid YAML: {problem}", where)
     except (YAMLError, RecursionError, ValueError) as exc:
         _fail(diagnostics, f"invalid YAML: {exc}", start)
@@ -143,7 +179,11 @@ def load_file(path: Path, diagnostics: Diagnostics) -> Document:
     document.data = walker.plain(node, (), start)
     diagnostics.raise_if_errors()
     if not isinstance(document.data, dict):
-        _fail(diagnostics, f"expected a mapping of spec fields, found {_kind(document.data)}", start)
+        _fail(
+            diagnostics,
+            f"expected a mapping of spec fields, found {_kind(document.data)}",
+            start,
+        )
     return document
 
 
@@ -164,9 +204,11 @@ class _Walker:
                 "(nested anchors and aliases?)",
                 where,
             )
+        self.document.values.setdefault(path, where)
         tag = getattr(getattr(node, "tag", None), "value", None)
-        if isinstance(node, TaggedScalar) or (tag and not tag.startswith("tag:yaml.org,2002:")) or (
-            tag and tag.split(":")[-1].startswith("python")
+        # Only YAML's own tags for plain data; never a language-specific one.
+        if isinstance(node, TaggedScalar) or (
+            tag and (not tag.startswith("tag:yaml.org,2002:") or "python/" in tag)
         ):
             self.diagnostics.error(
                 f"YAML tags are not allowed here, found {tag or node.tag.value!r}",
@@ -178,10 +220,9 @@ class _Walker:
             return self._mapping(node, path)
         if isinstance(node, CommentedSeq):
             return [
-                self.plain(item, (*path, i), self._at(node.lc.item(i)))
+                self.plain(item, (*path, i), self._at(node.lc.item(i), where))
                 for i, item in enumerate(node)
             ]
-        self.document.values.setdefault(path, where)
         return _scalar(node)
 
     def _mapping(self, node: CommentedMap, path: DataPath) -> dict:
@@ -200,7 +241,11 @@ class _Walker:
             result[key] = self.plain(node[key], child, self.document.values[child])
         return result
 
-    def _at(self, line_column: tuple[int, int]) -> Position:
+    def _at(
+        self, line_column: tuple[int, int] | None, default: Position | None = None
+    ) -> Position:
+        if line_column is None:  # ruamel keeps no position for some nodes
+            return default or Position(self.document.file, 1, 1)
         line, column = line_column
         return Position(self.document.file, line + 1, column + 1)
 
@@ -235,6 +280,8 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _fail(diagnostics: Diagnostics, message: str, where: Position | None, path: str = ""):
+def _fail(
+    diagnostics: Diagnostics, message: str, where: Position | None, path: str = ""
+):
     diagnostics.error(message, where, path)
     raise SpecError(diagnostics)

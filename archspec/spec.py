@@ -27,7 +27,7 @@ Coefficient = Annotated[float, Field(ge=1.0, le=100.0)]
 
 
 class SpecModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Table(SpecModel):
@@ -147,12 +147,19 @@ class Spec(SpecModel):
     """An architecture family: a base network and the rule that scales it."""
 
     model_config = ConfigDict(
-        frozen=True, extra="forbid", json_schema_extra={"title": "archspec spec"}
+        frozen=True,
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={"title": "archspec spec"},
     )
 
     extends: str | None = Field(None, description="a base spec to start from")
-    name: ModuleName = Field(description="module name prefix: efficientnet -> efficientnet_b3")
-    class_name: ClassName = Field(description="class name prefix: EfficientNet -> EfficientNetB3")
+    name: ModuleName = Field(
+        description="module name prefix: efficientnet -> efficientnet_b3"
+    )
+    class_name: ClassName = Field(
+        description="class name prefix: EfficientNet -> EfficientNetB3"
+    )
     title: Annotated[str, Field(pattern=r"^[A-Za-z0-9 .\-]{1,40}$")] | None = None
     input: Input
     stem: Stem

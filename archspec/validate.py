@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import blocks, ir
 from .blocks import StageRow
-from .errors import Diagnostics, SpecError, format_path
+from .errors import Diagnostics, format_path
 from .source import DataPath, Document
 from .spec import PublishedVariant, Spec
 
@@ -55,20 +55,26 @@ def validate_network(document: Document, diagnostics: Diagnostics) -> ir.Network
     data = dict(document.data)
     stages = data.get("stages")
     if isinstance(stages, list):
-        data["stages"] = [_stage_with_blocks(s, i, document, diagnostics) for i, s in enumerate(stages)]
+        data["stages"] = [
+            _stage_with_blocks(s, i, document, diagnostics)
+            for i, s in enumerate(stages)
+        ]
     network = check(ir.Network, data, document, diagnostics)
     diagnostics.raise_if_errors()
     assert network is not None
     return network
 
 
-def _stage_with_blocks(stage: Any, i: int, document: Document, diagnostics: Diagnostics) -> Any:
+def _stage_with_blocks(
+    stage: Any, i: int, document: Document, diagnostics: Diagnostics
+) -> Any:
     if not isinstance(stage, dict) or not isinstance(stage.get("blocks"), list):
         return stage
     built = []
     for j, block in enumerate(stage["blocks"]):
         at = ("stages", i, "blocks", j)
-        kind = _block_kind(block, (*at, "kind"), document, diagnostics)
+        value = block.get("kind") if isinstance(block, dict) else None
+        kind = _block_kind(value, (*at, "kind"), document, diagnostics)
         if kind is not None:
             built.append(check(kind.ir, block, document, diagnostics, at=at))
     # On errors, let the stage validate without blocks so other fields still report.
@@ -119,7 +125,9 @@ def _records(
     return records
 
 
-def _stage_rows(data: Any, document: Document, diagnostics: Diagnostics) -> list[StageRow] | None:
+def _stage_rows(
+    data: Any, document: Document, diagnostics: Diagnostics
+) -> list[StageRow] | None:
     path: DataPath = ("stages",)
     table = _table(data, path)
     if table is None:
@@ -143,13 +151,20 @@ def _stage_rows(data: Any, document: Document, diagnostics: Diagnostics) -> list
             )
     parsed = []
     for i, record in _records(path, data, document, diagnostics):
+
         def where(loc: tuple, i: int = i) -> tuple[DataPath, DataPath]:
             # A row's cells are reported as stages[i].<column>, at the cell itself.
             if loc and loc[0] in columns:
                 return ("stages", "rows", i, columns.index(loc[0])), ("stages", i, *loc)
             return ("stages", "rows", i), ("stages", i, *loc)
 
-        kind = _block_kind(record.get("block"), ("stages", "rows", i, columns.index("block")), document, diagnostics, shown=f"stages[{i}].block")
+        kind = _block_kind(
+            record.get("block"),
+            ("stages", "rows", i, columns.index("block")),
+            document,
+            diagnostics,
+            shown=f"stages[{i}].block",
+        )
         if kind is None:
             continue
         fields = kind.row.model_fields
@@ -168,7 +183,9 @@ def _stage_rows(data: Any, document: Document, diagnostics: Diagnostics) -> list
     return parsed
 
 
-def _published(data: Any, document: Document, diagnostics: Diagnostics) -> dict[int, PublishedVariant]:
+def _published(
+    data: Any, document: Document, diagnostics: Diagnostics
+) -> dict[int, PublishedVariant]:
     path: DataPath = ("scaling", "published")
     table = _table(data, path)
     published: dict[int, PublishedVariant] = {}
@@ -176,6 +193,7 @@ def _published(data: Any, document: Document, diagnostics: Diagnostics) -> dict[
         return published
     columns = table[0]
     for i, record in _records(path, data, document, diagnostics):
+
         def where(loc: tuple, i: int = i) -> tuple[DataPath, DataPath]:
             cell = (*path, "rows", i)
             if loc and loc[0] in columns:
@@ -195,12 +213,18 @@ def _published(data: Any, document: Document, diagnostics: Diagnostics) -> dict[
     return published
 
 
-def _block_kind(value: Any, at: DataPath, document: Document, diagnostics: Diagnostics, shown: str | None = None) -> blocks.BlockKind | None:
+def _block_kind(
+    value: Any,
+    at: DataPath,
+    document: Document,
+    diagnostics: Diagnostics,
+    shown: str | None = None,
+) -> blocks.BlockKind | None:
     kind = blocks.get(value) if isinstance(value, str) else None
     if kind is None:
         known = blocks.names()
         diagnostics.error(
-            f"unknown block kind {value!r}{_did_you_mean(str(value), known)} "
+            f"unknown block kind {_found(value)}{_did_you_mean(str(value), known)} "
             f"(known: {', '.join(known)})",
             document.position(at),
             shown or format_path(at),
@@ -211,14 +235,19 @@ def _block_kind(value: Any, at: DataPath, document: Document, diagnostics: Diagn
 # Checks across fields ----------------------------------------------------------
 
 
-def _semantic_checks(spec: Spec, published: dict[int, PublishedVariant], document: Document, diagnostics: Diagnostics) -> None:
+def _semantic_checks(
+    spec: Spec,
+    published: dict[int, PublishedVariant],
+    document: Document,
+    diagnostics: Diagnostics,
+) -> None:
     s = spec.scaling
     factor = s.alpha * s.beta**2 * s.gamma**2
     if abs(factor - FLOPS_FACTOR_TARGET) > FLOPS_FACTOR_TOLERANCE * FLOPS_FACTOR_TARGET:
         diagnostics.warning(
             f"alpha * beta^2 * gamma^2 = {factor:.3g}; compound scaling expects about "
             f"{FLOPS_FACTOR_TARGET:g}, so FLOPs will grow by {factor:.3g}x per unit of phi",
-            document.position(("scaling", "alpha")),
+            document.position(("scaling",)),  # the file that set the coefficients
             "scaling",
         )
     for i, override in enumerate(spec.per_variant):
@@ -256,13 +285,23 @@ def check(
         return None
 
 
-def _report(error: dict, model: type[BaseModel], loc: tuple, data_path: DataPath, shown: DataPath, document: Document, diagnostics: Diagnostics) -> None:
+def _report(
+    error: dict,
+    model: type[BaseModel],
+    loc: tuple,
+    data_path: DataPath,
+    shown: DataPath,
+    document: Document,
+    diagnostics: Diagnostics,
+) -> None:
     kind = error["type"]
     if kind == "missing":
         diagnostics.error(
             f"missing required field {loc[-1]!r}",
             # Point at the mapping the field belongs in.
-            document.position(data_path[:-1] if data_path[-1:] == loc[-1:] else data_path),
+            document.position(
+                data_path[:-1] if data_path[-1:] == loc[-1:] else data_path
+            ),
             format_path(shown[:-1]) if len(shown) > 1 else "",
         )
         return
@@ -275,11 +314,17 @@ def _report(error: dict, model: type[BaseModel], loc: tuple, data_path: DataPath
         )
         return
     message = error["msg"]
-    for prefix, replacement in (("Value error, ", ""), ("Input should be ", "expected "), ("Assertion failed, ", "")):
+    for prefix, replacement in (
+        ("Value error, ", ""),
+        ("Input should be ", "expected "),
+        ("Assertion failed, ", ""),
+    ):
         if message.startswith(prefix):
-            message = replacement + message[len(prefix):]
+            message = replacement + message[len(prefix) :]
     if "found" not in message:
-        message = f"{message[0].lower()}{message[1:]}, found {_found(error.get('input'))}"
+        message = (
+            f"{message[0].lower()}{message[1:]}, found {_found(error.get('input'))}"
+        )
     diagnostics.error(message, document.position(data_path), format_path(shown))
 
 
@@ -328,7 +373,9 @@ def _unwrap(annotation: Any) -> Any:
             annotation = typing.get_args(annotation)[0]
         elif origin in (typing.Union, types.UnionType):
             options = [a for a in typing.get_args(annotation) if a is not type(None)]
-            models = [a for a in options if isinstance(a, type) and issubclass(a, BaseModel)]
+            models = [
+                a for a in options if isinstance(a, type) and issubclass(a, BaseModel)
+            ]
             annotation = (models or options)[0]
         else:
             return annotation

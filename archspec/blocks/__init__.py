@@ -3,4 +3,12 @@
 from .mbconv import MBCONV
 from .registry import BlockContext, BlockKind, StageRow, get, names, register
 
-__all__ = ["MBCONV", "BlockContext", "BlockKind", "StageRow", "get", "names", "register"]
+__all__ = [
+    "MBCONV",
+    "BlockContext",
+    "BlockKind",
+    "StageRow",
+    "get",
+    "names",
+    "register",
+]

@@ -7,7 +7,7 @@ the last only when the block keeps stride 1 and its channel count.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -25,13 +25,15 @@ class MBConvRow(StageRow):
 
 class MBConv(ir.Block):
     kind: Literal["mbconv"] = "mbconv"
-    expanded_channels: int
-    squeeze_channels: int  # 0: no squeeze-and-excitation
-    kernel: int
+    expanded_channels: ir.Size
+    squeeze_channels: Annotated[
+        int, Field(ge=0, le=1 << 16)
+    ]  # 0: no squeeze-excitation
+    kernel: ir.Size
     padding: ir.Padding
     activation: ir.Activation
     norm: ir.Norm
-    drop_path: float
+    drop_path: ir.Probability
 
     @property
     def has_expand(self) -> bool:

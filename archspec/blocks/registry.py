@@ -24,7 +24,7 @@ ENTRY_POINT_GROUP = "archspec.blocks"
 class StageRow(BaseModel):
     """Columns every block kind has; a kind's row model adds its own."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     block: str
     channels: Channels

@@ -1,0 +1,275 @@
+"""The `archspec` command line.
+
+Exit codes: 0 success, 1 a check failed (stale output, parity over
+tolerance), 2 bad input (the message names file:line:column). No traceback
+unless --debug.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import Diagnostics, SpecError
+
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+
+
+class CheckFailed(Exception):
+    """A check ran and failed: exit 1 (the command printed why)."""
+
+
+def parse_phis(text: str) -> list[float]:
+    """'3' -> [3]; '0-7' -> [0, ..., 7]; '0,3,5' -> [0, 3, 5]; '2.5' -> [2.5]."""
+    phis: list[float] = []
+    try:
+        for part in text.split(","):
+            low, dash, high = part.strip().partition("-")
+            if dash and low:
+                first, last = int(low), int(high)
+                if last < first or last - first > 64:
+                    raise ValueError
+                phis += range(first, last + 1)
+            else:
+                value = float(part)
+                phis.append(int(value) if value.is_integer() else value)
+    except ValueError:
+        raise SpecError(
+            f"--phi: expected a number (3, 2.5), a range (0-7) or a list (0,3,5); found {text!r}"
+        ) from None
+    return phis
+
+
+def _load(path: str, diagnostics: Diagnostics):
+    from .pipeline import load_spec
+
+    loaded = load_spec(path, diagnostics)
+    for warning in diagnostics.warnings:
+        click.echo(warning.render(diagnostics.sources), err=True)
+    return loaded
+
+
+def _networks(path: str, phi: str | None, formula: bool, *, default: str = "0"):
+    from . import ir
+    from .pipeline import network
+
+    loaded = _load(path, Diagnostics())
+    if isinstance(loaded, ir.Network):
+        if phi is not None:
+            raise SpecError(
+                f"--phi: {path} is an expanded network (phi {loaded.source.phi:g}); leave --phi out"
+            )
+        return loaded, [loaded]
+    return loaded, [
+        network(loaded, p, formula=formula) for p in parse_phis(phi or default)
+    ]
+
+
+SPEC = click.argument("spec", type=click.Path(dir_okay=False))
+PHI = click.option(
+    "--phi", help="Scaling exponent: 3, 2.5, a range 0-7 or a list 0,3,5."
+)
+FORMULA = click.option(
+    "--formula",
+    is_flag=True,
+    help="Use alpha^phi, beta^phi, gamma^phi even where a published variant exists.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="archspec")
+@click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
+def cli(debug: bool) -> None:
+    """Compile declarative CNN architecture specs into PyTorch and Keras code."""
+
+
+@cli.command()
+@SPEC
+def validate(spec: str) -> None:
+    """Check a spec (or an expanded network) and report every problem."""
+    from . import ir
+
+    loaded = _load(spec, Diagnostics())
+    if isinstance(loaded, ir.Network):
+        click.echo(f"{spec}: ok (expanded network {loaded.module})")
+    else:
+        count = len(loaded.published)
+        click.echo(
+            f"{spec}: ok ({loaded.spec.name}, {len(loaded.stages)} stages, {count} published variants)"
+        )
+
+
+@cli.command()
+@SPEC
+@PHI
+@FORMULA
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write here instead of stdout.",
+)
+def expand(spec: str, phi: str | None, formula: bool, output: str | None) -> None:
+    """Write the fully explicit network for one phi as YAML (valid input again)."""
+    from .expanded import dump
+    from .output import write_all
+
+    _, networks = _networks(spec, phi, formula)
+    if len(networks) != 1:
+        raise SpecError("--phi: expand writes one network; give a single phi")
+    text = dump(networks[0])
+    if output in (None, "-"):
+        click.echo(text, nl=False)
+    else:
+        write_all({Path(output): text})
+        click.echo(f"wrote {output}", err=True)
+
+
+@cli.command()
+@SPEC
+@PHI
+@FORMULA
+def summary(spec: str, phi: str | None, formula: bool) -> None:
+    """Print depth, width, resolution, layers, parameters and FLOPs per variant."""
+    from . import analysis, ir
+    from .pipeline import network
+
+    loaded, networks = _networks(spec, phi, formula, default="0-7")
+    base = (
+        None if isinstance(loaded, ir.Network) else analysis.flops(network(loaded, 0))
+    )
+    header = f"{'phi':>5}  {'variant':<22} {'depth':>5} {'width':>5} {'res':>4}  {'layers per stage':<24} {'params':>11} {'FLOPs':>8} {'xB0':>6} {'2^phi':>6}"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for net in networks:
+        s = net.source
+        flops = analysis.flops(net)
+        ratio = f"{flops / base:6.2f}" if base else f"{'-':>6}"
+        layers = " ".join(map(str, analysis.layers_per_stage(net)))
+        click.echo(
+            f"{s.phi:>5g}  {net.title:<22} {s.depth:>5.3g} {s.width:>5.3g} {s.resolution:>4}  "
+            f"{layers:<24} {analysis.params(net):>11,} {flops / 1e9:>7.3g}B {ratio} {2**s.phi:>6.3g}"
+        )
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec format (for editors)."""
+    from .spec import Spec
+
+    click.echo(json.dumps(Spec.model_json_schema(), indent=2))
+
+
+@cli.command()
+def backends() -> None:
+    """List the available backends."""
+    from . import backends as registry
+
+    for name in registry.names():
+        click.echo(f"{name:<8} {registry.get(name).description}")
+
+
+@cli.command(name="compile")
+@SPEC
+@PHI
+@FORMULA
+@click.option(
+    "-b", "--backend", default="torch", show_default=True, help="Code generator to use."
+)
+@click.option(
+    "-o",
+    "--output",
+    help="Folder to write into (default generated/BACKEND), a .py file for one variant, or - for stdout.",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing; exit 1 with a diff if the files are stale.",
+)
+def compile_(
+    spec: str,
+    phi: str | None,
+    formula: bool,
+    backend: str,
+    output: str | None,
+    check: bool,
+) -> None:
+    """Compile a spec into source code, one module per variant."""
+    from . import backends as registry
+    from .output import WriteError, stale, write_all
+
+    chosen = registry.get(backend)
+    _, networks = _networks(spec, phi, formula)
+    emitted: dict[str, str] = {}
+    for net in networks:
+        emitted.update(chosen.emit(net))
+    if output == "-":
+        click.echo("\n".join(emitted.values()), nl=False)
+        return
+    if output and output.endswith(".py"):
+        if len(emitted) != 1:
+            raise SpecError(
+                f"-o {output}: {len(emitted)} files to write; give a folder"
+            )
+        files = {Path(output): next(iter(emitted.values()))}
+    else:
+        root = Path(output) if output else Path("generated") / chosen.name
+        files = {root / name: text for name, text in emitted.items()}
+    if check:
+        diffs = stale(files)
+        for diff in diffs.values():
+            click.echo(diff)
+        if diffs:
+            names = ", ".join(map(str, diffs))
+            click.echo(
+                f"stale: {names}; run the same command without --check", err=True
+            )
+            raise CheckFailed
+        click.echo(f"up to date: {len(files)} file(s)", err=True)
+        return
+    try:
+        written = write_all(files)
+    except WriteError as exc:
+        done = ", ".join(map(str, exc.written)) or "none"
+        raise SpecError(f"{exc} (files written before the failure: {done})") from None
+    for path in files:
+        click.echo(f"{'wrote' if path in written else 'unchanged'} {path}", err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="archspec", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_BAD_INPUT if exc.exit_code == 2 else exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return EXIT_BAD_INPUT
+    except SpecError as exc:
+        click.echo(exc.render(), err=True)
+        return EXIT_BAD_INPUT
+    except CheckFailed:
+        return EXIT_CHECK_FAILED
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(
+            f"archspec: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            err=True,
+        )
+        return EXIT_INTERNAL
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

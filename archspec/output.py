@@ -1,0 +1,70 @@
+"""Writing generated files: all or nothing, and a read-only staleness check."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from pathlib import Path
+
+
+class WriteError(Exception):
+    def __init__(self, message: str, written: list[Path]):
+        super().__init__(message)
+        self.written = written
+
+
+def write_all(files: dict[Path, str]) -> list[Path]:
+    """Write every file atomically (temporary file in the same folder, then rename).
+
+    All contents are staged before the first rename, so a failure while
+    staging (full disk, no permission) leaves every existing file untouched.
+    Returns the paths whose content changed.
+    """
+    staged: list[tuple[Path, str]] = []
+    try:
+        for path, text in files.items():
+            if path.is_file() and path.read_text(encoding="utf-8") == text:
+                continue  # unchanged: keep the file and its timestamp
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(
+                dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+            )
+            staged.append((path, temp))
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+                handle.write(text)
+    except OSError as exc:
+        for _, temp in staged:
+            Path(temp).unlink(missing_ok=True)
+        raise WriteError(
+            f"cannot write {exc.filename or ''}: {exc.strerror or exc}; no file was changed",
+            [],
+        ) from exc
+    written: list[Path] = []
+    for path, temp in staged:
+        try:
+            os.replace(temp, path)
+        except OSError as exc:
+            for _, rest in staged[len(written) :]:
+                Path(rest).unlink(missing_ok=True)
+            raise WriteError(
+                f"cannot replace {path}: {exc.strerror or exc}", written
+            ) from exc
+        written.append(path)
+    return written
+
+
+def stale(files: dict[Path, str]) -> dict[Path, str]:
+    """{path: unified diff} for every file whose content differs from `files`."""
+    diffs = {}
+    for path, text in files.items():
+        current = path.read_text(encoding="utf-8") if path.is_file() else ""
+        if current != text:
+            diff = difflib.unified_diff(
+                current.splitlines(keepends=True),
+                text.splitlines(keepends=True),
+                f"{path} (checked in)",
+                f"{path} (compiler output)",
+            )
+            diffs[path] = "".join(diff) or f"{path} is missing\n"
+    return diffs

@@ -1,0 +1,117 @@
+"""What every backend's templates share: a strict jinja2 environment, exact
+literals, ruff-style call layout and the provenance header facts.
+
+Generated files must be `ruff format`-clean without running ruff (the compiler
+depends on nothing but pydantic, jinja2, ruamel.yaml and click), so calls with
+literal arguments are laid out here the way ruff lays them out: on one line if
+it fits, else the arguments on one indented line, else one per line with a
+trailing comma.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from . import __version__, analysis, ir
+
+LINE_LENGTH = 88
+
+
+def literal(value: Any) -> str:
+    """An exact Python literal: repr() round-trips floats and escapes strings."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"cannot emit the non-finite number {value!r}")
+        return repr(value)
+    if isinstance(value, bool | int | str | None):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        items = ", ".join(literal(v) for v in value)
+        return (
+            f"({items},)"
+            if isinstance(value, tuple) and len(value) == 1
+            else (f"({items})" if isinstance(value, tuple) else f"[{items}]")
+        )
+    raise TypeError(f"no literal for {type(value).__name__}")
+
+
+def call(
+    func: str, *args: Any, indent: int = 0, trailing: str = "", **kwargs: Any
+) -> str:
+    """`func(args, key=value)` laid out as ruff formats it, starting at `indent`.
+
+    Positional arguments are emitted verbatim (already source text); keyword
+    values become literals unless they are `Code`. `trailing` (e.g. ",") is
+    appended after the closing parenthesis.
+    """
+    parts = [str(a) for a in args] + [
+        f"{k}={v if isinstance(v, Code) else literal(v)}" for k, v in kwargs.items()
+    ]
+    pad = " " * indent
+    one_line = f"{pad}{func}({', '.join(parts)}){trailing}"
+    if len(one_line) <= LINE_LENGTH:
+        return one_line
+    inner = " " * (indent + 4)
+    hugged = f"{inner}{', '.join(parts)}"
+    if len(hugged) <= LINE_LENGTH:
+        return f"{pad}{func}(\n{hugged}\n{pad}){trailing}"
+    lines = "".join(f"{inner}{p},\n" for p in parts)
+    return f"{pad}{func}(\n{lines}{pad}){trailing}"
+
+
+class Code(str):
+    """Source text passed through `call` unquoted (a name, an expression)."""
+
+
+def environment(templates: Path) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates),
+        undefined=jinja2.StrictUndefined,  # a missing value fails the build, not the model
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["literal"] = literal
+    env.globals["call"] = call
+    env.globals["Code"] = Code
+    return env
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """The facts a generated header records (never a timestamp)."""
+
+    version: str
+    spec: str
+    phi: str
+    rule: str
+    width: str
+    depth: str
+    resolution: int
+    dropout: str
+    params: str
+    flops: str
+
+    @classmethod
+    def of(cls, network: ir.Network) -> Provenance:
+        s = network.source
+        return cls(
+            version=__version__,
+            spec=s.spec,
+            phi=f"{s.phi:g}",
+            rule="published coefficients"
+            if s.rule == "published"
+            else "compound-scaling formula",
+            width=f"{s.width:.6g}",
+            depth=f"{s.depth:.6g}",
+            resolution=s.resolution,
+            dropout=f"{s.dropout:g}",
+            params=f"{analysis.params(network):,}",
+            flops=f"{analysis.flops(network) / 1e9:.3f}",
+        )

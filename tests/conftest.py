@@ -1,0 +1,35 @@
+"""Shared fixtures. torch is imported before TensorFlow anywhere in a test
+process: the CUDA build of torch segfaults loading triton after TensorFlow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+B0 = SPECS / "b0.yaml"
+B0_TV = SPECS / "b0_torchvision.yaml"
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+def run_archspec(
+    *args: str, cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it: a separate process."""
+    return subprocess.run(
+        [sys.executable, "-m", "archspec", *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
