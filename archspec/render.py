@@ -28,7 +28,11 @@ def literal(value: Any) -> str:
         if not math.isfinite(value):
             raise ValueError(f"cannot emit the non-finite number {value!r}")
         return repr(value)
-    if isinstance(value, bool | int | str | None):
+    if isinstance(value, str):
+        # ruff format's quote style: double quotes unless that needs escapes.
+        text = repr(value)
+        return f'"{text[1:-1]}"' if text[0] == "'" and '"' not in value else text
+    if isinstance(value, bool | int | None):
         return repr(value)
     if isinstance(value, tuple | list):
         items = ", ".join(literal(v) for v in value)
@@ -41,27 +45,33 @@ def literal(value: Any) -> str:
 
 
 def call(
-    func: str, *args: Any, indent: int = 0, trailing: str = "", **kwargs: Any
+    func: str,
+    *args: Any,
+    indent: int = 0,
+    prefix: str = "",
+    trailing: str = "",
+    **kwargs: Any,
 ) -> str:
     """`func(args, key=value)` laid out as ruff formats it, starting at `indent`.
 
     Positional arguments are emitted verbatim (already source text); keyword
-    values become literals unless they are `Code`. `trailing` (e.g. ",") is
-    appended after the closing parenthesis.
+    values become literals unless they are `Code`. `prefix` goes before the
+    call on its first line (`self.stem = `, `def `), `trailing` after the
+    closing parenthesis (`,`, ` -> None:`).
     """
     parts = [str(a) for a in args] + [
         f"{k}={v if isinstance(v, Code) else literal(v)}" for k, v in kwargs.items()
     ]
     pad = " " * indent
-    one_line = f"{pad}{func}({', '.join(parts)}){trailing}"
+    one_line = f"{pad}{prefix}{func}({', '.join(parts)}){trailing}"
     if len(one_line) <= LINE_LENGTH:
         return one_line
     inner = " " * (indent + 4)
     hugged = f"{inner}{', '.join(parts)}"
     if len(hugged) <= LINE_LENGTH:
-        return f"{pad}{func}(\n{hugged}\n{pad}){trailing}"
+        return f"{pad}{prefix}{func}(\n{hugged}\n{pad}){trailing}"
     lines = "".join(f"{inner}{p},\n" for p in parts)
-    return f"{pad}{func}(\n{lines}{pad}){trailing}"
+    return f"{pad}{prefix}{func}(\n{lines}{pad}){trailing}"
 
 
 class Code(str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -31,7 +32,7 @@ def test_summary_prints_eight_variants_with_exact_params():
     ]
     assert params == PARAMS
     ratios = [float(r[-2]) for r in rows]
-    assert ratios[0] == 1.0 and all(a < b for a, b in zip(ratios, ratios[1:]))
+    assert ratios[0] == 1.0 and all(a < b for a, b in itertools.pairwise(ratios))
     # FLOPs ratio tracks 2^phi within a factor of 2 (the published B3 is at 0.59).
     assert all(0.5 < ratio / 2**phi < 1.5 for phi, ratio in enumerate(ratios) if phi)
 

@@ -1,0 +1,496 @@
+"""The Keras backend: generated source, and the generated models against
+keras.applications' EfficientNet B0-B7 (TensorFlow backend in this process;
+torch and JAX backends in subprocesses)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import B0, B0_TV, ROOT
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# torch (and triton) before TensorFlow, should another test in this process use
+# them: torch's CUDA build segfaults loading triton after TensorFlow.
+for _first in ("torch", "triton"):
+    if importlib.util.find_spec(_first) is not None:
+        importlib.import_module(_first)
+
+import archspec_keras  # noqa: E402
+
+from archspec import ir  # noqa: E402
+from archspec.errors import SpecError  # noqa: E402
+from archspec.pipeline import load_spec, network  # noqa: E402
+from archspec.references.keras_applications import layer_names  # noqa: E402
+
+keras = pytest.importorskip("keras")
+np = pytest.importorskip("numpy")
+
+BACKEND = archspec_keras.BACKEND
+PHIS = range(8)
+# REFERENCE.md, "Figures to match exactly".
+PARAMS = [
+    5_288_548,
+    7_794_184,
+    9_109_994,
+    12_233_232,
+    19_341_616,
+    30_389_784,
+    43_040_704,
+    66_347_960,
+]
+APPLICATIONS = [getattr(keras.applications, f"EfficientNetB{phi}") for phi in PHIS]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TOLERANCE = 1e-5  # max|ours - reference| / max|reference|
+
+
+@pytest.fixture(scope="module")
+def b0_spec():
+    return load_spec(B0)
+
+
+def emit(net: ir.Network, folder: Path) -> Path:
+    ((name, source),) = BACKEND.emit(net).items()
+    path = folder / name
+    path.write_text(source, encoding="utf-8")
+    return path
+
+
+def load_module(path: Path):
+    """Import a generated file under a unique module name."""
+    spec = importlib.util.spec_from_file_location(
+        f"_generated_{path.stem}_{time.monotonic_ns()}", path
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def generated(b0_spec, tmp_path_factory) -> dict[int, tuple[ir.Network, Path]]:
+    folder = tmp_path_factory.mktemp("keras")
+    nets = {phi: network(b0_spec, phi) for phi in PHIS}
+    return {phi: (net, emit(net, folder)) for phi, net in nets.items()}
+
+
+def trainable(model) -> int:
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def relative_error(a, b) -> float:
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def randomise(model, rng) -> None:
+    """Random BN scale, shift and statistics and random biases; kernels keep
+    their (seeded, random) initialisation.
+
+    Scales below 1 and variances above 1 keep the residual stream bounded in
+    the deep variants: with both drawn from U(0.5, 1.5), B7's logits reach 1e6
+    and float32 rounding alone then moves them by tens of percent, which would
+    hide any real difference.
+    """
+    for w in model.weights:
+        if w.path.endswith("gamma"):
+            w.assign(rng.uniform(0.5, 1.0, w.shape).astype(w.dtype))
+        elif w.path.endswith("moving_variance"):
+            w.assign(rng.uniform(1.0, 2.0, w.shape).astype(w.dtype))
+        elif w.path.endswith(("beta", "moving_mean", "bias")):
+            w.assign(rng.normal(0.0, 0.1, w.shape).astype(w.dtype))
+
+
+def set_normalization(app) -> None:
+    (layer,) = [x for x in app.layers if isinstance(x, keras.layers.Normalization)]
+    count = layer.get_weights()[2]
+    layer.set_weights([np.float32(IMAGENET_MEAN), np.float32(IMAGENET_STD) ** 2, count])
+    layer.finalize_state()  # set_weights alone leaves call() on the old statistics
+
+
+def copy_from_applications(net: ir.Network, app, model) -> int:
+    names = layer_names(net)
+    weighted = {layer.name for layer in model.layers if layer.weights}
+    assert set(names) == weighted
+    app_weighted = {
+        x.name
+        for x in app.layers
+        if x.weights and not isinstance(x, keras.layers.Normalization)
+    }
+    assert set(names.values()) == app_weighted
+    for ours, theirs in names.items():
+        model.get_layer(ours).set_weights(app.get_layer(theirs).get_weights())
+    return len(names)
+
+
+def reference_pair(phi: int, module, net: ir.Network, seed: int, input_shape=None):
+    """keras.applications B{phi} with random weights, and ours with the same."""
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    app = APPLICATIONS[phi](
+        weights=None, classifier_activation=None, input_shape=input_shape
+    )
+    randomise(app, rng)
+    set_normalization(app)
+    ours = getattr(module, net.module)(input_shape=(None, None, 3))
+    copy_from_applications(net, app, ours)
+    return app, ours
+
+
+# Generated source --------------------------------------------------------------
+
+
+def test_header_and_constants(generated):
+    net, path = generated[3]
+    text = path.read_text()
+    assert text.startswith(
+        '"""EfficientNet-B3 for Keras 3, generated by archspec 0.1.0.\n\n'
+        "Compiled from b0.yaml (phi 3, published coefficients: width 1.2, depth 1.4,\n"
+        "resolution 300, dropout 0.3). Do not edit; regenerate with\n"
+        "`archspec compile b0.yaml --phi 3 --backend keras`.\n\n"
+        "Trainable parameters: 12,233,232. FLOPs: "
+    )
+    assert "G multiply-adds at 300x300.\n" in text
+    for line in (
+        "BN_EPSILON = 0.001",
+        "BN_MOMENTUM = 0.99",
+        'PADDING = "same"',
+        'ACTIVATION = "silu"',
+    ):
+        assert f"\n{line}\n" in text
+    assert (
+        "def efficientnet_b3(\n    num_classes: int = 1000,\n    dropout: float = 0.3,\n"
+        "    classifier_activation: str | None = None,\n"
+        "    input_shape: tuple[int | None, int | None, int] = (300, 300, 3),\n) -> keras.Model:"
+    ) in text
+    # Every block is a call with literal arguments from the IR.
+    block = net.stages[5].blocks[1]
+    assert (
+        "    x = mbconv(\n        x,\n"
+        f"        filters={block.out_channels},\n        expanded_filters={block.expanded_channels},\n"
+        f"        squeeze_filters={block.squeeze_channels},\n        kernel_size=5,\n        strides=1,\n"
+        f'        drop_rate={block.drop_path!r},\n        name="stages_5_1",\n    )\n'
+    ) in text
+    assert text.count("x = mbconv(") == len(net.blocks)
+    assert max(map(len, text.splitlines())) <= 88
+
+
+def test_torchvision_conventions_reach_the_constants(tmp_path):
+    net = network(load_spec(B0_TV), 0)
+    assert (net.stem.norm.eps, net.stem.norm.momentum) == (1e-5, 0.1)
+    text = emit(net, tmp_path).read_text()
+    for line in ('PADDING = "symmetric"', "BN_EPSILON = 1e-05", "BN_MOMENTUM = 0.9"):
+        assert f"\n{line}\n" in text
+
+
+def test_generated_imports_only_keras(generated):
+    for _, path in generated.values():
+        tree = ast.parse(path.read_text())
+        imported = {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in (
+                node.names
+                if isinstance(node, ast.Import)
+                else [ast.alias(node.module or "")]
+            )
+        }
+        assert imported == {"keras"}, path.name
+
+
+def test_ruff_clean(generated, tmp_path):
+    paths = [str(path) for _, path in generated.values()]
+    config = str(ROOT / "pyproject.toml")
+    for args in (["check"], ["format", "--check"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ruff", *args, "--config", config, *paths],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_output_is_byte_identical_across_hash_seeds(generated):
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import archspec_keras
+        from archspec.pipeline import load_spec, network
+        net = network(load_spec({str(B0)!r}), 7)
+        sys.stdout.write(archspec_keras.BACKEND.emit(net)["efficientnet_b7.py"])
+        """
+    )
+    expected = generated[7][1].read_text()
+    for seed in ("0", "12345"):
+        proc = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        assert proc.stdout == expected
+
+
+def test_checked_in_files_are_current(generated):
+    for _, path in generated.values():
+        checked_in = ROOT / "generated" / "keras" / path.name
+        assert checked_in.read_text(encoding="utf-8") == path.read_text(
+            encoding="utf-8"
+        ), (
+            f"{checked_in} is stale: run archspec compile specs/b0.yaml --phi 0-7 --backend keras"
+        )
+
+
+def test_non_uniform_norm_is_rejected(b0_spec):
+    net = network(b0_spec, 0)
+    block = net.stages[2].blocks[1]
+    odd = block.model_copy(update={"norm": ir.Norm(eps=1e-5, momentum=0.1)})
+    stage = net.stages[2].model_copy(update={"blocks": (net.stages[2].blocks[0], odd)})
+    stages = (*net.stages[:2], stage, *net.stages[3:])
+    with pytest.raises(SpecError, match=r"share one norm.*at stages\.2\.1"):
+        BACKEND.emit(net.model_copy(update={"stages": stages}))
+
+
+def test_non_uniform_padding_is_rejected(b0_spec):
+    net = network(b0_spec, 0)
+    head = net.head.model_copy(update={"padding": "symmetric"})
+    with pytest.raises(SpecError, match=r"share one padding.*'symmetric' at head"):
+        BACKEND.emit(net.model_copy(update={"head": head}))
+
+
+def test_unsupported_activation_is_rejected(b0_spec):
+    net = network(b0_spec, 0)
+    update = {"activation": "relu"}
+    stages = tuple(
+        s.model_copy(
+            update={"blocks": tuple(b.model_copy(update=update) for b in s.blocks)}
+        )
+        for s in net.stages
+    )
+    relu = net.model_copy(
+        update={
+            "stem": net.stem.model_copy(update=update),
+            "head": net.head.model_copy(update=update),
+            "stages": stages,
+        }
+    )
+    with pytest.raises(SpecError, match="activation 'relu' is not supported"):
+        BACKEND.emit(relu)
+
+
+class Identity(ir.Block):
+    """A block kind unknown to archspec_keras, to check a kind brings its template."""
+
+    kind: str = "identity"
+
+    def weights(self) -> list[ir.Weights]:
+        return []
+
+    def flops(self) -> int:
+        return 0
+
+
+def test_new_block_kind_brings_its_own_template(b0_spec, tmp_path):
+    net = network(b0_spec, 0)
+    first = net.stages[0].blocks[0]
+    extra = Identity(
+        name="stages.0.1",
+        in_channels=16,
+        out_channels=16,
+        stride=1,
+        in_size=first.out_size,
+        out_size=first.out_size,
+    )
+    stage = net.stages[0].model_copy(update={"blocks": (first, extra)})
+    net = net.model_copy(update={"stages": (stage, *net.stages[1:])})
+    with pytest.raises(SpecError, match=r"no template for block kind 'identity'"):
+        BACKEND.emit(net)
+    (tmp_path / "blocks").mkdir()
+    (tmp_path / "blocks" / "identity.py.j2").write_text(
+        "{% macro definitions() %}\n"
+        "def identity(x, name: str):\n"
+        "    return keras.layers.Identity(name=name)(x)\n"
+        "{% endmacro %}\n"
+        "{% macro build(block) %}\n"
+        '{{ call("x = identity", "x", indent=4, name=block.name | keras_name) -}}\n'
+        "{% endmacro %}\n"
+    )
+    backend = archspec_keras.KerasBackend([tmp_path, archspec_keras.TEMPLATES])
+    text = backend.emit(net)["efficientnet_b0.py"]
+    assert "\n\n\ndef identity(x, name: str):\n" in text
+    assert '\n    x = identity(x, name="stages_0_1")\n' in text
+    model = load_module(emit_text(text, tmp_path)).efficientnet_b0(
+        input_shape=(32, 32, 3)
+    )
+    assert model.get_layer("stages_0_1").__class__.__name__ == "Identity"
+
+
+def emit_text(text: str, folder: Path) -> Path:
+    path = folder / "with_identity.py"
+    path.write_text(text)
+    return path
+
+
+def test_layer_names_follow_keras_applications(b0_spec):
+    names = layer_names(network(b0_spec, 7))
+    assert names["stem_conv"] == "stem_conv"
+    assert names["stages_0_0_depthwise_conv"] == "block1a_dwconv"
+    assert names["stages_1_0_expand_bn"] == "block2a_expand_bn"
+    assert names["stages_3_9_se_reduce"] == "block4j_se_reduce"
+    assert names["stages_5_12_project_conv"] == "block6m_project_conv"
+    assert names["head_bn"] == "top_bn"
+    assert names["classifier"] == "predictions"
+    assert len(names) == len(network(b0_spec, 7).weights())
+
+
+# The generated models ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("phi", PHIS)
+def test_matches_keras_applications(phi, generated):
+    """Same trainable parameter count as keras.applications.EfficientNetB{phi},
+    and the same logits with random weights copied layer by layer, at the
+    variant's (even) resolution, where TensorFlow's asymmetric padding matters."""
+    net, path = generated[phi]
+    module = load_module(path)
+    app, ours = reference_pair(phi, module, net, seed=phi)
+    assert trainable(ours) == trainable(app) == PARAMS[phi]
+    size = net.input.resolution
+    x = (
+        np.random.default_rng(100 + phi)
+        .uniform(0, 255, (2, size, size, 3))
+        .astype("float32")
+    )
+    a, b = numpy(ours(x, training=False)), numpy(app(x, training=False))
+    error = relative_error(a, b)
+    print(f"B{phi} @{size}: trainable {trainable(ours):,}, relative error {error:.2e}")
+    assert b.shape == (2, 1000)
+    # The logits depend on the input, far beyond the tolerance.
+    assert relative_error(b[0], b[1]) > 1e-2
+    assert error <= TOLERANCE
+
+
+def test_padding_constant_switches_to_symmetric(generated):
+    """PADDING = "symmetric" equals keras.applications at odd sizes (both rules
+    pad k//2 on each side there) and differs at even sizes."""
+    net, path = generated[0]
+    module = load_module(path)
+    app225, same = reference_pair(0, module, net, seed=10, input_shape=(225, 225, 3))
+    module.PADDING = "symmetric"
+    symmetric = module.efficientnet_b0(input_shape=(None, None, 3))
+    symmetric.set_weights(same.get_weights())
+    assert "stem_pad" in [layer.name for layer in symmetric.layers]
+    app224 = APPLICATIONS[0](weights=None, classifier_activation=None)
+    app224.set_weights(app225.get_weights())
+    set_normalization(app224)
+    x225 = np.random.default_rng(11).uniform(0, 255, (1, 225, 225, 3)).astype("float32")
+    x224 = x225[:, :224, :224]
+    odd = relative_error(numpy(symmetric(x225)), numpy(app225(x225)))
+    even_same = relative_error(numpy(same(x224)), numpy(app224(x224)))
+    even_symmetric = relative_error(numpy(symmetric(x224)), numpy(app224(x224)))
+    print(
+        f"symmetric @225 {odd:.2e}, same @224 {even_same:.2e}, symmetric @224 {even_symmetric:.2e}"
+    )
+    assert odd <= TOLERANCE and even_same <= TOLERANCE
+    assert even_symmetric > 1e-3
+
+
+def test_fit_one_step_then_keras_round_trip(generated, tmp_path):
+    module = load_module(generated[0][1])
+    keras.utils.set_random_seed(0)
+    model = module.efficientnet_b0(input_shape=(64, 64, 3))
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    before = [numpy(w).copy() for w in model.weights]
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    y = rng.integers(0, 1000, (4,))
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    loss = history.history["loss"][0]
+    assert np.isfinite(loss) and 1.0 < loss < 100.0
+    changed = {
+        w.path
+        for w, old in zip(model.weights, before, strict=True)
+        if not np.array_equal(numpy(w), old)
+    }
+    assert {
+        w.path for w in model.trainable_weights
+    } <= changed  # every trainable weight moved
+    assert "stem_bn/moving_mean" in changed  # and the BN statistics
+
+    path = tmp_path / "efficientnet_b0.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)  # built-in layers only: no custom objects
+    assert [layer.name for layer in loaded.layers] == [
+        layer.name for layer in model.layers
+    ]
+    a, b = numpy(model(x, training=False)), numpy(loaded(x, training=False))
+    assert np.array_equal(a, b)
+
+
+WORKER = """
+import importlib.util, sys
+import numpy as np
+import keras
+folder = sys.argv[1]
+spec = importlib.util.spec_from_file_location("generated_b0", sys.argv[2])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+model = module.efficientnet_b0(input_shape=(None, None, 3))
+model.load_weights(folder + "/b0.weights.h5")
+x = np.load(folder + "/x.npy")
+np.save(folder + "/" + keras.backend.backend() + ".npy", keras.ops.convert_to_numpy(model(x, training=False)))
+"""
+
+
+@pytest.fixture(scope="module")
+def tensorflow_logits(generated, tmp_path_factory):
+    """B0 with keras.applications' random weights, saved as .weights.h5, and its
+    TensorFlow logits for a batch of two at 224."""
+    folder = tmp_path_factory.mktemp("backends")
+    net, path = generated[0]
+    _, ours = reference_pair(0, load_module(path), net, seed=20)
+    ours.save_weights(folder / "b0.weights.h5")
+    rng = np.random.default_rng(21)
+    x = rng.uniform(0, 255, (2, 224, 224, 3)).astype("float32")
+    np.save(folder / "x.npy", x)
+    return folder, path, numpy(ours(x, training=False))
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_same_logits_on_other_backends(backend, tensorflow_logits):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(
+            f"{backend} is not installed, so Keras's {backend} backend cannot run"
+        )
+    folder, path, expected = tensorflow_logits
+    proc = subprocess.run(
+        [sys.executable, "-c", WORKER, str(folder), str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "KERAS_BACKEND": backend},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logits = np.load(folder / f"{backend}.npy")
+    error = relative_error(logits, expected)
+    print(f"{backend} vs tensorflow: relative error {error:.2e}")
+    assert error <= TOLERANCE

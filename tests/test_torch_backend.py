@@ -1,0 +1,229 @@
+"""The PyTorch backend against torchvision: structure, weights and logits."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+from generated_code import B0, B0_TV, import_generated, relative_error, variant  # noqa: E402
+
+from archspec import backends  # noqa: E402
+from archspec.errors import SpecError  # noqa: E402
+from archspec.references.torchvision import from_torchvision, state_dict_names  # noqa: E402
+
+TOLERANCE = 1e-5  # relative max error of float32 logits
+ODD_SIZE = 225  # every stride-2 input is odd: both padding rules coincide here
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> None:
+    """Random weights and batch-norm statistics, so no layer is an identity."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5, generator=generator)
+                m.bias.normal_(0, 0.1, generator=generator)
+                m.running_mean.normal_(0, 0.1, generator=generator)
+                m.running_var.uniform_(0.5, 1.5, generator=generator)
+
+
+@pytest.fixture(scope="module")
+def b0_module(tmp_path_factory):
+    net = variant(B0, 0)
+    return net, import_generated(net, "torch", tmp_path_factory.mktemp("b0"))
+
+
+@pytest.mark.parametrize("phi", range(8))
+def test_parameter_count_equals_torchvision(phi, tmp_path):
+    reference = getattr(torchvision.models, f"efficientnet_b{phi}")()
+    for spec in (B0, B0_TV):
+        net = variant(spec, phi)
+        model = getattr(import_generated(net, "torch", tmp_path), net.class_name)()
+        assert sum(p.numel() for p in model.parameters()) == sum(
+            p.numel() for p in reference.parameters()
+        )
+
+
+@pytest.mark.parametrize("phi", range(8))
+def test_torchvision_weights_give_torchvision_logits(phi, tmp_path):
+    torch.manual_seed(phi)
+    reference = getattr(torchvision.models, f"efficientnet_b{phi}")()
+    randomize(reference, seed=phi)
+    reference.eval()
+    net = variant(B0_TV, phi)
+    model = getattr(import_generated(net, "torch", tmp_path), net.class_name)().eval()
+    model.load_state_dict(from_torchvision(net, reference.state_dict()), strict=True)
+    for size in (net.input.resolution, ODD_SIZE):
+        x = torch.randn(1, 3, size, size)
+        with torch.no_grad():
+            ours, theirs = model(x), reference(x)
+        assert ours.shape == theirs.shape == (1, 1000)
+        assert relative_error(ours, theirs) <= TOLERANCE, (phi, size)
+
+
+def test_batch_norm_settings_follow_torchvision(tmp_path):
+    for phi in (0, 5):
+        reference = getattr(torchvision.models, f"efficientnet_b{phi}")()
+        net = variant(B0_TV, phi)
+        model = getattr(import_generated(net, "torch", tmp_path), net.class_name)()
+        ref_bn = next(
+            m for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)
+        )
+        our_bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        assert (our_bn.eps, our_bn.momentum) == (ref_bn.eps, ref_bn.momentum)
+
+
+def test_mapping_names_every_tensor_once():
+    for phi in range(8):
+        net = variant(B0_TV, phi)
+        names = state_dict_names(net)
+        reference = getattr(torchvision.models, f"efficientnet_b{phi}")()
+        assert set(names) == set(reference.state_dict())
+        assert len(set(names.values())) == len(names)
+
+
+def test_mapping_refuses_a_partial_state_dict():
+    net = variant(B0_TV, 0)
+    state = torchvision.models.efficientnet_b0().state_dict()
+    del state["features.3.1.block.2.fc1.bias"]
+    with pytest.raises(SpecError, match=r"missing \['features.3.1.block.2.fc1.bias'\]"):
+        from_torchvision(net, state)
+
+
+def test_same_padding_differs_from_symmetric_on_even_sizes(tmp_path):
+    """The same weights through both padding rules: equal on odd, different on even."""
+    same_net, sym_net = variant(B0, 0), variant(B0_TV, 0)
+    same = getattr(
+        import_generated(same_net, "torch", tmp_path), same_net.class_name
+    )().eval()
+    sym = getattr(
+        import_generated(sym_net, "torch", tmp_path), sym_net.class_name
+    )().eval()
+    randomize(same)
+    sym.load_state_dict(same.state_dict())
+    # Give both the same batch-norm epsilon so that only padding differs.
+    for m in sym.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eps = 1e-3
+    with torch.no_grad():
+        x = torch.rand(1, 3, ODD_SIZE, ODD_SIZE) * 255
+        pre = same.preprocess(x)
+        assert relative_error(same(x), sym(pre)) <= TOLERANCE
+        # On an even size the windows shift by a pixel: the feature maps differ.
+        pre = same.preprocess(torch.rand(1, 3, 224, 224) * 255)
+        assert relative_error(same.stem(pre), sym.stem(pre)) > 0.1
+        pre = same.preprocess(torch.rand(1, 3, ODD_SIZE, ODD_SIZE) * 255)
+        assert relative_error(same.stem(pre), sym.stem(pre)) < 1e-6
+
+
+def test_same_padding_matches_tensorflow_rule():
+    """Explicit TF 'same' padding (extra row/column after) on an even size."""
+    from archspec_torch import TEMPLATES  # noqa: F401  (the backend is importable)
+
+    torch.manual_seed(0)
+    net = variant(B0, 0)
+    namespace = {}
+    source = backends.get("torch").emit(net)[f"{net.module}.py"]
+    exec(compile(source, "generated", "exec"), namespace)
+    layer = namespace["ConvBNAct"](4, 6, kernel_size=5, stride=2).eval()
+    for size in (8, 9, 10, 11):
+        x = torch.randn(1, 4, size, size)
+        total = max((-(-size // 2) - 1) * 2 + 5 - size, 0)
+        padded = torch.nn.functional.pad(x, (total // 2, total - total // 2) * 2)
+        expected = torch.nn.functional.conv2d(padded, layer.conv.weight, stride=2)
+        with torch.no_grad():
+            got = layer.bn(layer._conv_same(x))
+            want = layer.bn(expected)
+        assert got.shape == want.shape == (1, 6, -(-size // 2), -(-size // 2))
+        assert relative_error(got, want) < 1e-6
+
+
+def test_generated_module_imports_torch_only(b0_module):
+    net, module = b0_module
+    tree = ast.parse(open(module.__file__).read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+    assert imported == {"math", "torch", "torch.nn.functional"}
+
+
+def test_train_mode_backward_and_drop_path(b0_module):
+    net, module = b0_module
+    torch.manual_seed(0)
+    model = getattr(module, net.class_name)().train()
+    x = torch.rand(4, 3, 64, 64, requires_grad=True) * 255
+    out = model(x)
+    out.logsumexp(1).sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    # Drop path and dropout make two training passes differ; eval passes agree.
+    assert not torch.equal(model(x), model(x))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
+def test_drop_path_drops_whole_samples(b0_module):
+    _, module = b0_module
+    torch.manual_seed(0)
+    x = torch.ones(2000, 3, 2, 2)
+    y = module.drop_path(x, 0.25, training=True)
+    per_sample = y.flatten(1)
+    assert set(per_sample.unique().tolist()) == {0.0, torch.tensor(1 / 0.75).item()}
+    assert (per_sample.min(1).values == per_sample.max(1).values).all()
+    kept = float((per_sample[:, 0] > 0).float().mean())
+    assert abs(kept - 0.75) < 0.04
+    assert module.drop_path(x, 0.25, training=False) is x
+
+
+def test_channels_last_gives_the_same_logits(b0_module):
+    net, module = b0_module
+    model = getattr(module, net.class_name)().eval()
+    randomize(model)
+    x = torch.rand(2, 3, 224, 224) * 255
+    with torch.no_grad():
+        expected = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        got = model(x.to(memory_format=torch.channels_last))
+    assert relative_error(got, expected) <= TOLERANCE
+
+
+def test_prepare_for_inference_keeps_outputs(b0_module):
+    net, module = b0_module
+    model = getattr(module, net.class_name)().eval()
+    randomize(model)
+    x = torch.rand(2, 3, 224, 224) * 255
+    with torch.no_grad():
+        expected = model(x)
+        model.prepare_for_inference()
+        got = model(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert relative_error(got, expected) <= TOLERANCE
+
+
+def test_torch_export(b0_module):
+    net, module = b0_module
+    model = getattr(module, net.class_name)().eval()
+    randomize(model)
+    x = torch.rand(1, 3, 96, 96) * 255
+    exported = torch.export.export(model, (x,))
+    with torch.no_grad():
+        assert relative_error(exported.module()(x), model(x)) <= TOLERANCE
+
+
+def test_torch_compile(b0_module):
+    net, module = b0_module
+    model = getattr(module, net.class_name)().eval()
+    randomize(model)
+    x = torch.rand(1, 3, 64, 64) * 255
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        assert relative_error(compiled(x), model(x)) <= TOLERANCE
