@@ -5,12 +5,42 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from . import blocks, ir
+from .errors import Diagnostic, SpecError, format_path
 from .scaling import Coefficients, coefficients, make_divisible, phi_text, round_layers
 from .validate import ValidSpec
 
+# B7 has 55 blocks. The formula with a coefficient near its limit (100) would
+# otherwise build 100^phi times the base depth, and never finish.
+MAX_BLOCKS = 4096
+MAX_SIZE = 1 << 16  # ir.Size: channels and feature-map sizes
+
 
 def expand(valid: ValidSpec, phi: float, *, formula: bool = False) -> ir.Network:
+    """The network for one phi; SpecError when the scaled network is out of range."""
+    at: list[tuple] = [("scaling",), ("scaling",)]  # (data path, shown path)
+    try:
+        return _expand(valid, phi, formula, at)
+    except ValidationError as exc:
+        # A value valid in the spec can scale past an IR limit (65,536 channels,
+        # sizes): say which part, for which phi, instead of an internal error.
+        error = exc.errors(include_url=False)[0]
+        field = ".".join(map(str, error["loc"]))
+        message = error["msg"].replace("Input should be ", "expected ")
+        raise SpecError(
+            Diagnostic(
+                f"phi {phi:g}: the scaled {field or 'network'} is out of range: "
+                f"{message}, found {error.get('input')!r}",
+                valid.document.position(at[0]),
+                format_path(at[1]),
+            )
+        ) from None
+
+
+def _expand(valid: ValidSpec, phi: float, formula: bool, at: list) -> ir.Network:
+    """`at` tracks the spec part being built, for expand's error message."""
     spec = valid.spec
     co = coefficients(valid, phi, formula=formula)
     activation, padding, norm = _settings(valid, co)
@@ -20,6 +50,16 @@ def expand(valid: ValidSpec, phi: float, *, formula: bool = False) -> ir.Network
         return make_divisible(base * co.width, divisor)
 
     resolution = co.resolution
+    if resolution > MAX_SIZE:
+        raise SpecError(
+            Diagnostic(
+                f"phi {phi:g}: the scaled resolution would be {resolution:,}; "
+                f"archspec builds at most {MAX_SIZE:,}",
+                valid.document.position(("scaling",)),
+                "scaling",
+            )
+        )
+    at[:] = ("stem",), ("stem",)
     stem = ir.ConvNormAct(
         name="stem",
         in_channels=spec.input.channels,
@@ -35,11 +75,21 @@ def expand(valid: ValidSpec, phi: float, *, formula: bool = False) -> ir.Network
 
     layers = [round_layers(row.layers, co.depth) for row in valid.stages]
     total = sum(layers)
+    if total > MAX_BLOCKS:
+        raise SpecError(
+            Diagnostic(
+                f"phi {phi:g}: the scaled network would have {total:,} blocks "
+                f"(depth x{co.depth:.3g}); archspec builds at most {MAX_BLOCKS:,}",
+                valid.document.position(("scaling",)),
+                "scaling",
+            )
+        )
     rate = spec.regularization.drop_path
     index, in_channels, size = 0, stem.out_channels, stem.out_size
     stages = []
     for s, (row, count) in enumerate(zip(valid.stages, layers, strict=True)):
         kind = blocks.get(row.block)
+        at[:] = ("stages", "rows", s), ("stages", s)
         out_channels = channels(row.channels)
         stage = []
         for b in range(count):
@@ -63,6 +113,7 @@ def expand(valid: ValidSpec, phi: float, *, formula: bool = False) -> ir.Network
             index, in_channels, size = index + 1, out_channels, block.out_size
         stages.append(ir.Stage(name=f"stages.{s}", blocks=tuple(stage)))
 
+    at[:] = ("head",), ("head",)
     head = ir.ConvNormAct(
         name="head",
         in_channels=in_channels,
@@ -75,6 +126,7 @@ def expand(valid: ValidSpec, phi: float, *, formula: bool = False) -> ir.Network
         in_size=size,
         out_size=size,
     )
+    at[:] = ("scaling",), ("scaling",)
     pre = spec.input.preprocess
     module, class_name, title = _names(valid, co)
     return ir.Network(

@@ -22,9 +22,12 @@ def write_all(files: dict[Path, str]) -> list[Path]:
     Returns the paths whose content changed.
     """
     staged: list[tuple[Path, str]] = []
+    current: Path | None = None
     try:
-        for path, text in files.items():
-            if path.is_file() and path.read_text(encoding="utf-8") == text:
+        for current, text in files.items():
+            path = current
+            # Bytes, not text: an existing file need not be UTF-8 to be replaced.
+            if path.is_file() and path.read_bytes() == text.encode("utf-8"):
                 continue  # unchanged: keep the file and its timestamp
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(
@@ -33,20 +36,27 @@ def write_all(files: dict[Path, str]) -> list[Path]:
             staged.append((path, temp))
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
                 handle.write(text)
-    except OSError as exc:
+    except BaseException as exc:
+        # Whatever stopped the staging (full disk, no permission, Ctrl-C), no
+        # temporary file stays behind and no target has been touched yet.
         for _, temp in staged:
             Path(temp).unlink(missing_ok=True)
+        if not isinstance(exc, OSError):
+            raise
         raise WriteError(
-            f"cannot write {exc.filename or ''}: {exc.strerror or exc}; no file was changed",
+            # A failed write() carries no file name; name the file being staged.
+            f"cannot write {current}: {exc.strerror or exc}; no file was changed",
             [],
         ) from exc
     written: list[Path] = []
     for path, temp in staged:
         try:
             os.replace(temp, path)
-        except OSError as exc:
+        except BaseException as exc:
             for _, rest in staged[len(written) :]:
                 Path(rest).unlink(missing_ok=True)
+            if not isinstance(exc, OSError):
+                raise
             raise WriteError(
                 f"cannot replace {path}: {exc.strerror or exc}", written
             ) from exc
@@ -58,7 +68,10 @@ def stale(files: dict[Path, str]) -> dict[Path, str]:
     """{path: unified diff} for every file whose content differs from `files`."""
     diffs = {}
     for path, text in files.items():
-        current = path.read_text(encoding="utf-8") if path.is_file() else ""
+        # errors="replace": a non-UTF-8 file is stale, not a crash.
+        current = (
+            path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+        )
         if current != text:
             diff = difflib.unified_diff(
                 current.splitlines(keepends=True),

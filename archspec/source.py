@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.comments import (
+    CommentedMap,
+    CommentedOrderedMap,
+    CommentedSeq,
+    CommentedSet,
+    TaggedScalar,
+)
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .errors import Diagnostics, Position, SpecError, format_path
@@ -26,6 +32,7 @@ DataPath = tuple[str | int, ...]
 MAX_BYTES = 1 << 20  # a spec is a page of YAML; a megabyte is already absurd
 MAX_VALUES = 100_000  # bounds alias expansion ("billion laughs")
 MAX_EXTENDS_DEPTH = 16
+MAX_NESTING = 64  # a spec nests 4 levels; ruamel's scanner is quadratic in depth
 
 
 @dataclass
@@ -156,6 +163,14 @@ def load_file(path: Path, diagnostics: Diagnostics) -> Document:
             diagnostics, "the file is empty; expected a mapping of spec fields", start
         )
 
+    deep = _too_deep(text)
+    if deep:
+        _fail(
+            diagnostics,
+            f"invalid YAML: brackets nested more than {MAX_NESTING} levels deep",
+            Position(name, *deep),
+        )
+
     yaml = YAML(typ="rt", pure=True)
     try:
         node = yaml.load(text)
@@ -168,11 +183,32 @@ def load_file(path: Path, diagnostics: Diagnostics) -> Document:
             else [exc.problem or exc.context or "invalid YAML"]
         )
         problem = ", ".join(" ".join(str(p).split()) for p in parts)
+        opened = exc.context_mark
+        context = " ".join(str(exc.context or "").split())
+        if opened and context.startswith(("while parsing", "while scanning")):
+            # Unclosed brackets and quotes: say where the unfinished part began.
+            problem += (
+                f" ({context} that started at line {opened.line + 1}, "
+                f"column {opened.column + 1})"
+            )
+        if "mapping values are not allowed" in problem:
+            problem += " (a key indented wrongly, or ': ' in an unquoted value?)"
         if "'\\t'" in problem:
             problem += " (YAML indents with spaces, never tabs)"
         _fail(diagnostics, f"invalid YAML: {problem}", where)
-    except (YAMLError, RecursionError, ValueError) as exc:
+    except RecursionError:
+        # Deep block-style nesting (indentation) is bounded by MAX_BYTES only.
+        _fail(diagnostics, "invalid YAML: nested too deeply to read", start)
+    except (YAMLError, ValueError) as exc:
         _fail(diagnostics, f"invalid YAML: {exc}", start)
+    except TypeError:
+        # ruamel hashes complex keys (`? {a: [1]}`) while building the mapping
+        # and fails on a list inside one; find that key from the node graph.
+        _fail(
+            diagnostics,
+            "expected a text key, found a mapping or list used as a key",
+            _complex_key(yaml, text, name) or start,
+        )
 
     document = Document(None, name)
     walker = _Walker(document, diagnostics)
@@ -185,6 +221,14 @@ def load_file(path: Path, diagnostics: Diagnostics) -> Document:
             start,
         )
     return document
+
+
+_UNTAGGED = {
+    bytes: "!!binary",
+    CommentedSet: "!!set",
+    CommentedOrderedMap: "!!omap",
+    list: "!!pairs",  # a plain list, where YAML sequences load as CommentedSeq
+}
 
 
 class _Walker:
@@ -216,6 +260,15 @@ class _Walker:
                 format_path(path),
             )
             return None
+        # !!binary, !!set, !!omap and !!pairs load without a tag to see.
+        other = _UNTAGGED.get(type(node))
+        if other:
+            self.diagnostics.error(
+                f"YAML tags are not allowed here, found {other!r}",
+                where,
+                format_path(path),
+            )
+            return None
         if isinstance(node, CommentedMap):
             return self._mapping(node, path)
         if isinstance(node, CommentedSeq):
@@ -230,7 +283,7 @@ class _Walker:
         for key in node:
             if not isinstance(key, str):
                 self.diagnostics.error(
-                    f"expected a text key, found {_show(key)}",
+                    f"expected a text key, found {_key_kind(key)}",
                     self._at(node.lc.key(key)),
                     format_path(path),
                 )
@@ -273,6 +326,63 @@ def _kind(value: Any) -> str:
     if isinstance(value, str):
         return f"the text {value[:40]!r}"
     return f"{type(value).__name__} {value!r}"
+
+
+def _too_deep(text: str) -> tuple[int, int] | None:
+    """(line, column) of the first `[` or `{` nested deeper than MAX_NESTING.
+
+    Checked before parsing: ruamel needs seconds for 10,000 nested `[` and then
+    fails with a RecursionError. Brackets in comments are skipped; those inside
+    quoted text are counted, which only matters for absurd specs.
+    """
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return None
+    depth = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        for column, char in enumerate(line, 1):
+            if char == "#" and (column == 1 or line[column - 2] in " \t"):
+                break
+            if char in "[{":
+                depth += 1
+                if depth > MAX_NESTING:
+                    return number, column
+            elif char in "]}":
+                depth = max(0, depth - 1)
+    return None
+
+
+def _key_kind(key: Any) -> str:
+    """ruamel gives a list key as a tuple and a mapping key as a CommentedKeyMap."""
+    if isinstance(key, tuple):
+        return "a list"
+    if isinstance(key, dict) or hasattr(key, "items"):
+        return "a mapping"
+    return _kind(key)
+
+
+def _complex_key(yaml: YAML, text: str, name: str) -> Position | None:
+    """Where the first mapping or list used as a mapping key starts."""
+    from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+    try:
+        root = yaml.compose(text)
+    except Exception:  # the text loaded once already; this is best effort
+        return None
+    seen, todo = set(), [root]
+    while todo:  # iterative and visiting each node once: aliases share nodes
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            for key, value in node.value:
+                if not isinstance(key, ScalarNode):
+                    mark = key.start_mark
+                    return Position(name, mark.line + 1, mark.column + 1)
+                todo.append(value)
+        elif isinstance(node, SequenceNode):
+            todo.extend(node.value)
+    return None
 
 
 def _show(value: Any) -> str:

@@ -62,7 +62,82 @@ def validate_network(document: Document, diagnostics: Diagnostics) -> ir.Network
     network = check(ir.Network, data, document, diagnostics)
     diagnostics.raise_if_errors()
     assert network is not None
+    _network_checks(network, document, diagnostics)
+    diagnostics.raise_if_errors()
     return network
+
+
+def _network_checks(
+    net: ir.Network, document: Document, diagnostics: Diagnostics
+) -> None:
+    """What the IR's field types cannot say: an expanded file is input too, and
+    the backends trust it as they trust what `expand` builds.
+
+    - module and class_name end in the variant's number, as expand names them
+      (efficientnet_b3, EfficientNetB3, efficientnet_phi2_5). That rules out
+      Python keywords (`class`, `None`) and names that would shadow what a
+      generated module defines or imports (`torch`, `MBConv`, `F`, `pad`).
+    - layer names are the structural ones (stem, stages.S, stages.S.B, head,
+      classifier): weights move by them and Keras needs them unique.
+    - every stage has a block, and channel counts chain from layer to layer.
+    """
+
+    def error(message: str, path: DataPath) -> None:
+        diagnostics.error(message, document.position(path), format_path(path))
+
+    for key, example in (
+        ("module", "efficientnet_b3"),
+        ("class_name", "EfficientNetB3"),
+    ):
+        value = getattr(net, key)
+        if not value[-1].isdigit():
+            error(
+                f"expected a variant name ending in its number, as archspec expand "
+                f"writes it (like {example!r}), found {value!r}",
+                (key,),
+            )
+    names = [(("stem", "name"), net.stem.name, "stem")]
+    channels = [(("stem", "in_channels"), net.stem.in_channels, net.input.channels)]
+    previous = net.stem.out_channels
+    if not net.stages:
+        error("expected at least one stage, found none", ("stages",))
+    for i, stage in enumerate(net.stages):
+        names.append((("stages", i, "name"), stage.name, f"stages.{i}"))
+        if not stage.blocks:
+            error("expected at least one block, found none", ("stages", i, "blocks"))
+        for j, block in enumerate(stage.blocks):
+            at = ("stages", i, "blocks", j)
+            names.append(((*at, "name"), block.name, f"stages.{i}.{j}"))
+            channels.append(((*at, "in_channels"), block.in_channels, previous))
+            previous = block.out_channels
+    names += [
+        (("head", "name"), net.head.name, "head"),
+        (("classifier", "name"), net.classifier.name, "classifier"),
+    ]
+    channels += [
+        (("head", "in_channels"), net.head.in_channels, previous),
+        (
+            ("classifier", "in_features"),
+            net.classifier.in_features,
+            net.head.out_channels,
+        ),
+    ]
+    for path, found, expected in names:
+        if found != expected:
+            error(f"expected the layer name {expected!r}, found {found!r}", path)
+    for path, found, expected in channels:
+        if found != expected:
+            error(
+                f"expected {expected} (the channels of the layer before), found {found}",
+                path,
+            )
+    pre = net.input.preprocess
+    if pre and not len(pre.mean) == len(pre.std) == net.input.channels:
+        error(
+            f"preprocess mean and std need one value per input channel "
+            f"({net.input.channels}); found {len(pre.mean)} and {len(pre.std)}",
+            ("input", "preprocess"),
+        )
 
 
 def _stage_with_blocks(
@@ -314,6 +389,10 @@ def _report(
         )
         return
     message = error["msg"]
+    if kind == "string_pattern_mismatch":
+        message = f"expected text matching {error['ctx']['pattern']}"
+    # "a valid integer, unable to parse string as an integer": the type says it.
+    message = message.split(", unable to parse", 1)[0]
     for prefix, replacement in (
         ("Value error, ", ""),
         ("Input should be ", "expected "),

@@ -95,22 +95,53 @@ def relative_error(a, b) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
-def randomise(model, rng) -> None:
-    """Random BN scale, shift and statistics and random biases; kernels keep
-    their (seeded, random) initialisation.
+def images(rng, n: int, size: int):
+    """n RGB images in [0, 255]: a colour of their own, a coarse random pattern
+    and pixel noise. (Pure noise images have near-identical statistics, so a
+    pooled network output hardly depends on which one it sees.)"""
+    colour = rng.uniform(40, 215, (n, 1, 1, 3))
+    coarse = rng.normal(0, 30, (n, 8, 8, 3))
+    coarse = np.repeat(np.repeat(coarse, -(-size // 8), 1), -(-size // 8), 2)
+    x = colour + coarse[:, :size, :size] + rng.normal(0, 10, (n, size, size, 3))
+    return np.clip(x, 0, 255).astype("float32")
 
-    Scales below 1 and variances above 1 keep the residual stream bounded in
-    the deep variants: with both drawn from U(0.5, 1.5), B7's logits reach 1e6
-    and float32 rounding alone then moves them by tens of percent, which would
-    hide any real difference.
+
+def randomise(model, rng, calibration) -> None:
+    """Random weights everywhere, including the BN statistics.
+
+    Kernels keep their (seeded) random initialisation; BN scales, shifts and
+    all biases are drawn at random. The BN moving statistics are first set to
+    the batch statistics of `calibration` (one training-mode pass with momentum
+    0 and dropout off), then perturbed at random. Statistics drawn blindly make
+    a deep random network either lose its input (every image gives the same
+    logits) or blow up (B7's logits reach 1e6 and float32 rounding alone moves
+    them by tens of percent); either would hide a real difference.
     """
     for w in model.weights:
         if w.path.endswith("gamma"):
-            w.assign(rng.uniform(0.5, 1.0, w.shape).astype(w.dtype))
-        elif w.path.endswith("moving_variance"):
-            w.assign(rng.uniform(1.0, 2.0, w.shape).astype(w.dtype))
-        elif w.path.endswith(("beta", "moving_mean", "bias")):
+            w.assign(rng.uniform(0.5, 1.5, w.shape).astype(w.dtype))
+        elif w.path.endswith(("beta", "bias")):
             w.assign(rng.normal(0.0, 0.1, w.shape).astype(w.dtype))
+    norms = [x for x in model.layers if isinstance(x, keras.layers.BatchNormalization)]
+    dropouts = [x for x in model.layers if isinstance(x, keras.layers.Dropout)]
+    saved = [(x, x.momentum) for x in norms] + [(x, x.rate) for x in dropouts]
+    for x in norms:
+        x.momentum = 0.0
+    for x in dropouts:
+        x.rate = 0.0
+    model(calibration, training=True)
+    for x, value in saved:
+        if isinstance(x, keras.layers.Dropout):
+            x.rate = value
+        else:
+            x.momentum = value
+    for x in norms:
+        mean, variance = (numpy(w) for w in (x.moving_mean, x.moving_variance))
+        noise = rng.normal(0.0, 0.1, mean.shape) * np.sqrt(variance)
+        x.moving_mean.assign((mean + noise).astype(mean.dtype))
+        x.moving_variance.assign(
+            variance * rng.uniform(0.8, 1.25, mean.shape).astype(mean.dtype)
+        )
 
 
 def set_normalization(app) -> None:
@@ -142,8 +173,9 @@ def reference_pair(phi: int, module, net: ir.Network, seed: int, input_shape=Non
     app = APPLICATIONS[phi](
         weights=None, classifier_activation=None, input_shape=input_shape
     )
-    randomise(app, rng)
     set_normalization(app)
+    size = (input_shape or app.input_shape[1:])[0]
+    randomise(app, rng, images(rng, 2, size))
     ours = getattr(module, net.module)(input_shape=(None, None, 3))
     copy_from_applications(net, app, ours)
     return app, ours
@@ -371,11 +403,7 @@ def test_matches_keras_applications(phi, generated):
     app, ours = reference_pair(phi, module, net, seed=phi)
     assert trainable(ours) == trainable(app) == PARAMS[phi]
     size = net.input.resolution
-    x = (
-        np.random.default_rng(100 + phi)
-        .uniform(0, 255, (2, size, size, 3))
-        .astype("float32")
-    )
+    x = images(np.random.default_rng(100 + phi), 2, size)
     a, b = numpy(ours(x, training=False)), numpy(app(x, training=False))
     error = relative_error(a, b)
     print(f"B{phi} @{size}: trainable {trainable(ours):,}, relative error {error:.2e}")
@@ -398,7 +426,7 @@ def test_padding_constant_switches_to_symmetric(generated):
     app224 = APPLICATIONS[0](weights=None, classifier_activation=None)
     app224.set_weights(app225.get_weights())
     set_normalization(app224)
-    x225 = np.random.default_rng(11).uniform(0, 255, (1, 225, 225, 3)).astype("float32")
+    x225 = images(np.random.default_rng(11), 2, 225)
     x224 = x225[:, :224, :224]
     odd = relative_error(numpy(symmetric(x225)), numpy(app225(x225)))
     even_same = relative_error(numpy(same(x224)), numpy(app224(x224)))
@@ -416,6 +444,7 @@ def test_fit_one_step_then_keras_round_trip(generated, tmp_path):
     model = module.efficientnet_b0(input_shape=(64, 64, 3))
     model.compile(
         optimizer="adam",
+        jit_compile=False,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     before = [numpy(w).copy() for w in model.weights]
@@ -469,7 +498,7 @@ def tensorflow_logits(generated, tmp_path_factory):
     _, ours = reference_pair(0, load_module(path), net, seed=20)
     ours.save_weights(folder / "b0.weights.h5")
     rng = np.random.default_rng(21)
-    x = rng.uniform(0, 255, (2, 224, 224, 3)).astype("float32")
+    x = images(rng, 2, 224)
     np.save(folder / "x.npy", x)
     return folder, path, numpy(ours(x, training=False))
 

@@ -1,0 +1,320 @@
+"""Cross-backend parity: the generated PyTorch and Keras models are one function.
+
+For one variant: compile both backends into a scratch folder, import them,
+give the PyTorch model random weights and batch-norm statistics, move them to
+the Keras model by name (archspec.weights), run both on the same batch (NCHW
+vs NHWC) and compare the logits and the feature maps at every stage boundary,
+so that a mismatch points at the stage where it starts.
+
+torch is always imported before TensorFlow: torch's CUDA build segfaults
+loading triton in a process that already holds TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import backends, ir
+from .weights import torch_to_keras
+
+# One place for the tolerances (relative max error of the logits:
+# max |torch - keras| / max |torch|).
+TOLERANCE = {"float32": 1e-5, "bfloat16": 5e-2}
+# bfloat16 keeps 8 bits of mantissa (relative step 2^-8 = 3.9e-3 per rounding);
+# through ~50 rounded layers the two frameworks' different summation orders
+# drift by a few of those steps, so its bound is set well above one step.
+
+
+@dataclass
+class Comparison:
+    where: str
+    max_abs: float
+    max_rel: float
+
+
+@dataclass
+class Result:
+    network: ir.Network
+    size: int
+    mode: str  # "eval", "train" or "input gradient"
+    rows: list[Comparison] = field(default_factory=list)
+    tolerance: float = 0.0
+
+    @property
+    def logits(self) -> Comparison:
+        return self.rows[-1]
+
+    @property
+    def ok(self) -> bool:
+        return self.logits.max_rel <= self.tolerance
+
+    @property
+    def first_divergence(self) -> str | None:
+        """The first compared point whose error is over the tolerance."""
+        return next((r.where for r in self.rows if r.max_rel > self.tolerance), None)
+
+
+def _import(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def randomize(model: Any, size: int, seed: int = 0) -> None:
+    """Random weights and batch-norm statistics that keep the signal alive.
+
+    Random running statistics alone let activations die out or explode over
+    dozens of blocks, until every input gives the same logits and a comparison
+    proves nothing. So the statistics come from one training-mode pass over
+    random data at `size` (the resolution the model will run at; statistics
+    from another size mis-scale them), then get perturbed, as do the affine
+    parameters.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    with torch.no_grad():
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average: exactly this batch's statistics
+            m.weight.uniform_(0.5, 1.5, generator=generator)
+            m.bias.normal_(0, 0.1, generator=generator)
+        param = next(model.parameters())
+        # Calibrate on what the model expects: 0-255 images if it normalises them.
+        if hasattr(model, "preprocess"):
+            x = torch.rand(2, 3, size, size, generator=generator) * 255
+        else:
+            x = torch.randn(2, 3, size, size, generator=generator)
+        model.train()
+        model(x.to(param.device, param.dtype))
+        model.eval()
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+            std = m.running_var.sqrt()
+            m.running_mean.add_(0.1 * std * torch.randn(std.shape, generator=generator))
+            m.running_var.mul_(
+                torch.empty(std.shape).uniform_(0.8, 1.25, generator=generator)
+            )
+
+
+def _error(where: str, ours: Any, reference: Any) -> Comparison:
+    import numpy as np
+
+    a, b = np.asarray(ours, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    diff = float(np.abs(a - b).max())
+    return Comparison(where, diff, diff / max(float(np.abs(b).max()), 1e-30))
+
+
+@dataclass
+class Pair:
+    """The two generated models of one variant, holding the same weights."""
+
+    network: ir.Network
+    torch_model: Any
+    keras_model: Any
+    keras_features: Any  # a Keras model returning the stage-boundary maps and logits
+    boundaries: list[str]
+
+    @classmethod
+    def build(
+        cls,
+        network: ir.Network,
+        folder: Path,
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        seed: int = 0,
+        corrupt: Callable[[dict[str, list[Any]]], None] | None = None,
+    ) -> Pair:
+        import torch  # before keras, always
+
+        torch_source = folder / f"torch_{network.module}.py"
+        keras_source = folder / f"keras_{network.module}.py"
+        ((_, text),) = backends.get("torch").emit(network).items()
+        torch_source.write_text(text)
+        ((_, text),) = backends.get("keras").emit(network).items()
+        keras_source.write_text(text)
+
+        torch.manual_seed(seed)
+        torch_module = _import(torch_source, f"_archspec_parity_torch_{network.module}")
+        model = getattr(torch_module, network.class_name)().eval()
+        randomize(model, network.input.resolution, seed)
+        state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        layers = torch_to_keras(network, state)
+        if corrupt is not None:
+            corrupt(layers)
+
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        import keras
+
+        if dtype == "bfloat16":
+            keras.config.set_dtype_policy("bfloat16")
+        keras_module = _import(keras_source, f"_archspec_parity_keras_{network.module}")
+        builder = getattr(keras_module, network.module)
+        keras_model = builder(input_shape=(None, None, network.input.channels))
+        keras.config.set_dtype_policy("float32")
+        for name, arrays in layers.items():
+            keras_model.get_layer(name).set_weights(arrays)
+
+        boundaries = [
+            "stem",
+            *(f"stage {i + 1}" for i in range(len(network.stages))),
+            "head",
+        ]
+        prefixes = [
+            "stem_",
+            *(f"{s.blocks[-1].name.replace('.', '_')}_" for s in network.stages),
+            "head_",
+        ]
+        outputs = [_last_map(keras_model, prefix) for prefix in prefixes]
+        features = keras.Model(keras_model.inputs, [*outputs, keras_model.outputs[0]])
+
+        if dtype == "bfloat16":
+            model = model.to(torch.bfloat16)
+        model = model.to(device)
+        return cls(network, model, keras_model, features, boundaries)
+
+    def compare(
+        self, size: int, *, batch: int = 2, seed: int = 0, train: bool = False
+    ) -> Result:
+        import numpy as np
+        import torch
+
+        net = self.network
+        rng = np.random.default_rng(seed)
+        shape = (batch, net.input.channels, size, size)
+        # Images in 0-255 when the model normalises inside, else normalised ones.
+        x = (
+            rng.uniform(0, 255, shape)
+            if net.input.preprocess
+            else rng.standard_normal(shape)
+        )
+        x = x.astype(np.float32)
+        param = next(self.torch_model.parameters())
+        torch_x = torch.from_numpy(x).to(device=param.device, dtype=param.dtype)
+
+        captured: list[Any] = []
+        modules = [
+            self.torch_model.stem,
+            *self.torch_model.stages,
+            self.torch_model.head,
+        ]
+        hooks = [
+            m.register_forward_hook(lambda _m, _i, out: captured.append(out))
+            for m in modules
+        ]
+        try:
+            self.torch_model.train(train)
+            if train:  # batch statistics, but no randomness: drop path and dropout off
+                self._deterministic_training()
+            with torch.no_grad():
+                logits = self.torch_model(torch_x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            self.torch_model.eval()
+        keras_out = self.keras_features(x.transpose(0, 2, 3, 1), training=train)
+        result = Result(
+            net, size, "train" if train else "eval", tolerance=TOLERANCE[_dtype(param)]
+        )
+        for where, ours, theirs in zip(
+            self.boundaries, captured, keras_out, strict=False
+        ):
+            ours = ours.float().cpu().numpy().transpose(0, 2, 3, 1)
+            result.rows.append(_error(where, _numpy(theirs), ours))
+        result.rows.append(
+            _error("logits", _numpy(keras_out[-1]), logits.float().cpu().numpy())
+        )
+        return result
+
+    def compare_input_gradients(
+        self, size: int, *, batch: int = 2, seed: int = 0
+    ) -> Result:
+        """d(sum(logits * w)) / d(input) through both models (eval mode)."""
+        import numpy as np
+        import torch
+
+        net = self.network
+        rng = np.random.default_rng(seed)
+        x = rng.uniform(0, 255, (batch, net.input.channels, size, size)).astype(
+            np.float32
+        )
+        w = rng.standard_normal((batch, net.classifier.num_classes)).astype(np.float32)
+        param = next(self.torch_model.parameters())
+        torch_x = torch.from_numpy(x).to(param.device).requires_grad_(True)
+        (
+            self.torch_model(torch_x) * torch.from_numpy(w).to(param.device)
+        ).sum().backward()
+        ours = torch_x.grad.cpu().numpy().transpose(0, 2, 3, 1)
+        theirs = _keras_input_gradient(self.keras_model, x.transpose(0, 2, 3, 1), w)
+        result = Result(net, size, "input gradient", tolerance=TOLERANCE["float32"])
+        result.rows.append(_error("d logits / d input", theirs, ours))
+        return result
+
+    def _deterministic_training(self) -> None:
+        for m in self.torch_model.modules():
+            if hasattr(m, "drop_path") and isinstance(m.drop_path, float):
+                m.drop_path = 0.0
+        self.torch_model.dropout.p = 0.0
+        for layer in self.keras_model.layers:
+            if hasattr(layer, "rate"):  # Dropout layers, drop path included
+                layer.rate = 0.0
+
+
+def _dtype(param: Any) -> str:
+    return "bfloat16" if "bfloat16" in str(param.dtype) else "float32"
+
+
+def _numpy(value: Any) -> Any:
+    import keras
+
+    return keras.ops.convert_to_numpy(keras.ops.cast(value, "float32"))
+
+
+def _last_map(model: Any, prefix: str) -> Any:
+    """The output of the last 4-D layer whose name starts with `prefix`."""
+    layer = [
+        lay
+        for lay in model.layers
+        if lay.name.startswith(prefix) and len(lay.output.shape) == 4
+    ][-1]
+    return layer.output
+
+
+def _keras_input_gradient(model: Any, x: Any, w: Any) -> Any:
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tx = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(tx)
+            loss = tf.reduce_sum(model(tx, training=False) * w)
+        return tape.gradient(loss, tx).numpy()
+    if backend == "torch":
+        import torch
+
+        tx = torch.tensor(x, requires_grad=True)
+        (model(tx, training=False) * torch.from_numpy(w)).sum().backward()
+        return tx.grad.numpy()
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def loss(value):
+            return jnp.sum(model(value, training=False) * w)
+
+        return jax.device_get(jax.grad(loss)(jnp.asarray(x)))
+    raise RuntimeError(f"no input gradient for the Keras backend {backend!r}")
