@@ -242,6 +242,180 @@ def compile_(
         click.echo(f"{'wrote' if path in written else 'unchanged'} {path}", err=True)
 
 
+@cli.command()
+@SPEC
+@PHI
+@FORMULA
+@click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16"]),
+    default="float32",
+    show_default=True,
+)
+@click.option("--batch", type=click.IntRange(1, 1024), default=2, show_default=True)
+@click.option(
+    "--modes",
+    type=click.Choice(["first", "all"]),
+    default="first",
+    show_default=True,
+    help="Train-mode and input-gradient checks for the first variant only, or for all.",
+)
+@click.option(
+    "--corrupt",
+    hidden=True,
+    help="Swap the axes of one Keras kernel (tests the checker).",
+)
+def check(
+    spec: str,
+    phi: str | None,
+    formula: bool,
+    device: str,
+    dtype: str,
+    batch: int,
+    modes: str,
+    corrupt: str | None,
+) -> None:
+    """Compile both backends, move weights between them and compare outputs.
+
+    For each variant: logits and every stage boundary at the variant's
+    resolution and at an odd size, then (see --modes) train-mode outputs with
+    drop path and dropout off, and input gradients. Exit 1 over tolerance.
+    """
+    import tempfile
+
+    from . import parity
+
+    _, networks = _networks(spec, phi, formula, default="0-7")
+    parity.configure(device)
+    results: list[list[parity.Result]] = []
+    with tempfile.TemporaryDirectory(prefix="archspec-check-") as scratch:
+        label = f"{dtype} on {device}"
+        with click.progressbar(
+            networks,
+            label=f"checking ({label})",
+            file=sys.stderr,
+            item_show_func=lambda n: n.title if n else "",
+        ) as bar:
+            for i, net in enumerate(bar):
+                pair = parity.Pair.build(
+                    net,
+                    Path(scratch),
+                    device=device,
+                    dtype=dtype,
+                    corrupt=parity.transpose_kernel(corrupt) if corrupt else None,
+                )
+                sizes = [net.input.resolution, net.input.resolution | 1]
+                if sizes[0] == sizes[1]:
+                    sizes[1] += 2
+                found = [pair.compare(size, batch=batch) for size in sizes]
+                if modes == "all" or i == 0:
+                    found.append(pair.compare(sizes[0], batch=batch, train=True))
+                    if dtype == "float32":
+                        found.append(
+                            pair.compare_input_gradients(sizes[0], batch=batch)
+                        )
+                results.append(found)
+    for found in results:
+        _print_variant(found, label)
+    click.echo(
+        f"\n{'variant':<22} {'logits max rel (eval)':>30} {'train':>10} {'d/dx':>10}  result"
+    )
+    failed = False
+    for found in results:
+        evals = [r for r in found if r.mode == "eval"]
+        extra = {r.mode: r for r in found if r.mode != "eval"}
+        ok = all(r.ok for r in found)
+        failed |= not ok
+        cells = "  ".join(f"{r.size}: {r.logits.max_rel:.1e}" for r in evals)
+        train = f"{extra['train'].logits.max_rel:.1e}" if "train" in extra else "-"
+        grad = (
+            f"{extra['input gradient'].logits.max_rel:.1e}"
+            if "input gradient" in extra
+            else "-"
+        )
+        status = (
+            "ok"
+            if ok
+            else "FAIL: diverges at "
+            + next(r.first_divergence for r in found if not r.ok)
+        )
+        click.echo(
+            f"{found[0].network.title:<22} {cells:>30} {train:>10} {grad:>10}  {status}"
+        )
+    if failed:
+        raise CheckFailed
+
+
+def _print_variant(found, label: str) -> None:
+    net = found[0].network
+    click.echo(f"\n{net.title} ({net.module}), {label}")
+    click.echo(
+        f"  {'where':<20}" + "".join(f"  {f'{r.size}px {r.mode}':>24}" for r in found)
+    )
+    click.echo(
+        f"  {'':<20}" + "".join(f"  {'max abs':>11} {'max rel':>12}" for _ in found)
+    )
+    wheres = list(dict.fromkeys(row.where for r in found for row in r.rows))
+    for where in wheres:
+        cells = ""
+        for r in found:
+            row = next((c for c in r.rows if c.where == where), None)
+            cells += (
+                f"  {row.max_abs:>11.2e} {row.max_rel:>12.2e}" if row else f"  {'':>24}"
+            )
+        click.echo(f"  {where:<20}{cells}")
+    tolerances = sorted({r.tolerance for r in found})
+    click.echo(
+        f"  tolerance (relative max error): {', '.join(f'{t:g}' for t in tolerances)}"
+    )
+
+
+@cli.group()
+def weights() -> None:
+    """Move trained weights between the generated PyTorch and Keras models."""
+
+
+@weights.command()
+@click.option(
+    "--spec",
+    "spec",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The spec the models were compiled from.",
+)
+@PHI
+@FORMULA
+@click.option("--from", "source", type=click.Choice(["torch", "keras"]), required=True)
+@click.argument("input_path", type=click.Path(dir_okay=False, exists=True))
+@click.option("--to", "target", type=click.Choice(["torch", "keras"]), required=True)
+@click.argument("output_path", type=click.Path(dir_okay=False))
+def convert(
+    spec: str,
+    phi: str | None,
+    formula: bool,
+    source: str,
+    input_path: str,
+    target: str,
+    output_path: str,
+) -> None:
+    """Convert INPUT_PATH (a torch state dict .pt, or Keras .weights.h5) to OUTPUT_PATH.
+
+    Example: archspec weights convert --spec specs/b0.yaml --phi 3 --from torch b3.pt --to keras b3.weights.h5
+    """
+    from .convert import convert_weights
+
+    _, networks = _networks(spec, phi, formula)
+    if len(networks) != 1:
+        raise SpecError("--phi: weights belong to one variant; give a single phi")
+    if source == target:
+        raise SpecError(f"--from and --to are both {source}; nothing to convert")
+    count = convert_weights(networks[0], source, Path(input_path), Path(output_path))
+    click.echo(f"wrote {output_path}: {count} tensors of {networks[0].title}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args

@@ -12,23 +12,36 @@ loading triton in a process that already holds TensorFlow.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import backends, ir
+from . import ir, runtime
+from .errors import SpecError
 from .weights import torch_to_keras
 
-# One place for the tolerances (relative max error of the logits:
-# max |torch - keras| / max |torch|).
-TOLERANCE = {"float32": 1e-5, "bfloat16": 5e-2}
+# One place for the tolerances: relative max error of the logits,
+# max |torch - keras| / max |torch|.
+#
+# float32: each framework's own float32 rounding, measured against a float64
+# run of the same weights (B7, 600x600, calibrated random weights):
+#   torch float32 vs float64       7.8e-6  (B2: 5.1e-6)
+#   Keras/TF float32 vs float64    1.8e-5  (B2: 8.4e-6)
+#   Keras vs torch                 2.6e-5  (B2: 1.3e-5)
+# So 1e-5 holds for B0, B1 and B4 but cannot hold between two float32
+# implementations of the deeper variants; 5e-5 is about twice the worst seen.
+# (Against its own reference, each backend stays within 1e-5: tests/
+# test_torch_backend.py and tests/test_keras_backend.py.)
+#
 # bfloat16 keeps 8 bits of mantissa (relative step 2^-8 = 3.9e-3 per rounding);
 # through ~50 rounded layers the two frameworks' different summation orders
 # drift by a few of those steps, so its bound is set well above one step.
+#
+# Input gradients in float32: torch's float32 gradient of B0 differs from its
+# float64 one by 8e-6, so the two frameworks can differ by a few times that.
+TOLERANCE = {"float32": 5e-5, "bfloat16": 5e-2, "gradient": 5e-5}
 
 
 @dataclass
@@ -58,14 +71,6 @@ class Result:
     def first_divergence(self) -> str | None:
         """The first compared point whose error is over the tolerance."""
         return next((r.where for r in self.rows if r.max_rel > self.tolerance), None)
-
-
-def _import(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def randomize(model: Any, size: int, seed: int = 0) -> None:
@@ -138,16 +143,8 @@ class Pair:
     ) -> Pair:
         import torch  # before keras, always
 
-        torch_source = folder / f"torch_{network.module}.py"
-        keras_source = folder / f"keras_{network.module}.py"
-        ((_, text),) = backends.get("torch").emit(network).items()
-        torch_source.write_text(text)
-        ((_, text),) = backends.get("keras").emit(network).items()
-        keras_source.write_text(text)
-
         torch.manual_seed(seed)
-        torch_module = _import(torch_source, f"_archspec_parity_torch_{network.module}")
-        model = getattr(torch_module, network.class_name)().eval()
+        model = runtime.torch_model(network, folder).eval()
         randomize(model, network.input.resolution, seed)
         state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
         layers = torch_to_keras(network, state)
@@ -159,18 +156,14 @@ class Pair:
 
         if dtype == "bfloat16":
             keras.config.set_dtype_policy("bfloat16")
-        keras_module = _import(keras_source, f"_archspec_parity_keras_{network.module}")
-        builder = getattr(keras_module, network.module)
-        keras_model = builder(input_shape=(None, None, network.input.channels))
-        keras.config.set_dtype_policy("float32")
+        try:
+            keras_model = runtime.keras_model(network, folder)
+        finally:
+            keras.config.set_dtype_policy("float32")
         for name, arrays in layers.items():
             keras_model.get_layer(name).set_weights(arrays)
 
-        boundaries = [
-            "stem",
-            *(f"stage {i + 1}" for i in range(len(network.stages))),
-            "head",
-        ]
+        boundaries = ["stem", *(stage.name for stage in network.stages), "head"]
         prefixes = [
             "stem_",
             *(f"{s.blocks[-1].name.replace('.', '_')}_" for s in network.stages),
@@ -203,6 +196,14 @@ class Pair:
         param = next(self.torch_model.parameters())
         torch_x = torch.from_numpy(x).to(device=param.device, dtype=param.dtype)
 
+        if train:
+            # A training pass updates BN running statistics, and the frameworks
+            # update them differently (unbiased vs biased batch variance): put
+            # them back afterwards so later comparisons see the same weights.
+            saved_torch = {
+                k: v.clone() for k, v in self.torch_model.state_dict().items()
+            }
+            saved_keras = self.keras_model.get_weights()
         captured: list[Any] = []
         modules = [
             self.torch_model.stem,
@@ -223,7 +224,10 @@ class Pair:
             for hook in hooks:
                 hook.remove()
             self.torch_model.eval()
-        keras_out = self.keras_features(x.transpose(0, 2, 3, 1), training=train)
+        keras_out = self.keras_features([x.transpose(0, 2, 3, 1)], training=train)
+        if train:
+            self.torch_model.load_state_dict(saved_torch)
+            self.keras_model.set_weights(saved_keras)
         result = Result(
             net, size, "train" if train else "eval", tolerance=TOLERANCE[_dtype(param)]
         )
@@ -257,7 +261,7 @@ class Pair:
         ).sum().backward()
         ours = torch_x.grad.cpu().numpy().transpose(0, 2, 3, 1)
         theirs = _keras_input_gradient(self.keras_model, x.transpose(0, 2, 3, 1), w)
-        result = Result(net, size, "input gradient", tolerance=TOLERANCE["float32"])
+        result = Result(net, size, "input gradient", tolerance=TOLERANCE["gradient"])
         result.rows.append(_error("d logits / d input", theirs, ours))
         return result
 
@@ -318,3 +322,41 @@ def _keras_input_gradient(model: Any, x: Any, w: Any) -> Any:
 
         return jax.device_get(jax.grad(loss)(jnp.asarray(x)))
     raise RuntimeError(f"no input gradient for the Keras backend {backend!r}")
+
+
+def configure(device: str) -> None:
+    """Pin both frameworks to `device` and to exact float32 (no TF32 on GPUs)."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SpecError("--device cuda: torch sees no CUDA device on this machine")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        if device == "cpu":
+            tf.config.set_visible_devices([], "GPU")
+    elif backend == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "highest")
+        if device == "cpu":
+            jax.config.update("jax_platforms", "cpu")
+
+
+def transpose_kernel(layer: str) -> Callable[[dict[str, list[Any]]], None]:
+    """A deliberately broken transfer: swap the spatial axes of one kernel."""
+
+    def corrupt(layers: dict[str, list[Any]]) -> None:
+        if layer not in layers:
+            raise SpecError(f"--corrupt: no layer {layer!r} with weights")
+        kernel = layers[layer][0]
+        layers[layer][0] = kernel.transpose(1, 0, *range(2, kernel.ndim)).copy()
+
+    return corrupt

@@ -322,7 +322,7 @@ def _expand_and_emit(path: Path, phis, emit: bool) -> None:
             ast.parse(source)
 
 
-@fuzz(1000)
+@fuzz(500)
 @given(data=mutated_specs())
 def test_fuzz_structural_mutations(data, fuzz_dir):
     path = fuzz_dir / "structural.yaml"
@@ -330,7 +330,7 @@ def test_fuzz_structural_mutations(data, fuzz_dir):
     assert_own_error(*run_main("validate", str(path))[::2])
 
 
-@fuzz(300)
+@fuzz(250)
 @given(
     data=numeric_tweaks(),
     phis=st.lists(
@@ -382,7 +382,7 @@ def byte_mutations(draw):
     return bytes(data)
 
 
-@fuzz(1500)
+@fuzz(1000)
 @given(raw=byte_mutations())
 def test_fuzz_byte_mutations(raw, fuzz_dir):
     path = fuzz_dir / "bytes.yaml"

@@ -13,8 +13,8 @@ torchvision = pytest.importorskip("torchvision")
 from generated_code import B0, B0_TV, import_generated, relative_error, variant  # noqa: E402
 
 from archspec import backends  # noqa: E402
-from archspec.parity import randomize  # noqa: E402
 from archspec.errors import SpecError  # noqa: E402
+from archspec.parity import randomize  # noqa: E402
 from archspec.references.torchvision import from_torchvision, state_dict_names  # noqa: E402
 
 TOLERANCE = 1e-5  # relative max error of float32 logits

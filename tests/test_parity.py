@@ -1,0 +1,193 @@
+"""Cross-backend parity: weights move between the generated PyTorch and Keras
+models, and the two compute the same function (issue: one spec, two frameworks)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+torch = pytest.importorskip("torch")  # before TensorFlow, always
+keras = pytest.importorskip("keras")
+
+import numpy as np  # noqa: E402
+from conftest import B0, run_archspec  # noqa: E402
+from generated_code import variant  # noqa: E402
+
+from archspec import runtime  # noqa: E402
+from archspec.errors import SpecError  # noqa: E402
+from archspec.parity import TOLERANCE, Pair, randomize  # noqa: E402
+from archspec.weights import keras_to_torch, torch_to_keras  # noqa: E402
+
+ROW = re.compile(
+    r"^(EfficientNet-B\d)\s+(\d+): (\S+)\s+(\d+): (\S+)\s+(\S+)\s+(\S+)\s+(ok|FAIL.*)$",
+    re.M,
+)
+
+
+def test_check_all_published_variants_float32_cpu():
+    result = run_archspec("check", "specs/b0.yaml", "--phi", "0-7")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    rows = ROW.findall(result.stdout)
+    assert [r[0] for r in rows] == [f"EfficientNet-B{phi}" for phi in range(8)]
+    for title, size, even, odd_size, odd, *_ in rows:
+        assert int(size) % 2 == 0 and int(odd_size) % 2 == 1, (
+            title
+        )  # both padding cases
+        assert (
+            float(even) <= TOLERANCE["float32"] and float(odd) <= TOLERANCE["float32"]
+        ), title
+    # Train mode and input gradients are checked for B0.
+    _, _, _, _, _, train, grad, _ = rows[0]
+    assert float(train) <= TOLERANCE["float32"] and float(grad) <= TOLERANCE["gradient"]
+
+
+def test_check_names_the_first_diverging_stage():
+    result = run_archspec(
+        "check", "specs/b0.yaml", "--phi", "0", "--corrupt", "stages_3_0_depthwise_conv"
+    )
+    assert result.returncode == 1
+    assert "FAIL: diverges at stages.3" in result.stdout
+    # Stages before the broken one still agree to rounding.
+    for where in ("stem", "stages.0", "stages.1", "stages.2"):
+        line = next(
+            line for line in result.stdout.splitlines() if line.split()[:1] == [where]
+        )
+        assert float(line.split()[2]) <= TOLERANCE["float32"], line
+
+
+def test_torchvision_flavour_is_also_one_function(tmp_path):
+    pair = Pair.build(variant(B0.parent / "b0_torchvision.yaml", 0), tmp_path)
+    for size in (224, 225):
+        result = pair.compare(size)
+        assert result.ok, result.rows
+
+
+def test_bfloat16_stays_within_its_tolerance(tmp_path):
+    pair = Pair.build(variant(B0, 0), tmp_path, dtype="bfloat16")
+    result = pair.compare(224)
+    assert result.tolerance == TOLERANCE["bfloat16"]
+    assert result.logits.max_rel <= TOLERANCE["bfloat16"]
+    # ...and bfloat16 really ran: it is far from float32 rounding.
+    assert result.logits.max_rel > TOLERANCE["float32"]
+
+
+@pytest.fixture(scope="module")
+def b0_weights(tmp_path_factory):
+    net = variant(B0, 0)
+    model = runtime.torch_model(net, tmp_path_factory.mktemp("torch")).eval()
+    randomize(model, 224)
+    path = tmp_path_factory.mktemp("weights") / "b0.pt"
+    torch.save(model.state_dict(), path)
+    return net, model, path
+
+
+def test_weights_convert_round_trip(b0_weights, tmp_path):
+    net, model, pt = b0_weights
+    h5, back = tmp_path / "b0.weights.h5", tmp_path / "back.pt"
+    there = run_archspec(
+        "weights",
+        "convert",
+        "--spec",
+        "specs/b0.yaml",
+        "--phi",
+        "0",
+        "--from",
+        "torch",
+        str(pt),
+        "--to",
+        "keras",
+        str(h5),
+    )
+    assert there.returncode == 0, there.stderr
+    again = run_archspec(
+        "weights",
+        "convert",
+        "--spec",
+        "specs/b0.yaml",
+        "--phi",
+        "0",
+        "--from",
+        "keras",
+        str(h5),
+        "--to",
+        "torch",
+        str(back),
+    )
+    assert again.returncode == 0, again.stderr
+    original, returned = model.state_dict(), torch.load(back, weights_only=True)
+    assert set(original) == set(returned)
+    for key, tensor in original.items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(tensor, returned[key]), key
+    # The Keras file computes what the torch model computes.
+    keras_model = runtime.keras_model(net, tmp_path)
+    keras_model.load_weights(h5)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    got = keras.ops.convert_to_numpy(keras_model(x))
+    assert np.abs(got - expected).max() / np.abs(expected).max() <= TOLERANCE["float32"]
+
+
+def test_weights_for_another_variant_are_refused(b0_weights, tmp_path):
+    _, _, pt = b0_weights
+    out = tmp_path / "b1.weights.h5"
+    result = run_archspec(
+        "weights",
+        "convert",
+        "--spec",
+        "specs/b0.yaml",
+        "--phi",
+        "1",
+        "--from",
+        "torch",
+        str(pt),
+        "--to",
+        "keras",
+        str(out),
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert re.search(
+        r"missing tensor 'stages\.\d\.\d\.\w+\.\w+\.weight'|has shape", result.stderr
+    )
+    assert not out.exists() and not list(tmp_path.glob(".*"))
+
+
+def test_transfer_names_a_missing_or_misshaped_tensor(b0_weights):
+    net, model, _ = b0_weights
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    layers = torch_to_keras(net, state)
+    assert keras_to_torch(net, layers).keys() == state.keys()
+    broken = dict(state)
+    broken["stages.1.0.se.reduce.weight"] = broken["stages.1.0.se.reduce.weight"][:-1]
+    with pytest.raises(
+        SpecError,
+        match=r"'stages\.1\.0\.se\.reduce\.weight' has shape \(3, 96, 1, 1\); expected \(4, 96, 1, 1\)",
+    ):
+        torch_to_keras(net, broken)
+    del broken["stages.1.0.se.reduce.weight"]
+    with pytest.raises(
+        SpecError, match=r"missing tensor 'stages\.1\.0\.se\.reduce\.weight'"
+    ):
+        torch_to_keras(net, broken)
+    with pytest.raises(SpecError, match="unexpected tensors"):
+        torch_to_keras(net, {**state, "extra.weight": state["classifier.weight"]})
+
+
+@pytest.mark.gpu
+def test_check_on_cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the GPU path runs where the device tool lends one")
+    for dtype in ("float32", "bfloat16"):
+        result = run_archspec(
+            "check",
+            "specs/b0.yaml",
+            "--phi",
+            "0,3",
+            "--device",
+            "cuda",
+            "--dtype",
+            dtype,
+        )
+        assert result.returncode == 0, result.stdout[-3000:]
