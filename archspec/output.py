@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def write_all(files: dict[Path, str]) -> list[Path]:
                 dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
             )
             staged.append((path, temp))
+            # mkstemp makes 0600 files; give the mode a plain write would.
+            os.chmod(temp, _mode(path))
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
                 handle.write(text)
     except BaseException as exc:
@@ -62,6 +65,15 @@ def write_all(files: dict[Path, str]) -> list[Path]:
             ) from exc
         written.append(path)
     return written
+
+
+def _mode(path: Path) -> int:
+    """The replaced file's permissions, or the umask's default for a new one."""
+    if path.is_file():
+        return stat.S_IMODE(path.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def stale(files: dict[Path, str]) -> dict[Path, str]:

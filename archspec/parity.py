@@ -35,13 +35,15 @@ from .weights import torch_to_keras
 # (Against its own reference, each backend stays within 1e-5: tests/
 # test_torch_backend.py and tests/test_keras_backend.py.)
 #
-# bfloat16 keeps 8 bits of mantissa (relative step 2^-8 = 3.9e-3 per rounding);
-# through ~50 rounded layers the two frameworks' different summation orders
-# drift by a few of those steps, so its bound is set well above one step.
+# bfloat16 keeps 8 bits of mantissa (2^-8 = 3.9e-3 per rounding) and the two
+# frameworks round in different places (Keras's bfloat16 policy also rounds the
+# preprocessing and batch norm). Measured on B0 against float32: torch bfloat16
+# 4.6%, Keras bfloat16 13%, Keras vs torch 9.7%. The bound of 0.2 still fails a
+# broken transfer, which is off by ~40% at the logits.
 #
 # Input gradients in float32: torch's float32 gradient of B0 differs from its
 # float64 one by 8e-6, so the two frameworks can differ by a few times that.
-TOLERANCE = {"float32": 5e-5, "bfloat16": 5e-2, "gradient": 5e-5}
+TOLERANCE = {"float32": 5e-5, "bfloat16": 0.2, "gradient": 5e-5}
 
 
 @dataclass

@@ -1047,3 +1047,22 @@ def test_emit_is_pure():
     for phi in (0, 7, 2.5):
         TORCH.emit(network(loaded, phi))
     assert TORCH.emit(network(loaded, 3)) == first
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    """Staging through mkstemp must not leave generated files private (0600)."""
+    import os
+    import stat
+
+    from archspec.output import write_all
+
+    new, old = tmp_path / "new.py", tmp_path / "old.py"
+    old.write_text("x = 1\n")
+    old.chmod(0o640)
+    umask = os.umask(0o022)
+    try:
+        write_all({new: "y = 2\n", old: "x = 2\n"})
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o644
+    assert stat.S_IMODE(old.stat().st_mode) == 0o640
