@@ -97,6 +97,18 @@ class SpecError(Exception):
         return "\n".join(d.render(self.diagnostics.sources) for d in errors)
 
 
+def describe(value: object) -> str:
+    """A found value, as messages print it: short, and never a Python internal."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return f"a list of {len(value)}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _order(d: Diagnostic) -> tuple:
     p = d.position
     return (0, p.file, p.line, p.column) if p else (1, "", 0, 0)

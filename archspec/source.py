@@ -25,7 +25,7 @@ from ruamel.yaml.comments import (
 )
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from .errors import Diagnostics, Position, SpecError, format_path
+from .errors import Diagnostics, Position, SpecError, describe, format_path
 
 DataPath = tuple[str | int, ...]
 
@@ -75,7 +75,7 @@ def _load_with_extends(
     if not isinstance(base_name, str) or not base_name:
         _fail(
             diagnostics,
-            "expected the path of a base spec, found " + _show(base_name),
+            "expected the path of a base spec, found " + describe(base_name),
             where,
             "extends",
         )
@@ -217,7 +217,7 @@ def load_file(path: Path, diagnostics: Diagnostics) -> Document:
     if not isinstance(document.data, dict):
         _fail(
             diagnostics,
-            f"expected a mapping of spec fields, found {_kind(document.data)}",
+            f"expected a mapping of spec fields, found {describe(document.data)}",
             start,
         )
     return document
@@ -318,16 +318,6 @@ def _scalar(value: Any) -> Any:
     return value
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return f"the text {value[:40]!r}"
-    return f"{type(value).__name__} {value!r}"
-
-
 def _too_deep(text: str) -> tuple[int, int] | None:
     """(line, column) of the first `[` or `{` nested deeper than MAX_NESTING.
 
@@ -357,7 +347,7 @@ def _key_kind(key: Any) -> str:
         return "a list"
     if isinstance(key, dict) or hasattr(key, "items"):
         return "a mapping"
-    return _kind(key)
+    return describe(key)
 
 
 def _complex_key(yaml: YAML, text: str, name: str) -> Position | None:
@@ -383,11 +373,6 @@ def _complex_key(yaml: YAML, text: str, name: str) -> Position | None:
         elif isinstance(node, SequenceNode):
             todo.extend(node.value)
     return None
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _fail(

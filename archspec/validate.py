@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import blocks, ir
 from .blocks import StageRow
-from .errors import Diagnostics, format_path
+from .errors import Diagnostics, describe, format_path
 from .source import DataPath, Document
 from .spec import PublishedVariant, Spec
 
@@ -299,7 +299,7 @@ def _block_kind(
     if kind is None:
         known = blocks.names()
         diagnostics.error(
-            f"unknown block kind {_found(value)}{_did_you_mean(str(value), known)} "
+            f"unknown block kind {describe(value)}{_did_you_mean(str(value), known)} "
             f"(known: {', '.join(known)})",
             document.position(at),
             shown or format_path(at),
@@ -402,20 +402,9 @@ def _report(
             message = replacement + message[len(prefix) :]
     if "found" not in message:
         message = (
-            f"{message[0].lower()}{message[1:]}, found {_found(error.get('input'))}"
+            f"{message[0].lower()}{message[1:]}, found {describe(error.get('input'))}"
         )
     diagnostics.error(message, document.position(data_path), format_path(shown))
-
-
-def _found(value: Any) -> str:
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return f"a list of {len(value)}"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:

@@ -35,19 +35,10 @@ from archspec.references.keras_applications import layer_names  # noqa: E402
 keras = pytest.importorskip("keras")
 np = pytest.importorskip("numpy")
 
+from test_scaling import PARAMS  # noqa: E402  (REFERENCE.md figures)
+
 BACKEND = archspec_keras.BACKEND
 PHIS = range(8)
-# REFERENCE.md, "Figures to match exactly".
-PARAMS = [
-    5_288_548,
-    7_794_184,
-    9_109_994,
-    12_233_232,
-    19_341_616,
-    30_389_784,
-    43_040_704,
-    66_347_960,
-]
 APPLICATIONS = [getattr(keras.applications, f"EfficientNetB{phi}") for phi in PHIS]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
