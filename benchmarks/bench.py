@@ -1,0 +1,692 @@
+"""Benchmark the generated EfficientNets against torchvision and keras.applications.
+
+One command runs everything and writes benchmarks/results/latest.json and .md:
+
+    .venv/bin/python benchmarks/bench.py --quick   # B0 only, few repeats (~1 min)
+    .venv/bin/python benchmarks/bench.py           # B0 and B3 (several minutes)
+    .venv/bin/python benchmarks/bench.py --device cuda   # GPU: latest_cuda.json/.md
+
+Method
+------
+* Throughput (CPU): eval mode, float32, batch 8, the variant's resolution,
+  torch.inference_mode(). All contenders of one variant live in one process;
+  after warm-up, every round times one forward of each contender, in an order
+  rotated by one each round, so slow drift of the machine (thermal, other
+  load) falls on all of them alike. Reported: the median of the rounds
+  (images/s = batch / median seconds) and the spread (min-max and the
+  interquartile range relative to the median).
+* Ratios: generated / reference throughput in the same memory format, and
+  generated with prepare_for_inference() (batch norm folded) in channels_last
+  / torchvision channels_last.
+* Peak memory (CPU): tracemalloc does not see torch's allocator, and
+  ru_maxrss carries the parent's high-water mark across fork/exec, so each
+  contender runs in a fresh subprocess that builds the model and its input,
+  resets the kernel's peak-RSS counter (echo 5 > /proc/self/clear_refs),
+  runs three forwards and reads VmHWM from /proc/self/status. "forward peak"
+  is VmHWM minus VmRSS before the first forward: the activations, workspace
+  and allocator caches above everything that existed already (weights,
+  input, the torch runtime). Linux only.
+* Keras runs in a subprocess (TensorFlow is never imported beside torch):
+  KERAS_BACKEND=tensorflow, model.predict_on_batch (a compiled tf.function)
+  for both the generated model and keras.applications.EfficientNetB*(weights=None),
+  alternated like the torch contenders.
+* Compiler: wall time of `archspec compile` as a process (interpreter start,
+  imports, writing the files), the median of several runs.
+* --device cuda: channels_last, batch 256, float32 (TF32 off) and bfloat16,
+  timed with CUDA events after synchronising; peak memory is
+  torch.cuda.max_memory_allocated. Exits with a message where CUDA is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CPU_BATCH = 8
+CUDA_BATCH = 256
+
+# The issue's targets: (description, contender, reference, minimum ratio).
+TORCH_TARGETS = [
+    ("generated >= 1.0x torchvision, contiguous", "gen", "tv", 1.0),
+    ("generated >= 1.0x torchvision, channels_last", "gen_cl", "tv_cl", 1.0),
+    (
+        "generated folded >= 1.15x torchvision, channels_last",
+        "gen_cl_folded",
+        "tv_cl",
+        1.15,
+    ),
+]
+COMPILE_ONE_LIMIT_S = 0.5
+COMPILE_ALL_LIMIT_S = 2.0
+
+
+# --- timing helpers -------------------------------------------------------------
+
+
+def summarise(times: list[float], batch: int) -> dict:
+    """Median, spread and throughput of per-call wall times in seconds."""
+    times = sorted(times)
+    median = statistics.median(times)
+    if len(times) >= 4:
+        q1, _, q3 = statistics.quantiles(times, n=4)
+    else:
+        q1, q3 = times[0], times[-1]
+    return {
+        "n": len(times),
+        "median_s": median,
+        "min_s": times[0],
+        "max_s": times[-1],
+        "iqr_rel": (q3 - q1) / median,
+        "images_per_s": batch / median,
+    }
+
+
+def alternate(
+    calls: dict, warmup: int, rounds: int, clock=None
+) -> dict[str, list[float]]:
+    """Time each callable once per round, rotating the order every round."""
+    names = list(calls)
+    for _ in range(warmup):
+        for name in names:
+            calls[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            if clock is None:
+                start = time.perf_counter()
+                calls[name]()
+                times[name].append(time.perf_counter() - start)
+            else:
+                times[name].append(clock(calls[name]))
+    return times
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB
+    raise KeyError(field)
+
+
+def reset_peak_rss() -> None:
+    """Reset VmHWM (peak RSS) to the current RSS (Linux >= 4.0)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mb() -> float:
+    """This process's RSS high-water mark (VmHWM; resettable, unlike ru_maxrss)."""
+    try:
+        return _status_mb("VmHWM")
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+# --- torch contenders -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Contender:
+    key: str  # e.g. "gen_tv_cl_folded"
+    family: str  # tv | gen | gen_tv
+    channels_last: bool
+    folded: bool
+
+    @property
+    def label(self) -> str:
+        text = {
+            "tv": "torchvision",
+            "gen": "generated",
+            "gen_tv": "generated (tv spec)",
+        }[self.family]
+        text += ", channels_last" if self.channels_last else ", contiguous"
+        return text + (", prepare_for_inference()" if self.folded else "")
+
+
+def contenders(cuda: bool) -> list[Contender]:
+    out = []
+    for family in ("tv", "gen", "gen_tv"):
+        for channels_last in (False, True) if not cuda else (True,):
+            for folded in (
+                (False, True) if family != "tv" and channels_last else (False,)
+            ):
+                key = (
+                    family
+                    + ("_cl" if channels_last else "")
+                    + ("_folded" if folded else "")
+                )
+                out.append(Contender(key, family, channels_last, folded))
+    return out
+
+
+def build_torch(contender: Contender, variant: int):
+    """The eval-mode model and its resolution (folded if the contender says so)."""
+    import torchvision
+
+    if contender.family == "tv":
+        model = getattr(torchvision.models, f"efficientnet_b{variant}")(weights=None)
+        resolution = _generated(contender.family, variant).RESOLUTION
+    else:
+        module = _generated(contender.family, variant)
+        resolution = module.RESOLUTION
+        name = "EfficientNetTVB" if contender.family == "gen_tv" else "EfficientNetB"
+        model = getattr(module, f"{name}{variant}")()
+    model.eval()
+    if contender.folded:
+        model.prepare_for_inference()
+    return model, resolution
+
+
+def _generated(family: str, variant: int):
+    prefix = "efficientnet_tv_b" if family == "gen_tv" else "efficientnet_b"
+    return importlib.import_module(f"generated.torch.{prefix}{variant}")
+
+
+def make_input(c: Contender, resolution: int, batch: int, device="cpu", dtype=None):
+    """Random images: normalised for tv and gen_tv, 0-255 for gen (it normalises)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, resolution, resolution, generator=gen)
+    if c.family == "gen":  # takes 0-255 and normalises inside
+        x = (x * 0.25 + 0.5).clamp(0, 1) * 255
+    x = x.to(device=device, dtype=dtype or torch.float32)
+    if c.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def bench_torch_cpu(variant: int, warmup: int, rounds: int) -> dict:
+    import torch
+
+    calls, meta = {}, {}
+    for c in contenders(cuda=False):
+        model, resolution = build_torch(c, variant)
+        if c.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        x = make_input(c, resolution, CPU_BATCH)
+
+        def call(model=model, x=x):
+            with torch.inference_mode():
+                model(x)
+
+        calls[c.key] = call
+        meta[c.key] = {"label": c.label, "resolution": resolution}
+    times = alternate(calls, warmup, rounds)
+    return {key: {**meta[key], **summarise(t, CPU_BATCH)} for key, t in times.items()}
+
+
+def memory_child(key: str, variant: int) -> dict:
+    """Runs in a fresh process: peak RSS of three forwards over the RSS before."""
+    import torch
+
+    c = next(c for c in contenders(cuda=False) if c.key == key)
+    model, resolution = build_torch(c, variant)
+    if c.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    x = make_input(c, resolution, CPU_BATCH)
+    peak_build = peak_rss_mb()
+    reset_peak_rss()
+    before = _status_mb("VmRSS")
+    with torch.inference_mode():
+        for _ in range(3):
+            model(x)
+    after = peak_rss_mb()
+    return {
+        "rss_before_mb": before,
+        "peak_rss_build_mb": peak_build,
+        "peak_rss_forward_mb": after,
+        "forward_peak_mb": after - before,
+    }
+
+
+def bench_torch_memory(variant: int) -> dict:
+    out = {}
+    for c in contenders(cuda=False):
+        out[c.key] = _child(
+            ["--child", "memory", "--key", c.key, "--variant", str(variant)]
+        )
+    return out
+
+
+def bench_torch_cuda(variant: int, warmup: int, rounds: int) -> dict:
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        calls, meta, models = {}, {}, {}
+        for c in contenders(cuda=True):
+            model, resolution = build_torch(c, variant)
+            model = model.to("cuda", dtype=dtype, memory_format=torch.channels_last)
+            x = make_input(c, resolution, CUDA_BATCH, device="cuda", dtype=dtype)
+
+            def call(model=model, x=x):
+                with torch.inference_mode():
+                    model(x)
+
+            calls[c.key], models[c.key] = call, model
+            meta[c.key] = {"label": c.label, "resolution": resolution}
+
+        def clock(fn):
+            start, end = (
+                torch.cuda.Event(enable_timing=True),
+                torch.cuda.Event(enable_timing=True),
+            )
+            torch.cuda.synchronize()
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1000
+
+        times = alternate(calls, warmup, rounds, clock=clock)
+        name = str(dtype).removeprefix("torch.")
+        results[name] = {
+            k: {**meta[k], **summarise(t, CUDA_BATCH)} for k, t in times.items()
+        }
+        for key, call in calls.items():  # peak memory, one contender at a time
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            call()
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated() - base
+            results[name][key]["forward_peak_mb"] = peak / 2**20
+        del calls, models
+        torch.cuda.empty_cache()
+    return results
+
+
+# --- keras (subprocess) ---------------------------------------------------------
+
+
+def keras_child(variant: int, warmup: int, rounds: int) -> dict:
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    module = importlib.import_module(f"generated.keras.efficientnet_b{variant}")
+    gen = getattr(module, f"efficientnet_b{variant}")()
+    resolution = gen.input_shape[1]
+    ref = getattr(keras.applications, f"EfficientNetB{variant}")(weights=None)
+    x = np.random.default_rng(0).uniform(0, 255, (CPU_BATCH, resolution, resolution, 3))
+    x = x.astype("float32")
+    calls = {
+        "keras_gen": lambda: gen.predict_on_batch(x),
+        "keras_app": lambda: ref.predict_on_batch(x),
+    }
+    labels = {"keras_gen": "generated Keras", "keras_app": "keras.applications"}
+    times = alternate(calls, warmup, rounds)
+    out = {
+        key: {"label": labels[key], "resolution": resolution, **summarise(t, CPU_BATCH)}
+        for key, t in times.items()
+    }
+    out["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__}
+    return out
+
+
+def _child(args: list[str]) -> dict:
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- compiler -------------------------------------------------------------------
+
+
+def archspec_command() -> list[str]:
+    script = Path(sys.executable).parent / "archspec"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "archspec"]
+
+
+def time_process(cmd: list[str], runs: int) -> dict:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return summarise(times, 1)
+
+
+def bench_compile(runs: int) -> dict:
+    archspec = archspec_command()
+    spec = str(ROOT / "specs" / "b0.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        one = [
+            *archspec,
+            "compile",
+            spec,
+            "--phi",
+            "3",
+            "--backend",
+            "torch",
+            "-o",
+            tmp,
+        ]
+        out = {"one_variant_torch": time_process(one, runs)}
+        for backend in ("torch", "keras"):
+            cmd = [
+                *archspec,
+                "compile",
+                spec,
+                "--phi",
+                "0-7",
+                "--backend",
+                backend,
+                "-o",
+                tmp,
+            ]
+            out[f"phi0-7_{backend}"] = time_process(cmd, runs)
+    out["all_16_files_s"] = (
+        out["phi0-7_torch"]["median_s"] + out["phi0-7_keras"]["median_s"]
+    )
+    out["command"] = " ".join(["archspec", *one[len(archspec) :]])
+    return out
+
+
+# --- report ---------------------------------------------------------------------
+
+
+def ratio(results: dict, a: str, b: str) -> float:
+    return results[a]["images_per_s"] / results[b]["images_per_s"]
+
+
+def targets(report: dict) -> list[dict]:
+    rows = []
+    for variant, torch_results in report.get("torch", {}).items():
+        for text, a, b, minimum in TORCH_TARGETS:
+            for fam in ("gen", "gen_tv"):
+                key = a.replace("gen", fam, 1)
+                r = ratio(torch_results, key, b)
+                label = text.replace(
+                    "generated",
+                    "generated (tv spec)" if fam == "gen_tv" else "generated",
+                )
+                rows.append(
+                    {"target": f"{variant}: {label}", "value": r, "met": r >= minimum}
+                )
+    for variant, keras_results in report.get("keras", {}).items():
+        r = ratio(keras_results, "keras_gen", "keras_app")
+        rows.append(
+            {
+                "target": f"{variant}: generated Keras >= 1.0x keras.applications",
+                "value": r,
+                "met": r >= 1.0,
+            }
+        )
+    comp = report.get("compile")
+    if comp:
+        one = comp["one_variant_torch"]["median_s"]
+        rows.append(
+            {
+                "target": f"compile one variant < {COMPILE_ONE_LIMIT_S} s",
+                "value": one,
+                "met": one < COMPILE_ONE_LIMIT_S,
+            }
+        )
+        total = comp["all_16_files_s"]
+        rows.append(
+            {
+                "target": f"compile all 16 files < {COMPILE_ALL_LIMIT_S} s",
+                "value": total,
+                "met": total < COMPILE_ALL_LIMIT_S,
+            }
+        )
+    return rows
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    v = report["versions"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, torch threads {v.get('torch_threads')}; "
+        f"Python {m['python']}; torch {v.get('torch')}, torchvision {v.get('torchvision')}"
+        + (
+            f", TensorFlow {v['tensorflow']}, Keras {v['keras']}"
+            if "keras" in v
+            else ""
+        )
+        + (f"; GPU {m['gpu']}" if "gpu" in m else "")
+        + f". Run {report['date']}, mode {report['mode']}.",
+        "",
+    ]
+    if "torch" in report:
+        lines += [
+            f"PyTorch, CPU, float32, eval, batch {CPU_BATCH}, median of {report['rounds']} alternated rounds "
+            "(spread: min-max of the rounds; forward peak: VmHWM over VmRSS across 3 forwards, one process per contender)",
+            "",
+            "| variant | contender | images/s | vs torchvision (same format) | spread | forward peak MB |",
+            "|---|---|---|---|---|---|",
+        ]
+        for variant, res in report["torch"].items():
+            mem = report.get("torch_memory", {}).get(variant, {})
+            for key, r in res.items():
+                ref = "tv_cl" if "_cl" in key else "tv"
+                peak = mem.get(key, {}).get("forward_peak_mb")
+                lines.append(
+                    f"| {variant} ({r['resolution']}) | {r['label']} | {r['images_per_s']:.1f} | "
+                    f"{ratio(res, key, ref):.2f}x | {r['min_s'] * 1e3:.0f}-{r['max_s'] * 1e3:.0f} ms | "
+                    + (f"{peak:.0f}" if peak is not None else "-")
+                    + " |"
+                )
+        lines.append("")
+    if "cuda" in report:
+        lines += [
+            f"PyTorch, CUDA, channels_last, eval, batch {CUDA_BATCH} (TF32 off for float32)",
+            "",
+            "| variant | dtype | contender | images/s | vs torchvision | spread | forward peak MB |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for variant, by_dtype in report["cuda"].items():
+            for dtype, res in by_dtype.items():
+                for key, r in res.items():
+                    lines.append(
+                        f"| {variant} | {dtype} | {r['label']} | {r['images_per_s']:.0f} | "
+                        f"{ratio(res, key, 'tv_cl'):.2f}x | {r['min_s'] * 1e3:.1f}-{r['max_s'] * 1e3:.1f} ms | "
+                        f"{r['forward_peak_mb']:.0f} |"
+                    )
+        lines.append("")
+    if "keras" in report:
+        lines += [
+            f"Keras {v.get('keras')} on TensorFlow {v.get('tensorflow')}, CPU, float32, batch {CPU_BATCH}, "
+            "predict_on_batch, alternated",
+            "",
+            "| variant | model | images/s | vs keras.applications | spread |",
+            "|---|---|---|---|---|",
+        ]
+        for variant, res in report["keras"].items():
+            for key in ("keras_gen", "keras_app"):
+                r = res[key]
+                lines.append(
+                    f"| {variant} ({r['resolution']}) | {r['label']} | {r['images_per_s']:.1f} | "
+                    f"{ratio(res, key, 'keras_app'):.2f}x | {r['min_s'] * 1e3:.0f}-{r['max_s'] * 1e3:.0f} ms |"
+                )
+        lines.append("")
+    if "compile" in report:
+        c = report["compile"]
+        lines += [
+            "`archspec compile` as a process, wall time, median of "
+            f"{c['one_variant_torch']['n']} runs",
+            "",
+            "| command | median s | spread s |",
+            "|---|---|---|",
+        ]
+        for key, text in (
+            ("one_variant_torch", "`--phi 3 --backend torch` (1 file)"),
+            ("phi0-7_torch", "`--phi 0-7 --backend torch` (8 files)"),
+            ("phi0-7_keras", "`--phi 0-7 --backend keras` (8 files)"),
+        ):
+            r = c[key]
+            lines.append(
+                f"| {text} | {r['median_s']:.2f} | {r['min_s']:.2f}-{r['max_s']:.2f} |"
+            )
+        lines += [
+            f"| all 16 files (sum of the two) | {c['all_16_files_s']:.2f} | |",
+            "",
+        ]
+    rows = targets(report)
+    if rows:
+        lines += ["| target | measured | met |", "|---|---|---|"]
+        for row in rows:
+            unit = " s" if row["target"].startswith("compile") else "x"
+            lines.append(
+                f"| {row['target']} | {row['value']:.3f}{unit} | {'yes' if row['met'] else 'NO'} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="B0 only, few rounds")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--variants", default=None, help="comma list, default 0,3 (quick: 0)"
+    )
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--skip", default="", help="comma list of torch,memory,keras,compile"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--render", type=Path, help="only rewrite the .md of this results .json"
+    )
+    # Internal: the subprocesses this script starts.
+    parser.add_argument("--child", choices=["memory", "keras"], help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.render:
+        report = json.loads(args.render.read_text())
+        args.render.with_suffix(".md").write_text(markdown(report))
+        return 0
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    rounds = args.rounds or (4 if args.quick else 11)
+    if args.child == "memory":
+        print(json.dumps(memory_child(args.key, args.variant)))
+        return 0
+    if args.child == "keras":
+        print(json.dumps(keras_child(args.variant, warmup, rounds)))
+        return 0
+
+    # torch and torchvision first; TensorFlow only ever in a subprocess.
+    import torch
+    import torchvision
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(
+            "bench.py --device cuda: no CUDA device is available to torch "
+            f"{torch.__version__} on this machine; nothing measured.",
+            file=sys.stderr,
+        )
+        return 2
+
+    variants = [
+        int(v) for v in (args.variants or ("0" if args.quick else "0,3")).split(",")
+    ]
+    skip = set(filter(None, args.skip.split(",")))
+    report: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "mode": ("quick" if args.quick else "full") + f", {args.device}",
+        "machine": machine(),
+        "versions": {
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "rounds": rounds,
+        "warmup": warmup,
+    }
+    if args.device == "cuda":
+        report["machine"]["gpu"] = torch.cuda.get_device_name()
+        report["cuda"] = {}
+        for v in variants:
+            print(f"cuda B{v} ...", file=sys.stderr)
+            report["cuda"][f"B{v}"] = bench_torch_cuda(v, warmup + 3, rounds)
+        name = "latest_cuda"
+    else:
+        for v in variants:
+            if "torch" not in skip:
+                print(f"torch B{v} ...", file=sys.stderr)
+                report.setdefault("torch", {})[f"B{v}"] = bench_torch_cpu(
+                    v, warmup, rounds
+                )
+            if "memory" not in skip:
+                print(f"torch memory B{v} ...", file=sys.stderr)
+                report.setdefault("torch_memory", {})[f"B{v}"] = bench_torch_memory(v)
+            if "keras" not in skip:
+                print(f"keras B{v} ...", file=sys.stderr)
+                child = [
+                    "--child",
+                    "keras",
+                    "--variant",
+                    str(v),
+                    "--warmup",
+                    str(warmup),
+                ]
+                res = _child([*child, "--rounds", str(rounds)])
+                report["versions"].update(res.pop("versions"))
+                report.setdefault("keras", {})[f"B{v}"] = res
+        if "compile" not in skip:
+            print("archspec compile ...", file=sys.stderr)
+            report["compile"] = bench_compile(3 if args.quick else 7)
+        name = "latest"
+    report["targets"] = targets(report)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    (args.out / f"{name}.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
