@@ -20,7 +20,7 @@ from typing import Any
 
 from . import ir, runtime
 from .errors import SpecError
-from .weights import torch_to_keras
+from .weights import keras_name, torch_to_keras
 
 # One place for the tolerances: relative max error of the logits,
 # max |torch - keras| / max |torch|.
@@ -168,7 +168,7 @@ class Pair:
         boundaries = ["stem", *(stage.name for stage in network.stages), "head"]
         prefixes = [
             "stem_",
-            *(f"{s.blocks[-1].name.replace('.', '_')}_" for s in network.stages),
+            *(f"{keras_name(s.blocks[-1].name)}_" for s in network.stages),
             "head_",
         ]
         outputs = [_last_map(keras_model, prefix) for prefix in prefixes]

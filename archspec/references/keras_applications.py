@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from .. import ir
 from ..errors import SpecError
+from ..weights import keras_name
 
 # The part of an MBConv weight path after the block name -> keras.applications.
 MBCONV_PARTS = {
@@ -33,11 +34,6 @@ MBCONV_PARTS = {
     "project.bn": "project_bn",
 }
 CONV_PARTS = {"conv": "conv", "bn": "bn"}
-
-
-def keras_name(path: str) -> str:
-    """The generated Keras model's layer name for an IR weight path."""
-    return path.replace(".", "_")
 
 
 def block_prefix(stage: int, index: int) -> str:

@@ -32,17 +32,13 @@ import jinja2
 from archspec import ir
 from archspec.errors import SpecError
 from archspec.render import Provenance, environment
+from archspec.weights import keras_name
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 # IR activation -> Keras activation name. Only what has been checked against a
 # reference implementation is listed.
 ACTIVATIONS = {"silu": "silu"}
-
-
-def keras_name(path: str) -> str:
-    """The Keras layer name of an IR path: "stages.0.0.se" -> "stages_0_0_se"."""
-    return path.replace(".", "_")
 
 
 def _uniform(network: ir.Network, field: str) -> object:
