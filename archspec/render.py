@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 
 from . import __version__, analysis, ir
+from .errors import SpecError
 
 LINE_LENGTH = 88
 
@@ -72,6 +73,26 @@ def call(
         return f"{pad}{prefix}{func}(\n{hugged}\n{pad}){trailing}"
     lines = "".join(f"{inner}{p},\n" for p in parts)
     return f"{pad}{prefix}{func}(\n{lines}{pad}){trailing}"
+
+
+def uniform(network: ir.Network, field: str, backend: str) -> object:
+    """The one value of `field` shared by stem, blocks and head (None: unset).
+
+    Generated modules state norm, padding and activation once, as constants,
+    so a network that mixes them cannot be emitted.
+    """
+    seen: dict[object, str] = {}
+    for node in (network.stem, *network.blocks, network.head):
+        value = getattr(node, field, None)
+        if value is not None:
+            seen.setdefault(value, node.name)
+    if len(seen) > 1:
+        found = "; ".join(f"{value!r} at {name}" for value, name in seen.items())
+        raise SpecError(
+            f"{backend} backend: every layer must share one {field} "
+            f"(the generated module holds it as a constant); found {found}"
+        )
+    return next(iter(seen), None)
 
 
 class Code(str):

@@ -12,7 +12,7 @@ torchvision = pytest.importorskip("torchvision")
 
 from generated_code import B0, B0_TV, import_generated, relative_error, variant  # noqa: E402
 
-from archspec import backends  # noqa: E402
+from archspec import backends, ir  # noqa: E402
 from archspec.errors import SpecError  # noqa: E402
 from archspec.parity import randomize  # noqa: E402
 from archspec.references.torchvision import from_torchvision, state_dict_names  # noqa: E402
@@ -219,3 +219,23 @@ def test_torch_compile(b0_module):
     compiled = torch.compile(model)
     with torch.no_grad():
         assert relative_error(compiled(x), model(x)) <= TOLERANCE
+
+
+def test_mixed_settings_are_rejected():
+    """Norm, padding and activation are module constants: one per network."""
+    net = variant(B0, 0)
+    odd = (
+        net.stages[2]
+        .blocks[1]
+        .model_copy(update={"norm": ir.Norm(eps=1e-5, momentum=0.1)})
+    )
+    stage = net.stages[2].model_copy(update={"blocks": (net.stages[2].blocks[0], odd)})
+    mixed = net.model_copy(update={"stages": (*net.stages[:2], stage, *net.stages[3:])})
+    with pytest.raises(
+        SpecError,
+        match=r"torch backend: every layer must share one norm.*at stages\.2\.1",
+    ):
+        backends.get("torch").emit(mixed)
+    head = net.head.model_copy(update={"padding": "symmetric"})
+    with pytest.raises(SpecError, match=r"share one padding.*'symmetric' at head"):
+        backends.get("torch").emit(net.model_copy(update={"head": head}))

@@ -31,7 +31,7 @@ import jinja2
 
 from archspec import ir
 from archspec.errors import SpecError
-from archspec.render import Provenance, environment
+from archspec.render import Provenance, environment, uniform
 from archspec.weights import keras_name
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -39,22 +39,6 @@ TEMPLATES = Path(__file__).parent / "templates"
 # IR activation -> Keras activation name. Only what has been checked against a
 # reference implementation is listed.
 ACTIVATIONS = {"silu": "silu"}
-
-
-def _uniform(network: ir.Network, field: str) -> object:
-    """The one value of `field` shared by stem, blocks and head (None: unset)."""
-    seen: dict[object, str] = {}
-    for node in (network.stem, *network.blocks, network.head):
-        value = getattr(node, field, None)
-        if value is not None:
-            seen.setdefault(value, node.name)
-    if len(seen) > 1:
-        found = "; ".join(f"{value!r} at {name}" for value, name in seen.items())
-        raise SpecError(
-            f"keras backend: every layer must share one {field} "
-            f"(the generated module holds it as a constant); found {found}"
-        )
-    return next(iter(seen), None)
 
 
 class KerasBackend:
@@ -77,9 +61,9 @@ class KerasBackend:
             ) from None
 
     def emit(self, network: ir.Network) -> dict[str, str]:
-        norm = _uniform(network, "norm")
-        padding = _uniform(network, "padding")
-        activation = _uniform(network, "activation")
+        norm = uniform(network, "norm", self.name)
+        padding = uniform(network, "padding", self.name)
+        activation = uniform(network, "activation", self.name)
         if activation not in ACTIVATIONS:
             raise SpecError(
                 f"keras backend: activation {activation!r} is not supported "

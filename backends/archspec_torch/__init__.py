@@ -12,7 +12,7 @@ from pathlib import Path
 
 from archspec import ir
 from archspec.errors import SpecError
-from archspec.render import Provenance, environment
+from archspec.render import Provenance, environment, uniform
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -37,31 +37,18 @@ class TorchBackend:
         if self._env is None:
             self._env = environment(TEMPLATES)
             self._env.globals["ACTIVATIONS"] = ACTIVATIONS
-        settings = uniform_settings(network)
+        activation = uniform(network, "activation", self.name)
+        if activation not in ACTIVATIONS:
+            raise SpecError(f"activation {activation!r} has no PyTorch equivalent here")
         source = self._env.get_template("module.py.j2").render(
             net=network,
             about=Provenance.of(network),
             kinds=sorted({block.kind for block in network.blocks}),
-            **settings,
+            norm=uniform(network, "norm", self.name),
+            padding=uniform(network, "padding", self.name),
+            activation=activation,
         )
         return {f"{network.module}.py": source}
-
-
-def uniform_settings(network: ir.Network) -> dict:
-    """The generated code states norm, padding and activation once per module."""
-    layers = [network.stem, *network.blocks, network.head]
-    found = {(layer.norm, layer.padding, layer.activation) for layer in layers}
-    activations = {a for _, _, a in found} - {None}
-    if len({(n, p) for n, p, _ in found}) != 1 or len(activations) != 1:
-        raise SpecError(
-            f"{network.title}: the generated code needs one norm, padding and activation "
-            f"setting per network; found {len(found)} combinations"
-        )
-    norm, padding, _ = next(iter(found))
-    (activation,) = activations
-    if activation not in ACTIVATIONS:
-        raise SpecError(f"activation {activation!r} has no PyTorch equivalent here")
-    return {"norm": norm, "padding": padding, "activation": activation}
 
 
 BACKEND = TorchBackend()
