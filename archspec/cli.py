@@ -71,6 +71,14 @@ def _networks(path: str, phi: str | None, formula: bool, *, default: str = "0"):
     ]
 
 
+def _one_network(path: str, phi: str | None, formula: bool, why: str):
+    """The single network of `path` at `phi`, for commands that take one."""
+    _, networks = _networks(path, phi, formula)
+    if len(networks) != 1:
+        raise SpecError(f"--phi: {why}; give a single phi")
+    return networks[0]
+
+
 SPEC = click.argument("spec", type=click.Path(dir_okay=False))
 PHI = click.option(
     "--phi", help="Scaling exponent: 3, 2.5, a range 0-7 or a list 0,3,5."
@@ -120,10 +128,7 @@ def expand(spec: str, phi: str | None, formula: bool, output: str | None) -> Non
     from .expanded import dump
     from .output import write_all
 
-    _, networks = _networks(spec, phi, formula)
-    if len(networks) != 1:
-        raise SpecError("--phi: expand writes one network; give a single phi")
-    text = dump(networks[0])
+    text = dump(_one_network(spec, phi, formula, "expand writes one network"))
     if output in (None, "-"):
         click.echo(text, nl=False)
     else:
@@ -407,13 +412,11 @@ def convert(
     """
     from .convert import convert_weights
 
-    _, networks = _networks(spec, phi, formula)
-    if len(networks) != 1:
-        raise SpecError("--phi: weights belong to one variant; give a single phi")
+    net = _one_network(spec, phi, formula, "weights belong to one variant")
     if source == target:
         raise SpecError(f"--from and --to are both {source}; nothing to convert")
-    count = convert_weights(networks[0], source, Path(input_path), Path(output_path))
-    click.echo(f"wrote {output_path}: {count} tensors of {networks[0].title}", err=True)
+    count = convert_weights(net, source, Path(input_path), Path(output_path))
+    click.echo(f"wrote {output_path}: {count} tensors of {net.title}", err=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,9 +46,8 @@ def convert_weights(network: ir.Network, source: str, src: Path, dst: Path) -> i
             else:
                 try:
                     model.load_weights(src)
-                except (
-                    Exception
-                ) as exc:  # Keras raises several kinds for a mismatched file
+                # Keras raises several kinds of error for a mismatched file.
+                except Exception as exc:
                     raise SpecError(
                         f"{src}: not weights of {network.title}: {exc}"
                     ) from None
