@@ -31,6 +31,8 @@ ModuleName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=80)]
 ClassName = Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9_]*$", max_length=80)]
 Text = Annotated[str, Field(pattern=r"^[A-Za-z0-9_ .=()\-]*$", max_length=128)]
 Size = Annotated[int, Field(gt=0, le=1 << 16)]
+# Both backends implement TensorFlow's "same" padding for strides 1 and 2 only.
+Stride = Literal[1, 2]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
@@ -122,7 +124,7 @@ class ConvNormAct(Node):
     in_channels: Size
     out_channels: Size
     kernel: Size
-    stride: Size
+    stride: Stride
     padding: Padding
     activation: Activation | None
     norm: Norm
@@ -148,7 +150,7 @@ class Block(Node):
     name: LayerName
     in_channels: Size
     out_channels: Size
-    stride: Size
+    stride: Stride
     in_size: Size
     out_size: Size
 

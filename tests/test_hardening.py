@@ -484,6 +484,7 @@ ALLOWED_CALLS = {
     # the code as code would show up as a call to something else.
     "super", "isinstance", "range", "len",
     "ConvBNAct", "SqueezeExcitation", "Preprocess", "MBConv", "drop_path",
+    "fold_batch_norm",
 }  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from generated_code import B0, B0_TV, import_generated, relative_error, variant 
 
 from archspec import backends, ir  # noqa: E402
 from archspec.errors import SpecError  # noqa: E402
+from archspec.parity import TOLERANCE as PARITY_TOLERANCE  # noqa: E402
 from archspec.parity import randomize  # noqa: E402
 from archspec.references.torchvision import from_torchvision, state_dict_names  # noqa: E402
 
@@ -55,6 +56,33 @@ def test_torchvision_weights_give_torchvision_logits(phi, tmp_path):
         # The weights carry signal: two inputs give logits that differ by far
         # more than the tolerance (B7, the deepest, still differs by 3%).
         assert relative_error(theirs[0], theirs[1]) > 1e-2
+
+
+def test_eval_mode_gradients_equal_torchvision(tmp_path):
+    """Eval mode folds batch norm into the convolutions on the fly; fine-tuning
+    with frozen batch norm (eval mode, autograd on) must still get torchvision's
+    gradients for every parameter, batch-norm scale and shift included."""
+    torch.manual_seed(0)
+    reference = torchvision.models.efficientnet_b0()
+    net = variant(B0_TV, 0)
+    randomize(reference, 96)
+    model = getattr(import_generated(net, "torch", tmp_path), net.class_name)().eval()
+    model.load_state_dict(from_torchvision(net, reference.state_dict()))
+    x = torch.randn(2, 3, 96, 96)
+    for m in (model, reference):
+        m(x).logsumexp(1).sum().backward()
+    ours = dict(model.named_parameters())
+    for tv_name, our_name in state_dict_names(net).items():
+        if our_name in ours:
+            theirs = reference.get_parameter(tv_name).grad
+            assert theirs.abs().max() > 0, tv_name
+            error = relative_error(ours[our_name].grad, theirs)
+            assert error <= PARITY_TOLERANCE["gradient"], (our_name, error)
+    # Eval mode left the running statistics alone.
+    assert torch.equal(
+        model.get_buffer("stem.bn.running_var"),
+        reference.get_buffer("features.0.1.running_var"),
+    )
 
 
 def test_batch_norm_settings_follow_torchvision(tmp_path):
@@ -128,7 +156,7 @@ def test_same_padding_matches_tensorflow_rule():
         padded = torch.nn.functional.pad(x, (total // 2, total - total // 2) * 2)
         expected = torch.nn.functional.conv2d(padded, layer.conv.weight, stride=2)
         with torch.no_grad():
-            got = layer.bn(layer._conv_same(x))
+            got = layer.bn(layer._conv(x, layer.conv.weight, None))
             want = layer.bn(expected)
         assert got.shape == want.shape == (1, 6, -(-size // 2), -(-size // 2))
         assert relative_error(got, want) < 1e-6

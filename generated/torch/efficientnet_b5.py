@@ -38,6 +38,14 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * keep.div_(1.0 - p)
 
 
+def fold_batch_norm(
+    weight: torch.Tensor, bn: nn.BatchNorm2d
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a bias-free convolution followed by bn in eval mode."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+
+
 class ConvBNAct(nn.Module):
     """Convolution without bias, batch norm and an optional activation."""
 
@@ -51,7 +59,6 @@ class ConvBNAct(nn.Module):
         activation: bool = True,
     ) -> None:
         super().__init__()
-        self.same_padding = stride == 2
         self.conv = nn.Conv2d(
             in_channels,
             out_channels,
@@ -65,17 +72,25 @@ class ConvBNAct(nn.Module):
         self.act = nn.SiLU(inplace=True) if activation else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._conv_same(x) if self.same_padding else self.conv(x)
-        return self.act(self.bn(x))
+        if self.training or not isinstance(self.bn, nn.BatchNorm2d):
+            return self.act(self.bn(self._conv(x, self.conv.weight, self.conv.bias)))
+        # In eval mode batch norm is a fixed per-channel affine map: folded into
+        # the weights it costs no pass over (nor allocation of) the activations.
+        weight, bias = fold_batch_norm(self.conv.weight, self.bn)
+        return self.act(self._conv(x, weight, bias))
 
-    def _conv_same(self, x: torch.Tensor) -> torch.Tensor:
-        # TensorFlow's stride-2 "same" equals k // 2 padding on odd sizes; on
-        # even sizes every window sits one pixel further down and right. A zero
-        # row and column in front of the kernel shift it so, without copying x.
-        h, w = x.shape[-2:]
-        weight = F.pad(self.conv.weight, (1 - w % 2, 0, 1 - h % 2, 0))
+    def _conv(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         conv = self.conv
-        return F.conv2d(x, weight, conv.bias, 2, conv.padding, 1, conv.groups)
+        if conv.stride[0] == 2:
+            # TensorFlow's stride-2 "same" equals k // 2 padding on odd sizes; on
+            # even sizes every window sits one pixel further down and right. A
+            # zero row and column in front of the kernel shift it so, without
+            # copying x.
+            h, w = x.shape[-2:]
+            weight = F.pad(weight, (1 - w % 2, 0, 1 - h % 2, 0))
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, 1, conv.groups)
 
 
 class SqueezeExcitation(nn.Module):
@@ -88,9 +103,11 @@ class SqueezeExcitation(nn.Module):
         self.expand = nn.Conv2d(squeeze_channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x.mean((2, 3), keepdim=True)
-        scale = self.expand(self.act(self.reduce(scale)))
-        return x * torch.sigmoid(scale)
+        squeezed = x.mean((2, 3), keepdim=True)
+        gate = torch.sigmoid(self.expand(self.act(self.reduce(squeezed))))
+        # x is the depthwise output, held by nothing else: without autograd,
+        # gating it in place spares the block's largest allocation.
+        return x * gate if torch.is_grad_enabled() else x.mul_(gate)
 
 
 class Preprocess(nn.Module):
@@ -138,7 +155,8 @@ class MBConv(nn.Module):
         out = x if self.expand is None else self.expand(x)
         out = self.project(self.se(self.depthwise(out)))
         if self.residual:
-            out = drop_path(out, self.drop_path, self.training) + x
+            out = drop_path(out, self.drop_path, self.training)
+            out += x  # in place: out is this block's own tensor
         return out
 
 
@@ -146,8 +164,9 @@ class EfficientNetB5(nn.Module):
     """EfficientNet-B5: 30,389,784 trainable parameters with 1000 classes.
 
     Takes images with values in 0-255, NCHW (rescaled and normalized inside).
-    Returns logits. Call prepare_for_inference() on a trained model for faster
-    inference.
+    Returns logits. In eval mode every batch norm is folded into its
+    convolution on each call; prepare_for_inference() folds them once, for
+    serving.
     """
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.4) -> None:
@@ -557,17 +576,16 @@ class EfficientNetB5(nn.Module):
 
     @torch.no_grad()
     def prepare_for_inference(self) -> "EfficientNetB5":
-        """Fold every batch norm into the convolution before it, in place.
+        """Fold every batch norm into the convolution before it, once, in place.
 
-        For inference only: the model is put in eval mode, keeps no batch norm
-        to train, and gives the same outputs up to float32 rounding.
+        For inference only: the model is put in eval mode and keeps no batch
+        norm to train. Outputs are those of eval mode, which folds on each call.
         """
         self.eval()
         for m in self.modules():
             if isinstance(m, ConvBNAct) and isinstance(m.bn, nn.BatchNorm2d):
-                conv, bn = m.conv, m.bn
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-                conv.weight.mul_(scale.view(-1, 1, 1, 1))
-                conv.bias = nn.Parameter(bn.bias - bn.running_mean * scale)
+                weight, bias = fold_batch_norm(m.conv.weight, m.bn)
+                m.conv.weight.copy_(weight)
+                m.conv.bias = nn.Parameter(bias)
                 m.bn = nn.Identity()
         return self

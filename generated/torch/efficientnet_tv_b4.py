@@ -13,6 +13,7 @@ the generated PyTorch and Keras models.
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["RESOLUTION", "EfficientNetTVB4"]
@@ -34,6 +35,14 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return x
     keep = x.new_empty((x.shape[0], 1, 1, 1)).bernoulli_(1.0 - p)
     return x * keep.div_(1.0 - p)
+
+
+def fold_batch_norm(
+    weight: torch.Tensor, bn: nn.BatchNorm2d
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of a bias-free convolution followed by bn in eval mode."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
 
 
 class ConvBNAct(nn.Module):
@@ -62,8 +71,18 @@ class ConvBNAct(nn.Module):
         self.act = nn.SiLU(inplace=True) if activation else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        return self.act(self.bn(x))
+        if self.training or not isinstance(self.bn, nn.BatchNorm2d):
+            return self.act(self.bn(self._conv(x, self.conv.weight, self.conv.bias)))
+        # In eval mode batch norm is a fixed per-channel affine map: folded into
+        # the weights it costs no pass over (nor allocation of) the activations.
+        weight, bias = fold_batch_norm(self.conv.weight, self.bn)
+        return self.act(self._conv(x, weight, bias))
+
+    def _conv(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        conv = self.conv
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, 1, conv.groups)
 
 
 class SqueezeExcitation(nn.Module):
@@ -76,9 +95,11 @@ class SqueezeExcitation(nn.Module):
         self.expand = nn.Conv2d(squeeze_channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x.mean((2, 3), keepdim=True)
-        scale = self.expand(self.act(self.reduce(scale)))
-        return x * torch.sigmoid(scale)
+        squeezed = x.mean((2, 3), keepdim=True)
+        gate = torch.sigmoid(self.expand(self.act(self.reduce(squeezed))))
+        # x is the depthwise output, held by nothing else: without autograd,
+        # gating it in place spares the block's largest allocation.
+        return x * gate if torch.is_grad_enabled() else x.mul_(gate)
 
 
 class MBConv(nn.Module):
@@ -112,7 +133,8 @@ class MBConv(nn.Module):
         out = x if self.expand is None else self.expand(x)
         out = self.project(self.se(self.depthwise(out)))
         if self.residual:
-            out = drop_path(out, self.drop_path, self.training) + x
+            out = drop_path(out, self.drop_path, self.training)
+            out += x  # in place: out is this block's own tensor
         return out
 
 
@@ -120,8 +142,9 @@ class EfficientNetTVB4(nn.Module):
     """EfficientNet-B4: 19,341,616 trainable parameters with 1000 classes.
 
     Takes normalized images, NCHW.
-    Returns logits. Call prepare_for_inference() on a trained model for faster
-    inference.
+    Returns logits. In eval mode every batch norm is folded into its
+    convolution on each call; prepare_for_inference() folds them once, for
+    serving.
     """
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.4) -> None:
@@ -450,17 +473,16 @@ class EfficientNetTVB4(nn.Module):
 
     @torch.no_grad()
     def prepare_for_inference(self) -> "EfficientNetTVB4":
-        """Fold every batch norm into the convolution before it, in place.
+        """Fold every batch norm into the convolution before it, once, in place.
 
-        For inference only: the model is put in eval mode, keeps no batch norm
-        to train, and gives the same outputs up to float32 rounding.
+        For inference only: the model is put in eval mode and keeps no batch
+        norm to train. Outputs are those of eval mode, which folds on each call.
         """
         self.eval()
         for m in self.modules():
             if isinstance(m, ConvBNAct) and isinstance(m.bn, nn.BatchNorm2d):
-                conv, bn = m.conv, m.bn
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-                conv.weight.mul_(scale.view(-1, 1, 1, 1))
-                conv.bias = nn.Parameter(bn.bias - bn.running_mean * scale)
+                weight, bias = fold_batch_norm(m.conv.weight, m.bn)
+                m.conv.weight.copy_(weight)
+                m.conv.bias = nn.Parameter(bias)
                 m.bn = nn.Identity()
         return self
