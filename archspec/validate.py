@@ -208,7 +208,9 @@ def _stage_rows(
     if table is None:
         return None
     columns = table[0]
-    known = {f for name in blocks.names() for f in blocks.get(name).row.model_fields}
+    known = blocks.columns()
+    if not known.issuperset(columns):
+        known = blocks.columns(plugins=True)
     if "block" not in columns:
         diagnostics.error(
             f"expected a 'block' column naming each row's block kind "

@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import ROOT, run_archspec
 
-from archspec import backends
+from archspec import backends, render
 from archspec.pipeline import load_spec, network
 
 # What generated/ holds: (spec, backend) compiled for phi 0-7.
@@ -125,3 +125,30 @@ def test_compile_writes_nothing_when_a_variant_fails(tmp_path):
     result = run_archspec("compile", "specs/b0.yaml", "--phi", "0,3,99", "-o", str(out))
     assert result.returncode == 2 and "--phi" in result.stderr
     assert not out.exists()
+
+
+def test_template_cache_follows_template_changes(tmp_path, monkeypatch):
+    """Compiled templates are cached between runs, keyed by the source."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setattr(
+        render, "_bytecode_cache", lambda: render._BytecodeCache(str(cache))
+    )
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "t.j2").write_text("one {{ 1 + 1 }}")
+    assert render.environment(templates).get_template("t.j2").render() == "one 2"
+    assert len(list(cache.iterdir())) == 1
+    (templates / "t.j2").write_text("two {{ 2 + 2 }}")
+    assert render.environment(templates).get_template("t.j2").render() == "two 4"
+
+
+def test_an_unwritable_template_cache_is_skipped(tmp_path, monkeypatch):
+    missing = tmp_path / "no" / "such" / "folder"
+    monkeypatch.setattr(
+        render, "_bytecode_cache", lambda: render._BytecodeCache(str(missing))
+    )
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "t.j2").write_text("{{ 6 * 7 }}")
+    assert render.environment(templates).get_template("t.j2").render() == "42"

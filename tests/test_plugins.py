@@ -1,0 +1,113 @@
+"""Block kinds and backends from other packages, through entry points.
+
+Entry points are scanned only for a name archspec does not build in (the scan
+costs every compile time), and a plugin never replaces a built-in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from conftest import B0
+
+from archspec import backends, blocks
+from archspec.blocks import registry
+from archspec.blocks.mbconv import MBConvRow
+from archspec.errors import Diagnostics, SpecError
+from archspec.pipeline import load_spec, network
+
+
+class FakeEntryPoint:
+    def __init__(self, name: str, value: object) -> None:
+        self.name, self.value = name, value
+
+    def load(self) -> object:
+        return self.value
+
+
+@pytest.fixture
+def plugins(monkeypatch):
+    """Installed entry points, per group, with a record of every scan."""
+    installed: dict[str, list[FakeEntryPoint]] = {}
+    scans: list[str] = []
+
+    def entry_points(*, group: str) -> list[FakeEntryPoint]:
+        scans.append(group)
+        return installed.get(group, [])
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(registry, "_kinds", dict(registry._kinds))
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(backends, "_registered", {})
+    return installed, scans
+
+
+class FancyRow(MBConvRow):
+    block: Literal["fancy"]
+
+
+# A plugin's kind: its own name and row model, MBConv's IR node and builder.
+FANCY = dataclasses.replace(blocks.MBCONV, name="fancy", row=FancyRow)
+
+
+def spec_with_block(tmp_path: Path, kind: str) -> Path:
+    text = B0.read_text().replace("- [mbconv, 6, 3, 2,  24", f"- [{kind}, 6, 3, 2,  24")
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_built_in_names_need_no_scan(plugins):
+    _, scans = plugins
+    net = network(load_spec(B0), 0)
+    assert backends.get("torch").emit(net)
+    assert scans == []
+
+
+def test_a_block_kind_from_an_entry_point(plugins, tmp_path):
+    installed, scans = plugins
+    installed["archspec.blocks"] = [FakeEntryPoint("fancy", FANCY)]
+    net = network(load_spec(spec_with_block(tmp_path, "fancy")), 0)
+    assert scans == ["archspec.blocks"]
+    assert "fancy" in blocks.names()
+    # The plugin's kind built stage 2 exactly as mbconv builds it.
+    assert net.stages == network(load_spec(B0), 0).stages
+
+
+def test_an_unknown_block_kind_names_the_plugins_too(plugins, tmp_path):
+    installed, _ = plugins
+    installed["archspec.blocks"] = [FakeEntryPoint("fancy", FANCY)]
+    diagnostics = Diagnostics()
+    with pytest.raises(SpecError):
+        load_spec(spec_with_block(tmp_path, "fancier"), diagnostics)
+    (error,) = diagnostics.errors
+    assert error.message.startswith("unknown block kind 'fancier'")
+    assert error.message.endswith("(known: fancy, mbconv)")
+
+
+def test_a_plugin_cannot_replace_a_built_in_block_kind(plugins, tmp_path):
+    installed, _ = plugins
+    impostor = dataclasses.replace(blocks.MBCONV, build=None)
+    installed["archspec.blocks"] = [FakeEntryPoint("mbconv", impostor)]
+    assert blocks.names() == ["mbconv"]
+    assert blocks.get("mbconv") is blocks.MBCONV
+
+
+def test_a_backend_from_an_entry_point(plugins):
+    installed, scans = plugins
+    installed["archspec.backends"] = [
+        FakeEntryPoint("torch", "tests:nothing"),  # never replaces the built-in
+        FakeEntryPoint("mine", "archspec_keras:BACKEND"),
+    ]
+    assert backends.get("mine").name == "keras"
+    assert scans == ["archspec.backends"]
+    assert backends.get("torch").name == "torch"
+    assert backends.names() == ["keras", "mine", "torch"]
+    with pytest.raises(
+        SpecError, match=r"unknown backend 'theirs' \(known: keras, mine"
+    ):
+        backends.get("theirs")
