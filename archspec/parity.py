@@ -186,15 +186,7 @@ class Pair:
         import torch
 
         net = self.network
-        rng = np.random.default_rng(seed)
-        shape = (batch, net.input.channels, size, size)
-        # Images in 0-255 when the model normalises inside, else normalised ones.
-        x = (
-            rng.uniform(0, 255, shape)
-            if net.input.preprocess
-            else rng.standard_normal(shape)
-        )
-        x = x.astype(np.float32)
+        x = _images(net, np.random.default_rng(seed), batch, size)
         param = next(self.torch_model.parameters())
         torch_x = torch.from_numpy(x).to(device=param.device, dtype=param.dtype)
 
@@ -252,9 +244,7 @@ class Pair:
 
         net = self.network
         rng = np.random.default_rng(seed)
-        x = rng.uniform(0, 255, (batch, net.input.channels, size, size)).astype(
-            np.float32
-        )
+        x = _images(net, rng, batch, size)
         w = rng.standard_normal((batch, net.classifier.num_classes)).astype(np.float32)
         param = next(self.torch_model.parameters())
         torch_x = torch.from_numpy(x).to(param.device).requires_grad_(True)
@@ -275,6 +265,17 @@ class Pair:
         for layer in self.keras_model.layers:
             if hasattr(layer, "rate"):  # Dropout layers, drop path included
                 layer.rate = 0.0
+
+
+def _images(net: ir.Network, rng: Any, batch: int, size: int) -> Any:
+    """A float32 NCHW batch in the model's input range: images in 0-255 when the
+    model normalises inside, else normalised ones."""
+    import numpy as np
+
+    shape = (batch, net.input.channels, size, size)
+    if net.input.preprocess:
+        return rng.uniform(0, 255, shape).astype(np.float32)
+    return rng.standard_normal(shape).astype(np.float32)
 
 
 def _dtype(param: Any) -> str:
