@@ -26,6 +26,10 @@ Method
   is VmHWM minus VmRSS before the first forward: the activations, workspace
   and allocator caches above everything that existed already (weights,
   input, the torch runtime). Linux only.
+* torch.compile (full mode only): torchvision and the generated model,
+  contiguous, compiled with the default inductor backend in a fresh process
+  with inductor's caches off; the first call's time is reported as compile
+  time, then rounds alternate.
 * Keras runs in a subprocess (TensorFlow is never imported beside torch):
   KERAS_BACKEND=tensorflow, model.predict_on_batch (a compiled tf.function)
   for both the generated model and keras.applications.EfficientNetB*(weights=None),
@@ -338,6 +342,40 @@ def bench_torch_cuda(variant: int, warmup: int, rounds: int) -> dict:
 # --- keras (subprocess) ---------------------------------------------------------
 
 
+def compiled_child(variant: int, warmup: int, rounds: int) -> dict:
+    """Runs in a fresh process: torchvision and the generated model (contiguous,
+    eval) under torch.compile's default inductor backend, alternated."""
+    # Cold compiles for both: inductor's on-disk caches would favour whichever
+    # model was compiled on this machine before.
+    os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
+    import torch
+
+    calls, meta = {}, {}
+    for c in contenders(cuda=False):
+        if c.family == "gen_tv" or c.channels_last or c.folded:
+            continue
+        model, resolution = build_torch(c, variant)
+        x = make_input(c, resolution, CPU_BATCH)
+        compiled = torch.compile(model)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            compiled(x)
+        seconds = time.perf_counter() - start
+
+        def call(model=compiled, x=x):
+            with torch.inference_mode():
+                model(x)
+
+        calls[c.key] = call
+        meta[c.key] = {
+            "label": c.label.replace("contiguous", "torch.compile"),
+            "resolution": resolution,
+            "compile_s": seconds,
+        }
+    times = alternate(calls, warmup, rounds)
+    return {key: {**meta[key], **summarise(t, CPU_BATCH)} for key, t in times.items()}
+
+
 def keras_child(variant: int, warmup: int, rounds: int) -> dict:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -375,6 +413,16 @@ def _child(args: list[str]) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _variant_child(kind: str, variant: int, warmup: int, rounds: int) -> dict:
+    args = {
+        "--child": kind,
+        "--variant": variant,
+        "--warmup": warmup,
+        "--rounds": rounds,
+    }
+    return _child([str(part) for pair in args.items() for part in pair])
 
 
 # --- compiler -------------------------------------------------------------------
@@ -521,6 +569,22 @@ def markdown(report: dict) -> str:
                     + " |"
                 )
         lines.append("")
+    if "compiled" in report:
+        lines += [
+            f"PyTorch under torch.compile (inductor), CPU, float32, eval, contiguous, batch {CPU_BATCH}, "
+            f"median of {report['rounds']} alternated rounds in a fresh process",
+            "",
+            "| variant | contender | compile s | images/s | vs torchvision compiled | spread |",
+            "|---|---|---|---|---|---|",
+        ]
+        for variant, res in report["compiled"].items():
+            for key, r in res.items():
+                lines.append(
+                    f"| {variant} ({r['resolution']}) | {r['label']} | {r['compile_s']:.0f} | "
+                    f"{r['images_per_s']:.1f} | {ratio(res, key, 'tv'):.2f}x | "
+                    f"{r['min_s'] * 1e3:.0f}-{r['max_s'] * 1e3:.0f} ms |"
+                )
+        lines.append("")
     if "cuda" in report:
         lines += [
             f"PyTorch, CUDA, channels_last, eval, batch {CUDA_BATCH} (TF32 off for float32)",
@@ -589,21 +653,25 @@ def markdown(report: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="B0 only, few rounds")
+    parser.add_argument(
+        "--quick", action="store_true", help="B0 only, few rounds, no torch.compile"
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
         "--variants", default=None, help="comma list, default 0,3 (quick: 0)"
     )
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument(
-        "--skip", default="", help="comma list of torch,memory,keras,compile"
+        "--skip", default="", help="comma list of torch,memory,compiled,keras,compile"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--render", type=Path, help="only rewrite the .md of this results .json"
     )
     # Internal: the subprocesses this script starts.
-    parser.add_argument("--child", choices=["memory", "keras"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=["memory", "keras", "compiled"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--key", help=argparse.SUPPRESS)
     parser.add_argument("--variant", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=None, help=argparse.SUPPRESS)
@@ -617,6 +685,9 @@ def main() -> int:
     rounds = args.rounds or (4 if args.quick else 11)
     if args.child == "memory":
         print(json.dumps(memory_child(args.key, args.variant)))
+        return 0
+    if args.child == "compiled":
+        print(json.dumps(compiled_child(args.variant, warmup, rounds)))
         return 0
     if args.child == "keras":
         print(json.dumps(keras_child(args.variant, warmup, rounds)))
@@ -638,6 +709,8 @@ def main() -> int:
         int(v) for v in (args.variants or ("0" if args.quick else "0,3")).split(",")
     ]
     skip = set(filter(None, args.skip.split(",")))
+    if args.quick:
+        skip.add("compiled")  # inductor takes over a minute per model here
     report: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "mode": ("quick" if args.quick else "full") + f", {args.device}",
@@ -672,17 +745,14 @@ def main() -> int:
             if "memory" not in skip:
                 print(f"torch memory B{v} ...", file=sys.stderr)
                 report.setdefault("torch_memory", {})[f"B{v}"] = bench_torch_memory(v)
+            if "compiled" not in skip:
+                print(f"torch.compile B{v} ...", file=sys.stderr)
+                report.setdefault("compiled", {})[f"B{v}"] = _variant_child(
+                    "compiled", v, warmup, rounds
+                )
             if "keras" not in skip:
                 print(f"keras B{v} ...", file=sys.stderr)
-                child = [
-                    "--child",
-                    "keras",
-                    "--variant",
-                    str(v),
-                    "--warmup",
-                    str(warmup),
-                ]
-                res = _child([*child, "--rounds", str(rounds)])
+                res = _variant_child("keras", v, warmup, rounds)
                 report["versions"].update(res.pop("versions"))
                 report.setdefault("keras", {})[f"B{v}"] = res
         name = "latest"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_archspec
@@ -127,28 +128,26 @@ def test_compile_writes_nothing_when_a_variant_fails(tmp_path):
     assert not out.exists()
 
 
-def test_template_cache_follows_template_changes(tmp_path, monkeypatch):
-    """Compiled templates are cached between runs, keyed by the source."""
-    cache = tmp_path / "cache"
-    cache.mkdir()
+def render_with_cache(cache: Path, template: Path, text: str, monkeypatch) -> str:
+    """Write `text` as the template, then render it through a fresh environment
+    whose bytecode cache lives in `cache`."""
     monkeypatch.setattr(
         render, "_bytecode_cache", lambda: render._BytecodeCache(str(cache))
     )
-    templates = tmp_path / "templates"
-    templates.mkdir()
-    (templates / "t.j2").write_text("one {{ 1 + 1 }}")
-    assert render.environment(templates).get_template("t.j2").render() == "one 2"
+    template.parent.mkdir(exist_ok=True)
+    template.write_text(text)
+    return render.environment(template.parent).get_template(template.name).render()
+
+
+def test_template_cache_follows_template_changes(tmp_path, monkeypatch):
+    """Compiled templates are cached between runs, keyed by the source."""
+    cache, template = tmp_path / "cache", tmp_path / "templates" / "t.j2"
+    cache.mkdir()
+    assert render_with_cache(cache, template, "one {{ 1 + 1 }}", monkeypatch) == "one 2"
     assert len(list(cache.iterdir())) == 1
-    (templates / "t.j2").write_text("two {{ 2 + 2 }}")
-    assert render.environment(templates).get_template("t.j2").render() == "two 4"
+    assert render_with_cache(cache, template, "two {{ 2 + 2 }}", monkeypatch) == "two 4"
 
 
 def test_an_unwritable_template_cache_is_skipped(tmp_path, monkeypatch):
-    missing = tmp_path / "no" / "such" / "folder"
-    monkeypatch.setattr(
-        render, "_bytecode_cache", lambda: render._BytecodeCache(str(missing))
-    )
-    templates = tmp_path / "templates"
-    templates.mkdir()
-    (templates / "t.j2").write_text("{{ 6 * 7 }}")
-    assert render.environment(templates).get_template("t.j2").render() == "42"
+    missing, template = tmp_path / "no" / "such" / "folder", tmp_path / "t" / "t.j2"
+    assert render_with_cache(missing, template, "{{ 6 * 7 }}", monkeypatch) == "42"
