@@ -682,7 +682,7 @@ def main() -> int:
         args.render.with_suffix(".md").write_text(markdown(report))
         return 0
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
-    rounds = args.rounds or (4 if args.quick else 11)
+    rounds = args.rounds or (4 if args.quick else 21)
     if args.child == "memory":
         print(json.dumps(memory_child(args.key, args.variant)))
         return 0
