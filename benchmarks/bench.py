@@ -55,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,6 +235,22 @@ def make_input(c: Contender, resolution: int, batch: int, device="cpu", dtype=No
     return x
 
 
+def forward_call(model, x) -> Callable[[], None]:
+    """One eval-mode forward without autograd: what every contender is timed on."""
+    import torch
+
+    def call() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    return call
+
+
+def summaries(times: dict[str, list[float]], meta: dict, batch: int) -> dict:
+    """Each contender's facts (label, resolution, ...) and its timing summary."""
+    return {key: {**meta[key], **summarise(t, batch)} for key, t in times.items()}
+
+
 def bench_torch_cpu(variant: int, warmup: int, rounds: int) -> dict:
     import torch
 
@@ -242,16 +259,34 @@ def bench_torch_cpu(variant: int, warmup: int, rounds: int) -> dict:
         model, resolution = build_torch(c, variant)
         if c.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        x = make_input(c, resolution, CPU_BATCH)
-
-        def call(model=model, x=x):
-            with torch.inference_mode():
-                model(x)
-
-        calls[c.key] = call
+        calls[c.key] = forward_call(model, make_input(c, resolution, CPU_BATCH))
         meta[c.key] = {"label": c.label, "resolution": resolution}
-    times = alternate(calls, warmup, rounds)
-    return {key: {**meta[key], **summarise(t, CPU_BATCH)} for key, t in times.items()}
+    return summaries(alternate(calls, warmup, rounds), meta, CPU_BATCH)
+
+
+def compiled_child(variant: int, warmup: int, rounds: int) -> dict:
+    """Runs in a fresh process: torchvision and the generated model (contiguous,
+    eval) under torch.compile's default inductor backend, alternated."""
+    # Cold compiles for both: inductor's on-disk caches would favour whichever
+    # model was compiled on this machine before.
+    os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
+    import torch
+
+    calls, meta = {}, {}
+    for c in contenders(cuda=False):
+        if c.family == "gen_tv" or c.channels_last or c.folded:
+            continue
+        model, resolution = build_torch(c, variant)
+        call = forward_call(torch.compile(model), make_input(c, resolution, CPU_BATCH))
+        start = time.perf_counter()
+        call()  # the first call compiles
+        calls[c.key] = call
+        meta[c.key] = {
+            "label": c.label.replace("contiguous", "torch.compile"),
+            "resolution": resolution,
+            "compile_s": time.perf_counter() - start,
+        }
+    return summaries(alternate(calls, warmup, rounds), meta, CPU_BATCH)
 
 
 def memory_child(key: str, variant: int) -> dict:
@@ -293,19 +328,14 @@ def bench_torch_cuda(variant: int, warmup: int, rounds: int) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = True
-    results = {}
+    by_dtype = {}
     for dtype in (torch.float32, torch.bfloat16):
-        calls, meta, models = {}, {}, {}
+        calls, meta = {}, {}
         for c in contenders(cuda=True):
             model, resolution = build_torch(c, variant)
             model = model.to("cuda", dtype=dtype, memory_format=torch.channels_last)
             x = make_input(c, resolution, CUDA_BATCH, device="cuda", dtype=dtype)
-
-            def call(model=model, x=x):
-                with torch.inference_mode():
-                    model(x)
-
-            calls[c.key], models[c.key] = call, model
+            calls[c.key] = forward_call(model, x)
             meta[c.key] = {"label": c.label, "resolution": resolution}
 
         def clock(fn):
@@ -322,9 +352,7 @@ def bench_torch_cuda(variant: int, warmup: int, rounds: int) -> dict:
 
         times = alternate(calls, warmup, rounds, clock=clock)
         name = str(dtype).removeprefix("torch.")
-        results[name] = {
-            k: {**meta[k], **summarise(t, CUDA_BATCH)} for k, t in times.items()
-        }
+        by_dtype[name] = summaries(times, meta, CUDA_BATCH)
         for key, call in calls.items():  # peak memory, one contender at a time
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
@@ -333,47 +361,13 @@ def bench_torch_cuda(variant: int, warmup: int, rounds: int) -> dict:
             call()
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated() - base
-            results[name][key]["forward_peak_mb"] = peak / 2**20
-        del calls, models
+            by_dtype[name][key]["forward_peak_mb"] = peak / 2**20
+        del calls
         torch.cuda.empty_cache()
-    return results
+    return by_dtype
 
 
 # --- keras (subprocess) ---------------------------------------------------------
-
-
-def compiled_child(variant: int, warmup: int, rounds: int) -> dict:
-    """Runs in a fresh process: torchvision and the generated model (contiguous,
-    eval) under torch.compile's default inductor backend, alternated."""
-    # Cold compiles for both: inductor's on-disk caches would favour whichever
-    # model was compiled on this machine before.
-    os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
-    import torch
-
-    calls, meta = {}, {}
-    for c in contenders(cuda=False):
-        if c.family == "gen_tv" or c.channels_last or c.folded:
-            continue
-        model, resolution = build_torch(c, variant)
-        x = make_input(c, resolution, CPU_BATCH)
-        compiled = torch.compile(model)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            compiled(x)
-        seconds = time.perf_counter() - start
-
-        def call(model=compiled, x=x):
-            with torch.inference_mode():
-                model(x)
-
-        calls[c.key] = call
-        meta[c.key] = {
-            "label": c.label.replace("contiguous", "torch.compile"),
-            "resolution": resolution,
-            "compile_s": seconds,
-        }
-    times = alternate(calls, warmup, rounds)
-    return {key: {**meta[key], **summarise(t, CPU_BATCH)} for key, t in times.items()}
 
 
 def keras_child(variant: int, warmup: int, rounds: int) -> dict:
