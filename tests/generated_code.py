@@ -6,8 +6,9 @@ from pathlib import Path
 
 from conftest import B0, B0_TV
 
-from archspec import ir, runtime
+from archspec import ir
 from archspec.pipeline import load_spec, network
+from archspec.runtime import import_generated
 
 _loaded: dict = {}
 
@@ -16,11 +17,6 @@ def variant(spec: Path, phi: float) -> ir.Network:
     if spec not in _loaded:
         _loaded[spec] = load_spec(spec)
     return network(_loaded[spec], phi)
-
-
-def import_generated(net: ir.Network, backend: str, folder: Path):
-    """Emit `net` with `backend` into `folder` and import the module."""
-    return runtime.import_generated(net, backend, folder)
 
 
 def relative_error(a, b) -> float:

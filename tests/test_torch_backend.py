@@ -39,14 +39,22 @@ def test_parameter_count_equals_torchvision(phi, tmp_path):
         )
 
 
-@pytest.mark.parametrize("phi", range(8))
-def test_torchvision_weights_give_torchvision_logits(phi, tmp_path):
+def with_torchvision_weights(phi: int, size: int, folder: Path):
+    """torchvision's EfficientNet-B{phi} with calibrated random weights, and the
+    generated torchvision-flavoured model (eval mode) holding the same weights."""
     torch.manual_seed(phi)
     reference = getattr(torchvision.models, f"efficientnet_b{phi}")()
     net = variant(B0_TV, phi)
-    randomize(reference, net.input.resolution, seed=phi)
-    model = getattr(import_generated(net, "torch", tmp_path), net.class_name)().eval()
+    randomize(reference, size, seed=phi)
+    model = getattr(import_generated(net, "torch", folder), net.class_name)().eval()
     model.load_state_dict(from_torchvision(net, reference.state_dict()), strict=True)
+    return net, model, reference
+
+
+@pytest.mark.parametrize("phi", range(8))
+def test_torchvision_weights_give_torchvision_logits(phi, tmp_path):
+    resolution = variant(B0_TV, phi).input.resolution
+    net, model, reference = with_torchvision_weights(phi, resolution, tmp_path)
     for size in (net.input.resolution, ODD_SIZE):
         x = torch.randn(2, 3, size, size)
         with torch.no_grad():
@@ -62,12 +70,7 @@ def test_eval_mode_gradients_equal_torchvision(tmp_path):
     """Eval mode folds batch norm into the convolutions on the fly; fine-tuning
     with frozen batch norm (eval mode, autograd on) must still get torchvision's
     gradients for every parameter, batch-norm scale and shift included."""
-    torch.manual_seed(0)
-    reference = torchvision.models.efficientnet_b0()
-    net = variant(B0_TV, 0)
-    randomize(reference, 96)
-    model = getattr(import_generated(net, "torch", tmp_path), net.class_name)().eval()
-    model.load_state_dict(from_torchvision(net, reference.state_dict()))
+    net, model, reference = with_torchvision_weights(0, 96, tmp_path)
     x = torch.randn(2, 3, 96, 96)
     for m in (model, reference):
         m(x).logsumexp(1).sum().backward()
