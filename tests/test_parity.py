@@ -4,6 +4,7 @@ models, and the two compute the same function (issue: one spec, two frameworks).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -88,38 +89,20 @@ def b0_weights(tmp_path_factory):
     return net, model, path
 
 
+def convert_weights(phi: int, source: str, src: Path, target: str, dst: Path):
+    """`archspec weights convert` for a variant of specs/b0.yaml, as a process."""
+    return run_archspec(
+        "weights", "convert", "--spec", "specs/b0.yaml", "--phi", str(phi),
+        "--from", source, str(src), "--to", target, str(dst),
+    )  # fmt: skip
+
+
 def test_weights_convert_round_trip(b0_weights, tmp_path):
     net, model, pt = b0_weights
     h5, back = tmp_path / "b0.weights.h5", tmp_path / "back.pt"
-    there = run_archspec(
-        "weights",
-        "convert",
-        "--spec",
-        "specs/b0.yaml",
-        "--phi",
-        "0",
-        "--from",
-        "torch",
-        str(pt),
-        "--to",
-        "keras",
-        str(h5),
-    )
+    there = convert_weights(0, "torch", pt, "keras", h5)
     assert there.returncode == 0, there.stderr
-    again = run_archspec(
-        "weights",
-        "convert",
-        "--spec",
-        "specs/b0.yaml",
-        "--phi",
-        "0",
-        "--from",
-        "keras",
-        str(h5),
-        "--to",
-        "torch",
-        str(back),
-    )
+    again = convert_weights(0, "keras", h5, "torch", back)
     assert again.returncode == 0, again.stderr
     original, returned = model.state_dict(), torch.load(back, weights_only=True)
     assert set(original) == set(returned)
@@ -139,20 +122,7 @@ def test_weights_convert_round_trip(b0_weights, tmp_path):
 def test_weights_for_another_variant_are_refused(b0_weights, tmp_path):
     _, _, pt = b0_weights
     out = tmp_path / "b1.weights.h5"
-    result = run_archspec(
-        "weights",
-        "convert",
-        "--spec",
-        "specs/b0.yaml",
-        "--phi",
-        "1",
-        "--from",
-        "torch",
-        str(pt),
-        "--to",
-        "keras",
-        str(out),
-    )
+    result = convert_weights(1, "torch", pt, "keras", out)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert re.search(
         r"missing tensor 'stages\.\d\.\d\.\w+\.\w+\.weight'|has shape", result.stderr
