@@ -12,12 +12,7 @@ def params(network: ir.Network) -> int:
 
 def flops(network: ir.Network) -> int:
     """Multiply-adds of one forward pass at the network's resolution."""
-    return (
-        network.stem.flops()
-        + sum(block.flops() for block in network.blocks)
-        + network.head.flops()
-        + network.classifier.flops()
-    )
+    return network.flops()
 
 
 def layers_per_stage(network: ir.Network) -> list[int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, ir
 from .errors import Diagnostics, SpecError
 
 EXIT_CHECK_FAILED = 1
@@ -56,39 +56,92 @@ def _load(path: str, diagnostics: Diagnostics):
     return loaded
 
 
-def _networks(path: str, phi: str | None, formula: bool, *, default: str = "0"):
+def _networks(
+    path: str,
+    variant: str | None = None,
+    phi: str | None = None,
+    formula: bool = False,
+    width: float | None = None,
+    resolution: int | None = None,
+):
+    """(the loaded spec, the networks of the variants the options select)."""
     from . import ir
-    from .pipeline import network
+    from .expand import expand
+    from .pipeline import select
 
     loaded = _load(path, Diagnostics())
     if isinstance(loaded, ir.Network):
-        if phi is not None:
+        given = [
+            flag
+            for flag, value in (
+                ("--variant", variant),
+                ("--phi", phi),
+                ("--width", width),
+                ("--resolution", resolution),
+            )
+            if value is not None
+        ]
+        if given:
             raise SpecError(
-                f"--phi: {path} is an expanded network (phi {loaded.source.phi:g}); leave --phi out"
+                f"{given[0]}: {path} is an expanded network "
+                f"({loaded.source.variant}); leave {given[0]} out"
             )
         return loaded, [loaded]
-    return loaded, [
-        network(loaded, p, formula=formula) for p in parse_phis(phi or default)
-    ]
+    phis = parse_phis(phi) if phi is not None else None
+    chosen = select(
+        loaded,
+        variant=variant,
+        phis=phis,
+        formula=formula,
+        width=width,
+        resolution=resolution,
+    )
+    return loaded, [expand(loaded, v) for v in chosen]
 
 
-def _one_network(path: str, phi: str | None, formula: bool, why: str):
-    """The single network of `path` at `phi`, for commands that take one."""
-    _, networks = _networks(path, phi, formula)
+def _one_network(path: str, why: str, **options):
+    """The single network of `path` the options select, for commands that take one."""
+    _, networks = _networks(path, **options)
     if len(networks) != 1:
-        raise SpecError(f"--phi: {why}; give a single phi")
+        raise SpecError(f"--variant: {why}; give a single variant")
     return networks[0]
 
 
+def variant_options(func):
+    """--variant, --phi, --formula, --width and --resolution: which variants."""
+    for option in reversed(
+        [
+            click.option(
+                "--variant",
+                help="Variant name (b3, resnet50), a list (b0,b3), or all.",
+            ),
+            click.option(
+                "--phi",
+                help="Compound rules: scaling exponent 3, 2.5, a range 0-7 or a list 0,3,5.",
+            ),
+            click.option(
+                "--formula",
+                is_flag=True,
+                help="With --phi: use alpha^phi, beta^phi, gamma^phi even where a "
+                "published variant exists.",
+            ),
+            click.option(
+                "--width",
+                type=float,
+                help="Width rules: any width multiplier (0.6).",
+            ),
+            click.option(
+                "--resolution",
+                type=click.IntRange(8, 4096),
+                help="With --width: the input resolution.",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
 SPEC = click.argument("spec", type=click.Path(dir_okay=False))
-PHI = click.option(
-    "--phi", help="Scaling exponent: 3, 2.5, a range 0-7 or a list 0,3,5."
-)
-FORMULA = click.option(
-    "--formula",
-    is_flag=True,
-    help="Use alpha^phi, beta^phi, gamma^phi even where a published variant exists.",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -108,28 +161,31 @@ def validate(spec: str) -> None:
     if isinstance(loaded, ir.Network):
         click.echo(f"{spec}: ok (expanded network {loaded.module})")
     else:
-        count = len(loaded.published)
+        from .scaling import named
+
+        variants = named(loaded)
+        rows = len(next(iter(loaded.rows.values()), ()))
         click.echo(
-            f"{spec}: ok ({loaded.spec.name}, {len(loaded.stages)} stages, {count} published variants)"
+            f"{spec}: ok ({loaded.spec.name}, {rows} stages, {loaded.spec.scaling.rule} "
+            f"rule, {len(variants)} variants: {', '.join(variants)})"
         )
 
 
 @cli.command()
 @SPEC
-@PHI
-@FORMULA
+@variant_options
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False),
     help="Write here instead of stdout.",
 )
-def expand(spec: str, phi: str | None, formula: bool, output: str | None) -> None:
-    """Write the fully explicit network for one phi as YAML (valid input again)."""
+def expand(spec: str, output: str | None, **selection) -> None:
+    """Write the fully explicit network of one variant as YAML (valid input again)."""
     from .expanded import dump
     from .output import write_all
 
-    text = dump(_one_network(spec, phi, formula, "expand writes one network"))
+    text = dump(_one_network(spec, "expand writes one network", **selection))
     if output in (None, "-"):
         click.echo(text, nl=False)
     else:
@@ -139,28 +195,35 @@ def expand(spec: str, phi: str | None, formula: bool, output: str | None) -> Non
 
 @cli.command()
 @SPEC
-@PHI
-@FORMULA
-def summary(spec: str, phi: str | None, formula: bool) -> None:
-    """Print depth, width, resolution, layers, parameters and FLOPs per variant."""
-    from . import analysis, ir
-    from .pipeline import network
+@variant_options
+def summary(spec: str, **selection) -> None:
+    """Print depth, width, resolution, layers, parameters and FLOPs per variant
+    (every variant of the spec unless options choose)."""
+    from . import analysis
 
-    loaded, networks = _networks(spec, phi, formula, default="0-7")
-    base = (
-        None if isinstance(loaded, ir.Network) else analysis.flops(network(loaded, 0))
+    _, networks = _networks(spec, **selection)
+    compound = any(net.source.phi is not None for net in networks)
+    base = analysis.flops(networks[0])
+    first = networks[0].source.variant
+    ratio = f"x{first}"
+    header = (
+        f"{'variant':<17} {'name':<22} {'depth':>5} {'width':>5} {'res':>4}  "
+        f"{'layers per stage':<24} {'params':>11} {'FLOPs':>8} {ratio:>{max(8, len(ratio))}}"
+        + (f" {'2^phi':>6}" if compound else "")
     )
-    header = f"{'phi':>5}  {'variant':<22} {'depth':>5} {'width':>5} {'res':>4}  {'layers per stage':<24} {'params':>11} {'FLOPs':>8} {'xB0':>6} {'2^phi':>6}"
     click.echo(header)
     click.echo("-" * len(header))
     for net in networks:
         s = net.source
         flops = analysis.flops(net)
-        ratio = f"{flops / base:6.2f}" if base else f"{'-':>6}"
         layers = " ".join(map(str, analysis.layers_per_stage(net)))
+        doubling = (
+            f" {2**s.phi:>6.3g}" if s.phi is not None else f" {'-':>6}"
+        ) if compound else ""
         click.echo(
-            f"{s.phi:>5g}  {net.title:<22} {s.depth:>5.3g} {s.width:>5.3g} {s.resolution:>4}  "
-            f"{layers:<24} {analysis.params(net):>11,} {flops / 1e9:>7.3g}B {ratio} {2**s.phi:>6.3g}"
+            f"{s.variant:<17} {net.title:<22} {s.depth:>5.3g} {s.width:>5.3g} "
+            f"{s.resolution:>4}  {layers:<24} {analysis.params(net):>11,} "
+            f"{flops / 1e9:>7.3g}B {flops / base:>{max(8, len(ratio))}.2f}{doubling}"
         )
 
 
@@ -183,8 +246,7 @@ def backends() -> None:
 
 @cli.command(name="compile")
 @SPEC
-@PHI
-@FORMULA
+@variant_options
 @click.option(
     "-b", "--backend", default="torch", show_default=True, help="Code generator to use."
 )
@@ -200,18 +262,18 @@ def backends() -> None:
 )
 def compile_(
     spec: str,
-    phi: str | None,
-    formula: bool,
     backend: str,
     output: str | None,
     check: bool,
+    **selection,
 ) -> None:
-    """Compile a spec into source code, one module per variant."""
+    """Compile a spec into source code, one module per variant (all variants
+    unless --variant, --phi or --width choose)."""
     from . import backends as registry
     from .output import WriteError, stale, write_all
 
     chosen = registry.get(backend)
-    _, networks = _networks(spec, phi, formula)
+    _, networks = _networks(spec, **selection)
     emitted: dict[str, str] = {}
     for net in networks:
         emitted.update(chosen.emit(net))
@@ -250,8 +312,7 @@ def compile_(
 
 @cli.command()
 @SPEC
-@PHI
-@FORMULA
+@variant_options
 @click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True
 )
@@ -276,13 +337,12 @@ def compile_(
 )
 def check(
     spec: str,
-    phi: str | None,
-    formula: bool,
     device: str,
     dtype: str,
     batch: int,
     modes: str,
     corrupt: str | None,
+    **selection,
 ) -> None:
     """Compile both backends, move weights between them and compare outputs.
 
@@ -294,7 +354,7 @@ def check(
 
     from . import parity
 
-    _, networks = _networks(spec, phi, formula, default="0-7")
+    _, networks = _networks(spec, **selection)
     parity.configure(device)
     results: list[list[parity.Result]] = []
     with tempfile.TemporaryDirectory(prefix="archspec-check-") as scratch:
@@ -392,20 +452,18 @@ def weights() -> None:
     type=click.Path(dir_okay=False),
     help="The spec the models were compiled from.",
 )
-@PHI
-@FORMULA
+@variant_options
 @click.option("--from", "source", type=click.Choice(["torch", "keras"]), required=True)
 @click.argument("input_path", type=click.Path(dir_okay=False, exists=True))
 @click.option("--to", "target", type=click.Choice(["torch", "keras"]), required=True)
 @click.argument("output_path", type=click.Path(dir_okay=False))
 def convert(
     spec: str,
-    phi: str | None,
-    formula: bool,
     source: str,
     input_path: str,
     target: str,
     output_path: str,
+    **selection,
 ) -> None:
     """Convert INPUT_PATH (a torch state dict .pt, or Keras .weights.h5) to OUTPUT_PATH.
 
@@ -413,11 +471,82 @@ def convert(
     """
     from .convert import convert_weights
 
-    net = _one_network(spec, phi, formula, "weights belong to one variant")
+    net = _one_network(spec, "weights belong to one variant", **selection)
     if source == target:
         raise SpecError(f"--from and --to are both {source}; nothing to convert")
     count = convert_weights(net, source, Path(input_path), Path(output_path))
     click.echo(f"wrote {output_path}: {count} tensors of {net.title}", err=True)
+
+
+@weights.command(name="import")
+@click.option(
+    "--spec",
+    "spec",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The spec whose generated model takes the weights.",
+)
+@variant_options
+@click.option(
+    "--from",
+    "reference",
+    type=click.Choice(["torchvision", "timm", "keras.applications"]),
+    required=True,
+    help="The implementation that wrote INPUT_PATH.",
+)
+@click.argument("input_path", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "-b",
+    "--backend",
+    type=click.Choice(["torch", "keras"]),
+    default="torch",
+    show_default=True,
+    help="The generated model the output is for.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="A .pt state dict (torch) or a .weights.h5 file (keras).",
+)
+def import_(
+    spec: str,
+    reference: str,
+    input_path: str,
+    backend: str,
+    output_path: str,
+    **selection,
+) -> None:
+    """Import a reference implementation's weights (INPUT_PATH) for a generated model.
+
+    INPUT_PATH is what the reference writes: torch.save(model.state_dict()) for
+    torchvision and timm, model.save_weights("x.weights.h5") for
+    keras.applications. The output loads with
+    model.load_state_dict(torch.load(OUT)) or model.load_weights(OUT).
+
+    Example: archspec weights import --spec specs/resnet.yaml --variant resnet50 --from torchvision resnet50.pt -o resnet50.pt
+    """
+    from .convert import import_weights
+
+    net = _one_network(spec, "weights belong to one variant", **selection)
+    loaded = _load(spec, Diagnostics())
+    schemes = {} if isinstance(loaded, ir.Network) else loaded.spec.references
+    scheme = schemes.get(reference)
+    if scheme is None:
+        named = ", ".join(k for k, v in schemes.items() if v) or "none"
+        raise SpecError(
+            f"--from {reference}: {spec} names no {reference} counterpart in its "
+            f"`references` (it names: {named})"
+        )
+    count = import_weights(
+        net, reference, scheme, Path(input_path), backend, Path(output_path)
+    )
+    click.echo(
+        f"wrote {output_path}: {count} tensors of {net.title} from {reference}",
+        err=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

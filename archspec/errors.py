@@ -63,7 +63,10 @@ class Diagnostics:
     sources: dict[str, str] = field(default_factory=dict)
 
     def error(self, message: str, position: Position | None = None, path: str = ""):
-        self.items.append(Diagnostic(message, position, path))
+        # A base-table cell is validated once per variant: report it once.
+        found = Diagnostic(message, position, path)
+        if found not in self.items:
+            self.items.append(found)
 
     def warning(self, message: str, position: Position | None = None, path: str = ""):
         self.items.append(Diagnostic(message, position, path, "warning"))

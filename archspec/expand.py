@@ -1,4 +1,4 @@
-"""Expansion: a validated spec and a phi become one explicit IR network."""
+"""Expansion: a validated spec and one of its variants become an explicit IR network."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from . import blocks, ir
 from .errors import Diagnostic, SpecError, format_path
-from .scaling import Coefficients, coefficients, make_divisible, phi_text, round_layers
+from .scaling import Variant, phi_text, round_channels, round_layers
 from .validate import ValidSpec
 
 # B7 has 55 blocks. The formula with a coefficient near its limit (100) would
@@ -18,117 +18,155 @@ MAX_BLOCKS = 4096
 MAX_SIZE = 1 << 16  # ir.Size: channels and feature-map sizes
 
 
-def expand(valid: ValidSpec, phi: float, *, formula: bool = False) -> ir.Network:
-    """The network for one phi; SpecError when the scaled network is out of range."""
-    at: list[tuple] = [("scaling",), ("scaling",)]  # (data path, shown path)
+def expand(valid: ValidSpec, variant: Variant) -> ir.Network:
+    """The network of one variant; SpecError when it is out of range."""
+    at: list[tuple] = [variant.at, variant.at]  # (data path, shown path)
     try:
-        return _expand(valid, phi, formula, at)
+        return _expand(valid, variant, at)
     except ValidationError as exc:
         # A value valid in the spec can scale past an IR limit (65,536 channels,
-        # sizes): say which part, for which phi, instead of an internal error.
+        # sizes): say which part, for which variant, instead of an internal error.
         error = exc.errors(include_url=False)[0]
         field = ".".join(map(str, error["loc"]))
         message = error["msg"].replace("Input should be ", "expected ")
         raise SpecError(
             Diagnostic(
-                f"phi {phi:g}: the scaled {field or 'network'} is out of range: "
-                f"{message}, found {error.get('input')!r}",
+                f"{_describe(variant)}: the scaled {field or 'network'} is out of "
+                f"range: {message}, found {error.get('input')!r}",
                 valid.document.position(at[0]),
                 format_path(at[1]),
             )
         ) from None
 
 
-def _expand(valid: ValidSpec, phi: float, formula: bool, at: list) -> ir.Network:
+def _describe(variant: Variant) -> str:
+    if variant.rule == "formula" or (variant.rule == "compound" and variant.phi is not None):
+        return f"phi {variant.phi:g}"
+    return f"variant {variant.name}"
+
+
+def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
     """`at` tracks the spec part being built, for expand's error message."""
     spec = valid.spec
-    co = coefficients(valid, phi, formula=formula)
-    activation, padding, norm = _settings(valid, co)
-    divisor = spec.scaling.divisor
+    d = spec.defaults
+    activation, padding, norm = _settings(valid, variant)
+    conv = dict(padding=padding, norm=norm, bias=d.bias)
 
     def channels(base: int) -> int:
-        return make_divisible(base * co.width, divisor)
+        return round_channels(base * variant.width, variant.rounding)
 
-    resolution = co.resolution
+    resolution = variant.resolution
     if resolution > MAX_SIZE:
         raise SpecError(
             Diagnostic(
-                f"phi {phi:g}: the scaled resolution would be {resolution:,}; "
+                f"{_describe(variant)}: the scaled resolution would be {resolution:,}; "
                 f"archspec builds at most {MAX_SIZE:,}",
-                valid.document.position(("scaling",)),
-                "scaling",
+                valid.document.position(variant.at),
+                format_path(variant.at),
             )
         )
     at[:] = ("stem",), ("stem",)
-    stem = ir.ConvNormAct(
-        name="stem",
-        in_channels=spec.input.channels,
-        out_channels=channels(spec.stem.channels),
-        kernel=spec.stem.kernel,
-        stride=spec.stem.stride,
-        padding=padding,
-        activation=activation,
-        norm=norm,
-        in_size=resolution,
-        out_size=-(-resolution // spec.stem.stride),
-    )
+    s = spec.stem
+    stem: list[ir.Layer] = [
+        ir.Conv(
+            name="stem",
+            in_channels=spec.input.channels,
+            out_channels=channels(s.channels),
+            kernel=s.kernel,
+            stride=s.stride,
+            activation=activation,
+            in_size=resolution,
+            out_size=ir.out_size(resolution, s.stride),
+            **conv,
+        )
+    ]
+    width, size = stem[0].out_channels, stem[0].out_size
+    if s.pool:
+        p = s.pool
+        after = ir.pool_out_size(size, p.kernel, p.stride, p.padding, p.ceil_mode)
+        stem.append(
+            ir.Pool(
+                name="stem_pool",
+                op=p.op,
+                kernel=p.kernel,
+                stride=p.stride,
+                pad=p.padding,
+                ceil_mode=p.ceil_mode,
+                channels=width,
+                in_size=size,
+                out_size=after,
+            )
+        )
+        size = after
 
-    layers = [round_layers(row.layers, co.depth) for row in valid.stages]
+    layers = [round_layers(row.layers, variant.depth) for row in variant.rows]
     total = sum(layers)
     if total > MAX_BLOCKS:
         raise SpecError(
             Diagnostic(
-                f"phi {phi:g}: the scaled network would have {total:,} blocks "
-                f"(depth x{co.depth:.3g}); archspec builds at most {MAX_BLOCKS:,}",
-                valid.document.position(("scaling",)),
-                "scaling",
+                f"{_describe(variant)}: the scaled network would have {total:,} blocks "
+                f"(depth x{variant.depth:.3g}); archspec builds at most {MAX_BLOCKS:,}",
+                valid.document.position(variant.at),
+                format_path(variant.at),
             )
         )
-    rate = spec.regularization.drop_path
-    index, in_channels, size = 0, stem.out_channels, stem.out_size
+    se = d.se
+    squeeze = blocks.SqueezeExcite(
+        activation=se.activation or activation,
+        gate=se.gate,
+        round=lambda v: round_channels(v, se.rounding),
+    )
     stages = []
-    for s, (row, count) in enumerate(zip(valid.stages, layers, strict=True)):
+    for i, (row, count) in enumerate(zip(variant.rows, layers, strict=True)):
         kind = blocks.get(row.block)
-        at[:] = ("stages", "rows", s), ("stages", s)
-        out_channels = channels(row.channels)
+        at[:] = ("stages", "rows", i), ("stages", i)
+        out_channels = row.output_channels(channels(row.channels))
         stage = []
         for b in range(count):
             block = kind.build(
                 row,
                 blocks.BlockContext(
-                    name=f"stages.{s}.{b}",
-                    in_channels=in_channels,
+                    name=f"stages.{i}.{b}",
+                    in_channels=width,
                     out_channels=out_channels,
                     stride=row.stride if b == 0 else 1,
                     in_size=size,
-                    # Stochastic depth grows linearly over all blocks of the network.
-                    drop_path=rate * index / total,
                     activation=activation,
                     padding=padding,
                     norm=norm,
-                    make_divisible=lambda v: make_divisible(v, divisor),
+                    bias=d.bias,
+                    se=squeeze,
+                    make_divisible=lambda v: round_channels(v, variant.rounding),
                 ),
             )
             stage.append(block)
-            index, in_channels, size = index + 1, out_channels, block.out_size
-        stages.append(ir.Stage(name=f"stages.{s}", blocks=tuple(stage)))
+            width, size = out_channels, block.out_size
+        stages.append(ir.Stage(name=f"stages.{i}", blocks=tuple(stage)))
 
     at[:] = ("head",), ("head",)
-    head = ir.ConvNormAct(
-        name="head",
-        in_channels=in_channels,
-        out_channels=channels(spec.head.channels),
-        kernel=1,
-        stride=1,
-        padding=padding,
-        activation=activation,
-        norm=norm,
-        in_size=size,
-        out_size=size,
-    )
-    at[:] = ("scaling",), ("scaling",)
+    head: list[ir.Layer] = []
+    if spec.head.channels is not None:
+        head.append(
+            ir.Conv(
+                name="head",
+                in_channels=width,
+                out_channels=channels(spec.head.channels),
+                kernel=1,
+                activation=activation,
+                in_size=size,
+                out_size=size,
+                **conv,
+            )
+        )
+        width = head[-1].out_channels
+    head += [
+        ir.GlobalPool(name="pool", op=spec.head.pool, channels=width),
+        ir.Dropout(name="dropout", rate=variant.dropout),
+        ir.Dense(name="classifier", in_features=width, out_features=spec.head.classes),
+    ]
+    at[:] = variant.at, variant.at
     pre = spec.input.preprocess
-    module, class_name, title = _names(valid, co)
+    module, class_name, title = _names(valid, variant)
     return ir.Network(
         module=module,
         class_name=class_name,
@@ -137,12 +175,14 @@ def _expand(valid: ValidSpec, phi: float, formula: bool, at: list) -> ir.Network
             # Only the file name, and only safe characters of it: it is printed
             # into generated headers, and must not depend on the working folder.
             spec=re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(valid.document.file).name)[:128],
-            phi=co.phi,
-            rule=co.rule,
-            width=co.width,
-            depth=co.depth,
-            resolution=co.resolution,
-            dropout=co.dropout,
+            variant=variant.name,
+            rule=variant.rule,
+            phi=variant.phi,
+            listed=variant.listed,
+            width=variant.width,
+            depth=variant.depth,
+            resolution=variant.resolution,
+            dropout=variant.dropout,
         ),
         input=ir.Input(
             channels=spec.input.channels,
@@ -153,44 +193,59 @@ def _expand(valid: ValidSpec, phi: float, formula: bool, at: list) -> ir.Network
             if pre
             else None,
         ),
-        stem=stem,
+        stem=tuple(stem),
         stages=tuple(stages),
-        head=head,
-        classifier=ir.Classifier(
-            in_features=head.out_channels,
-            num_classes=spec.head.classes,
-            dropout=co.dropout,
-        ),
+        head=tuple(head),
+        drop_path=variant.drop_path,
     )
 
 
-def _settings(valid: ValidSpec, co: Coefficients) -> tuple[str, str, ir.Norm]:
+def _settings(valid: ValidSpec, variant: Variant) -> tuple[str, str, ir.Norm]:
     """Network-wide defaults, with the spec's per-variant overrides applied."""
     d = valid.spec.defaults
     activation, padding, norm = d.activation, d.padding, d.norm
     for override in valid.spec.per_variant:
-        if co.is_published and co.phi in override.phi:
+        named = variant.listed and (
+            variant.name in override.variants
+            or (variant.rule == "compound" and variant.phi in override.phi)
+        )
+        if named:
             activation = override.activation or activation
             padding = override.padding or padding
             norm = override.norm or norm
     return activation, padding, ir.Norm(eps=norm.eps, momentum=norm.momentum)
 
 
-def _names(valid: ValidSpec, co: Coefficients) -> tuple[str, str, str]:
-    """efficientnet_b3 / EfficientNetB3 / EfficientNet-B3 (phi2_5 for the formula)."""
+def _names(valid: ValidSpec, variant: Variant) -> tuple[str, str, str]:
+    """Module, class and title: efficientnet_b3 / EfficientNetB3 / EfficientNet-B3,
+    resnet50 / ResNet50 / ResNet-50, efficientnet_phi2_5 for a formula phi."""
     spec = valid.spec
     title = spec.title or spec.class_name
-    if co.is_published:
-        prefix = spec.scaling.variant_prefix
-        suffix = f"{prefix}{co.phi}"
+    if variant.rule == "compound":
+        suffix = variant.name
         return (
             f"{spec.name}_{suffix}",
             f"{spec.class_name}{suffix.capitalize()}",
             f"{title}-{suffix.upper()}",
         )
-    text = phi_text(co.phi)
+    if variant.rule == "formula":
+        text = phi_text(variant.phi)
+        return (
+            f"{spec.name}_phi{text}",
+            f"{spec.class_name}Phi{text}",
+            f"{title} (phi={variant.phi:g})",
+        )
+    if not variant.listed:  # a free width multiplier
+        return (
+            f"{spec.name}_{variant.name}",
+            f"{spec.class_name}{variant.name.capitalize()}",
+            f"{title} (width={variant.width:g}, {variant.resolution}px)",
+        )
+    # Named variants: resnet50 -> ResNet + 50 (validation made sure a variant
+    # not starting with the spec's name brings its own class name).
+    rest = variant.name[len(spec.name) :]
     return (
-        f"{spec.name}_phi{text}",
-        f"{spec.class_name}Phi{text}",
-        f"{title} (phi={co.phi:g})",
+        variant.name,
+        variant.class_name or f"{spec.class_name}{rest}",
+        variant.title or f"{title}-{rest.strip('_').replace('_', '.')}",
     )

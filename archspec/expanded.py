@@ -8,7 +8,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from . import __version__, ir
+from . import __version__, ir, render
 
 
 def dump(network: ir.Network) -> str:
@@ -19,7 +19,7 @@ def dump(network: ir.Network) -> str:
     out = io.StringIO()
     out.write(
         f"# {network.title}, expanded by archspec {__version__} from "
-        f"{network.source.spec} (phi {network.source.phi:g}).\n"
+        f"{network.source.spec} ({render.selector(network.source)}).\n"
         "# Every block is explicit; this file is itself valid input to archspec.\n"
     )
     yaml.dump(data, out)
@@ -30,7 +30,7 @@ def _commented(value: Any, depth: int) -> Any:
     """Plain data -> ruamel nodes; blocks and small mappings on one line each."""
     if isinstance(value, dict):
         node = CommentedMap((k, _commented(v, depth + 1)) for k, v in value.items())
-        if ("kind" in value and depth >= 3) or set(value) <= {"eps", "momentum"}:
+        if "kind" in value or set(value) <= {"eps", "momentum"}:
             node.fa.set_flow_style()
         return node
     if isinstance(value, list):

@@ -1,26 +1,37 @@
 """The backend-neutral intermediate representation: one explicit network per variant.
 
-Every number a backend needs is spelled out here (channels, kernels, strides,
-padding rule, norm parameters, drop-path rates, feature-map sizes), so backends
-only translate and never compute architecture. Every weight-bearing layer has a
-stable dotted name (`stages.2.0.depthwise.conv`); each backend derives its own
-parameter names from it, which is what lets weights move between backends.
+A network is an input (with optional in-model preprocessing), a stem that is a
+sequence of layers, stages of blocks, and a head that is a sequence of layers.
+A small closed set of layer nodes (conv, pool, global pool, norm + activation,
+dropout, dense, squeeze-excitation) serves the stem, the head and the inside
+of every block. Each node carries its own settings (activation, norm,
+padding): backends may hoist a setting into a module constant when it is
+uniform, but nothing here assumes it is.
 
-The IR is frozen pydantic models, so an expanded network serialises to YAML
-and validates back unchanged (`archspec expand`).
+Block kinds are an open registry (archspec.blocks). A block declares its named
+sub-layers (`layers()`), and everything else is derived from those generically:
+parameter counts, FLOPs, weight names, weight transfer between backends and
+the name mappings to reference implementations.
+
+Every weight-bearing layer has a stable dotted name (`stages.2.0.depthwise.conv`);
+each backend derives its own parameter names from it. The IR is frozen pydantic
+models, so an expanded network serialises to YAML and validates back
+unchanged (`archspec expand`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
-FORMAT = "archspec.network/1"
+FORMAT = "archspec.network/2"
 
 Padding = Literal["same", "symmetric"]
 Activation = Literal["silu", "relu", "relu6", "hardswish", "gelu"]
+Gate = Literal["sigmoid", "hardsigmoid"]
 
 # Strings that reach generated source are constrained here as well as in the
 # spec, because an expanded network file is input too.
@@ -49,17 +60,26 @@ class Norm(Node):
 
 
 # Weight-bearing layers, as backends and weight transfer see them ------------
+#
+# `owner` is the block (or top-level layer) a tensor belongs to and `part` its
+# name inside it, so reference mappings translate (block kind, part) pairs and
+# never parse paths.
 
 
 @dataclass(frozen=True)
 class Conv2dWeights:
-    path: str
+    owner: str
+    part: str
     in_channels: int
     out_channels: int
     kernel: int
     groups: int = 1
     bias: bool = False
     kind: ClassVar[str] = "conv2d"
+
+    @property
+    def path(self) -> str:
+        return join(self.owner, self.part)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -83,9 +103,14 @@ class Conv2dWeights:
 
 @dataclass(frozen=True)
 class BatchNormWeights:
-    path: str
+    owner: str
+    part: str
     channels: int
     kind: ClassVar[str] = "batch_norm"
+
+    @property
+    def path(self) -> str:
+        return join(self.owner, self.part)
 
     @property
     def params(self) -> int:
@@ -95,56 +120,196 @@ class BatchNormWeights:
 
 @dataclass(frozen=True)
 class DenseWeights:
-    path: str
+    owner: str
+    part: str
     in_features: int
     out_features: int
+    bias: bool = True
     kind: ClassVar[str] = "dense"
 
     @property
+    def path(self) -> str:
+        return join(self.owner, self.part)
+
+    @property
     def params(self) -> int:
-        return self.in_features * self.out_features + self.out_features
+        return self.in_features * self.out_features + (
+            self.out_features if self.bias else 0
+        )
 
 
 Weights = Conv2dWeights | BatchNormWeights | DenseWeights
 
 
-def conv_flops(c: Conv2dWeights, out_size: int) -> int:
-    """Multiply-adds of a convolution producing an out_size x out_size map."""
-    return c.out_channels * (c.in_channels // c.groups) * c.kernel**2 * out_size**2
+def join(owner: str, part: str) -> str:
+    return f"{owner}.{part}" if owner and part else owner or part
 
 
-# Nodes -----------------------------------------------------------------------
+def out_size(size: int, stride: int) -> int:
+    """Feature-map size after a padded stride-s layer: ceil(size / s)."""
+    return -(-size // stride)
 
 
-class ConvNormAct(Node):
-    """Convolution (no bias) + batch norm + optional activation: stem and head."""
+# Layer nodes -------------------------------------------------------------------
+#
+# `name` is a node's path relative to its owner: "stem" at the top level,
+# "conv1" inside a block. Blocks build their layers with their own name as
+# owner, so every tensor path is owner + name + the tensor's part.
+
+
+class Layer(Node):
+    kind: str
+    name: LayerName
+
+    def weights(self, owner: str = "") -> list[Weights]:
+        return []
+
+    def flops(self) -> int:
+        return 0
+
+
+class Conv(Layer):
+    """Convolution, then optional batch norm, then optional activation.
+
+    Tensors: `{name}.conv` and `{name}.bn` with a norm, `{name}` alone without.
+    """
 
     kind: Literal["conv"] = "conv"
-    name: LayerName
     in_channels: Size
     out_channels: Size
     kernel: Size
-    stride: Stride
+    stride: Stride = 1
+    groups: Size = 1
+    bias: bool = False
     padding: Padding
+    norm: Norm | None
     activation: Activation | None
-    norm: Norm
     in_size: Size
     out_size: Size
 
-    def weights(self) -> list[Weights]:
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1 and self.groups == self.in_channels == self.out_channels
+
+    def weights(self, owner: str = "") -> list[Weights]:
+        if self.norm is None:
+            return [self._conv(owner, self.name)]
         return [
-            Conv2dWeights(
-                f"{self.name}.conv", self.in_channels, self.out_channels, self.kernel
-            ),
-            BatchNormWeights(f"{self.name}.bn", self.out_channels),
+            self._conv(owner, f"{self.name}.conv"),
+            BatchNormWeights(owner, f"{self.name}.bn", self.out_channels),
+        ]
+
+    def _conv(self, owner: str, part: str) -> Conv2dWeights:
+        return Conv2dWeights(
+            owner,
+            part,
+            self.in_channels,
+            self.out_channels,
+            self.kernel,
+            self.groups,
+            self.bias,
+        )
+
+    def flops(self) -> int:
+        """Multiply-adds of the convolution (norm and activation not counted)."""
+        per_pixel = self.out_channels * (self.in_channels // self.groups)
+        return per_pixel * self.kernel**2 * self.out_size**2
+
+
+class Pool(Layer):
+    """Max or average pooling with explicit padding (PyTorch's semantics: max
+    pooling pads with -inf, average pooling with zeros counted in the mean)."""
+
+    kind: Literal["pool"] = "pool"
+    op: Literal["max", "avg"]
+    kernel: Size
+    stride: Size
+    pad: Annotated[int, Field(ge=0, le=16)] = 0  # on every side
+    ceil_mode: bool = False
+    channels: Size
+    in_size: Size
+    out_size: Size
+
+
+class GlobalPool(Layer):
+    """Pooling over the whole feature map; the output is (batch, channels)."""
+
+    kind: Literal["global_pool"] = "global_pool"
+    op: Literal["avg", "max"] = "avg"
+    channels: Size
+
+
+class NormAct(Layer):
+    """Batch norm and an optional activation on their own (DenseNet's norm5)."""
+
+    kind: Literal["norm_act"] = "norm_act"
+    channels: Size
+    norm: Norm
+    activation: Activation | None
+
+    def weights(self, owner: str = "") -> list[Weights]:
+        return [BatchNormWeights(owner, f"{self.name}.bn", self.channels)]
+
+
+class Dropout(Layer):
+    kind: Literal["dropout"] = "dropout"
+    rate: Probability
+
+
+class Dense(Layer):
+    """Fully connected layer on pooled features, with an optional activation."""
+
+    kind: Literal["dense"] = "dense"
+    in_features: Size
+    out_features: Annotated[int, Field(gt=0, le=1 << 20)]
+    bias: bool = True
+    activation: Activation | None = None
+
+    def weights(self, owner: str = "") -> list[Weights]:
+        return [
+            DenseWeights(owner, self.name, self.in_features, self.out_features, self.bias)
         ]
 
     def flops(self) -> int:
-        return conv_flops(self.weights()[0], self.out_size)
+        return self.in_features * self.out_features
+
+
+class SqueezeExcite(Layer):
+    """Channel attention: global mean, 1x1 reduce (+bias), activation, 1x1
+    expand (+bias), gate, then the input scaled by the gate."""
+
+    kind: Literal["se"] = "se"
+    channels: Size
+    squeeze_channels: Size
+    activation: Activation
+    gate: Gate = "sigmoid"
+
+    def weights(self, owner: str = "") -> list[Weights]:
+        c, s = self.channels, self.squeeze_channels
+        return [
+            Conv2dWeights(owner, f"{self.name}.reduce", c, s, 1, bias=True),
+            Conv2dWeights(owner, f"{self.name}.expand", s, c, 1, bias=True),
+        ]
+
+    def flops(self) -> int:
+        return 2 * self.channels * self.squeeze_channels  # on a 1x1 map
+
+
+AnyLayer = Annotated[
+    Conv | Pool | GlobalPool | NormAct | Dropout | Dense | SqueezeExcite,
+    Field(discriminator="kind"),
+]
+
+
+# Blocks ------------------------------------------------------------------------
 
 
 class Block(Node):
-    """Base of every block kind in a stage; kinds live in archspec.blocks."""
+    """Base of every block kind in a stage; kinds live in archspec.blocks.
+
+    A kind adds its own fields and `layers()`: its weight-bearing (and other)
+    sub-layers, named relative to the block, in forward order.
+    """
 
     kind: str
     name: LayerName
@@ -154,11 +319,17 @@ class Block(Node):
     in_size: Size
     out_size: Size
 
-    def weights(self) -> list[Weights]:
+    # Blocks with a residual branch take part in stochastic depth.
+    stochastic_depth: ClassVar[bool] = False
+
+    def layers(self) -> list[Layer]:
         raise NotImplementedError
 
+    def weights(self) -> list[Weights]:
+        return [w for layer in self.layers() for w in layer.weights(self.name)]
+
     def flops(self) -> int:
-        raise NotImplementedError
+        return sum(layer.flops() for layer in self.layers())
 
 
 class Stage(Node):
@@ -180,27 +351,14 @@ class Input(Node):
     preprocess: Preprocess | None = None
 
 
-class Classifier(Node):
-    """Global average pool, dropout, then a dense layer to the class logits."""
-
-    name: LayerName = "classifier"
-    in_features: Size
-    num_classes: Annotated[int, Field(gt=0, le=1 << 20)]
-    dropout: Probability
-
-    def weights(self) -> list[Weights]:
-        return [DenseWeights(self.name, self.in_features, self.num_classes)]
-
-    def flops(self) -> int:
-        return self.in_features * self.num_classes
-
-
 class Source(Node):
     """Where a network came from: enough to say so in generated headers."""
 
     spec: Text
-    phi: int | float
-    rule: Literal["published", "formula"]
+    variant: ModuleName
+    rule: Literal["compound", "formula", "table", "width"]
+    phi: int | float | None = None
+    listed: bool = True  # named in the spec; else a formula phi or a free width
     width: float
     depth: float
     resolution: int
@@ -208,24 +366,58 @@ class Source(Node):
 
 
 class Network(Node):
-    format: Literal["archspec.network/1"] = FORMAT
+    format: Literal["archspec.network/2"] = FORMAT
     module: ModuleName
     class_name: ClassName
     title: Text
     source: Source
     input: Input
-    stem: ConvNormAct
+    stem: tuple[AnyLayer, ...]
     stages: tuple[Stage, ...]
-    head: ConvNormAct
-    classifier: Classifier
+    head: tuple[AnyLayer, ...]
+    # Stochastic depth: residual block i of n (counting all blocks) drops
+    # its branch with probability drop_path * i / n, as torchvision does.
+    drop_path: Probability = 0.0
 
     @property
     def blocks(self) -> list[Block]:
         return [block for stage in self.stages for block in stage.blocks]
 
+    @property
+    def layers(self) -> list[Layer]:
+        """The top-level layers: stem, then head."""
+        return [*self.stem, *self.head]
+
+    @property
+    def classifier(self) -> Dense | Conv:
+        """The last weighted layer of the head: it maps features to classes."""
+        return next(
+            layer for layer in reversed(self.head) if isinstance(layer, Dense | Conv)
+        )
+
+    @property
+    def dropout(self) -> float:
+        """The rate of the dropout right before the classifier (0: none)."""
+        rates = [layer.rate for layer in self.head if isinstance(layer, Dropout)]
+        return rates[-1] if rates else 0.0
+
     def weights(self) -> list[Weights]:
         """All weight-bearing layers in forward order."""
-        layers = self.stem.weights()
+        layers = [w for layer in self.stem for w in layer.weights()]
         for block in self.blocks:
             layers += block.weights()
-        return layers + self.head.weights() + self.classifier.weights()
+        return layers + [w for layer in self.head for w in layer.weights()]
+
+    def flops(self) -> int:
+        """Multiply-adds of one forward pass at the network's resolution."""
+        return sum(layer.flops() for layer in self.layers) + sum(
+            block.flops() for block in self.blocks
+        )
+
+
+def pool_out_size(size: int, kernel: int, stride: int, padding: int, ceil: bool) -> int:
+    span = size + 2 * padding - kernel
+    steps = math.ceil(span / stride) if ceil else span // stride
+    if ceil and steps * stride >= size + padding:
+        steps -= 1  # PyTorch: the last window must start inside the input
+    return steps + 1

@@ -130,7 +130,8 @@ class Pair:
     torch_model: Any
     keras_model: Any
     keras_features: Any  # a Keras model returning the stage-boundary maps and logits
-    boundaries: list[str]
+    # (shown name, torch attribute or None for a stage, Keras layer-name prefix)
+    boundaries: list[tuple[str, str | None, str]]
 
     @classmethod
     def build(
@@ -165,13 +166,20 @@ class Pair:
         for name, arrays in layers.items():
             keras_model.get_layer(name).set_weights(arrays)
 
-        boundaries = ["stem", *(stage.name for stage in network.stages), "head"]
-        prefixes = [
-            "stem_",
-            *(f"{keras_name(s.blocks[-1].name)}_" for s in network.stages),
-            "head_",
+        # Compared feature maps: after the stem, each stage and a head conv.
+        boundaries = [
+            ("stem", network.stem[-1].name, keras_name(network.stem[-1].name)),
+            *(
+                (s.name, None, keras_name(s.blocks[-1].name))
+                for s in network.stages
+            ),
+            *(
+                ("head", layer.name, keras_name(layer.name))
+                for layer in network.head
+                if isinstance(layer, ir.Conv)
+            ),
         ]
-        outputs = [_last_map(keras_model, prefix) for prefix in prefixes]
+        outputs = [_last_map(keras_model, f"{prefix}_") for *_, prefix in boundaries]
         features = keras.Model(keras_model.inputs, [*outputs, keras_model.outputs[0]])
 
         if dtype == "bfloat16":
@@ -199,10 +207,10 @@ class Pair:
             }
             saved_keras = self.keras_model.get_weights()
         captured: list[Any] = []
+        stages = iter(self.torch_model.stages)
         modules = [
-            self.torch_model.stem,
-            *self.torch_model.stages,
-            self.torch_model.head,
+            next(stages) if attribute is None else getattr(self.torch_model, attribute)
+            for _, attribute, _ in self.boundaries
         ]
         hooks = [
             m.register_forward_hook(lambda _m, _i, out: captured.append(out))
@@ -225,7 +233,7 @@ class Pair:
         result = Result(
             net, size, "train" if train else "eval", tolerance=TOLERANCE[_dtype(param)]
         )
-        for where, ours, theirs in zip(
+        for (where, *_), ours, theirs in zip(
             self.boundaries, captured, keras_out, strict=False
         ):
             ours = ours.float().cpu().numpy().transpose(0, 2, 3, 1)
@@ -245,7 +253,7 @@ class Pair:
         net = self.network
         rng = np.random.default_rng(seed)
         x = _images(net, rng, batch, size)
-        w = rng.standard_normal((batch, net.classifier.num_classes)).astype(np.float32)
+        w = rng.standard_normal((batch, net.classifier.out_features)).astype(np.float32)
         param = next(self.torch_model.parameters())
         torch_x = torch.from_numpy(x).to(param.device).requires_grad_(True)
         (
@@ -258,10 +266,13 @@ class Pair:
         return result
 
     def _deterministic_training(self) -> None:
+        import torch
+
         for m in self.torch_model.modules():
             if hasattr(m, "drop_path") and isinstance(m.drop_path, float):
                 m.drop_path = 0.0
-        self.torch_model.dropout.p = 0.0
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
         for layer in self.keras_model.layers:
             if hasattr(layer, "rate"):  # Dropout layers, drop path included
                 layer.rate = 0.0

@@ -76,17 +76,31 @@ def call(
     return f"{pad}{prefix}{func}(\n{lines}{pad}){trailing}"
 
 
-def uniform(network: ir.Network, field: str, backend: str) -> object:
-    """The one value of `field` shared by stem, blocks and head (None: unset).
+def nodes(network: ir.Network) -> list[ir.Node]:
+    """Every layer of the network, blocks included, and the blocks themselves."""
+    found: list[ir.Node] = list(network.stem)
+    for block in network.blocks:
+        found += [block, *block.layers()]
+    return found + list(network.head)
 
-    Generated modules state norm, padding and activation once, as constants,
-    so a network that mixes them cannot be emitted.
+
+def uniform(
+    network: ir.Network,
+    field: str,
+    backend: str,
+    among: tuple[type, ...] = (ir.Node,),
+) -> object:
+    """The one value of `field` shared by every node (of the types `among`)
+    that sets it (None: unset).
+
+    Generated modules state a setting once, as a constant, where every layer
+    shares it. (SE layers' own activation counts as `activation` too.)
     """
     seen: dict[object, str] = {}
-    for node in (network.stem, *network.blocks, network.head):
-        value = getattr(node, field, None)
+    for node in nodes(network):
+        value = getattr(node, field, None) if isinstance(node, among) else None
         if value is not None:
-            seen.setdefault(value, node.name)
+            seen.setdefault(value, getattr(node, "name", "?"))
     if len(seen) > 1:
         found = "; ".join(f"{value!r} at {name}" for value, name in seen.items())
         raise SpecError(
@@ -141,7 +155,7 @@ class Provenance:
 
     version: str
     spec: str
-    phi: str
+    variant: str  # as the command line selects it: "--variant resnet50", "--phi 2.5"
     rule: str
     width: str
     depth: str
@@ -156,10 +170,8 @@ class Provenance:
         return cls(
             version=__version__,
             spec=s.spec,
-            phi=f"{s.phi:g}",
-            rule="published coefficients"
-            if s.rule == "published"
-            else "compound-scaling formula",
+            variant=selector(s),
+            rule=RULES[s.rule],
             width=f"{s.width:.6g}",
             depth=f"{s.depth:.6g}",
             resolution=s.resolution,
@@ -167,3 +179,20 @@ class Provenance:
             params=f"{analysis.params(network):,}",
             flops=f"{analysis.flops(network) / 1e9:.3f}",
         )
+
+
+def selector(source: ir.Source) -> str:
+    """The command-line options that select this variant again."""
+    if source.rule == "formula":
+        return f"--phi {source.phi:g} --formula"
+    if not source.listed:
+        return f"--width {source.width:g} --resolution {source.resolution}"
+    return f"--variant {source.variant}"
+
+
+RULES = {
+    "compound": "published coefficients",
+    "formula": "compound-scaling formula",
+    "table": "variant table",
+    "width": "width multiplier",
+}

@@ -107,9 +107,14 @@ def _load_with_extends(
     return merged
 
 
+# Mappings that a child spec replaces as a whole: the variants a spec lists are
+# its variants, not additions to its base's.
+WHOLE = {("scaling", "variants")}
+
+
 def _merge(base: Any, child: Any, path: DataPath, base_doc: Document) -> Any:
     """Mappings merge key by key; anything else in the child replaces the base."""
-    if isinstance(base, dict) and isinstance(child, dict):
+    if isinstance(base, dict) and isinstance(child, dict) and path not in WHOLE:
         merged = dict(base)
         for key, value in child.items():
             merged[key] = (

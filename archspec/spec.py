@@ -9,11 +9,21 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from .types import (
     Activation,
+    Gate,
     Channels,
+    Count,
     ClassName,
     ModuleName,
     OddKernel,
@@ -23,6 +33,8 @@ from .types import (
 )
 
 Cell = bool | int | float | str | None
+Reference = Literal["torchvision", "timm", "keras.applications"]
+ReferenceScheme = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
 Coefficient = Annotated[float, Field(ge=1.0, le=100.0)]
 
 
@@ -48,6 +60,20 @@ class Table(SpecModel):
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
+class Rounding(SpecModel):
+    """How a scaled channel count becomes an integer.
+
+    nearest: the nearest multiple of `divisor` (at least `divisor`); with
+    `guard`, one divisor more when that falls over 10% below the exact value
+    (torchvision's and Keras's `_make_divisible`). floor: truncate to a multiple
+    of `divisor` (`int(c * alpha)` with divisor 1, Keras's MobileNet).
+    """
+
+    divisor: Annotated[int, Field(ge=1, le=256)] = 8
+    mode: Literal["nearest", "floor"] = "nearest"
+    guard: bool = True
+
+
 class Norm(SpecModel):
     kind: Literal["batch_norm"] = "batch_norm"
     eps: float = Field(1e-3, gt=0, lt=1)
@@ -60,6 +86,20 @@ class Norm(SpecModel):
     )
 
 
+class SqueezeExcite(SpecModel):
+    """How every squeeze-excitation layer of the network is built; the ratio
+    (and what it is a ratio of) is each block kind's column `se`."""
+
+    activation: Activation | None = Field(
+        None, description="inside the SE layer; default: the network's activation"
+    )
+    gate: Gate = "sigmoid"
+    rounding: Rounding = Field(
+        Rounding(divisor=1, mode="floor", guard=False),
+        description="of the squeezed width; default int(c * ratio), at least 1",
+    )
+
+
 class Defaults(SpecModel):
     activation: Activation = "silu"
     padding: Padding = Field(
@@ -69,6 +109,10 @@ class Defaults(SpecModel):
         "on every side, as torchvision pads",
     )
     norm: Norm = Norm()
+    bias: bool = Field(
+        False, description="convolutions followed by batch norm have a bias too"
+    )
+    se: SqueezeExcite = SqueezeExcite()
 
 
 class Preprocess(SpecModel):
@@ -93,14 +137,38 @@ class Input(SpecModel):
         return self
 
 
+class Pool(SpecModel):
+    """A pooling layer after the stem convolution (ResNet: max 3x3, stride 2, pad 1)."""
+
+    op: Literal["max", "avg"] = "max"
+    kernel: Annotated[int, Field(ge=1, le=15)] = 3
+    stride: Stride = 2
+    padding: Annotated[int, Field(ge=0, le=7)] = 1
+    ceil_mode: bool = False
+
+    @model_validator(mode="after")
+    def _padding_fits(self) -> Pool:
+        if 2 * self.padding > self.kernel:
+            raise ValueError(
+                f"expected padding at most half the kernel ({self.kernel // 2}), "
+                f"found {self.padding}"
+            )
+        return self
+
+
 class Stem(SpecModel):
     channels: Channels
     kernel: OddKernel = 3
     stride: Stride = 2
+    pool: Pool | None = None
 
 
 class Head(SpecModel):
-    channels: Channels
+    channels: Channels | None = Field(
+        None,
+        description="width of the 1x1 head convolution; none: the last stage is "
+        "pooled directly (ResNet)",
+    )
     classes: Annotated[int, Field(gt=0, le=1 << 20)] = 1000
     pool: Literal["avg"] = "avg"
 
@@ -112,7 +180,9 @@ class Regularization(SpecModel):
     )
 
 
-class Scaling(SpecModel):
+class Compound(SpecModel):
+    """EfficientNet's rule: depth alpha^phi, width beta^phi, resolution gamma^phi."""
+
     rule: Literal["compound"] = "compound"
     alpha: Coefficient = Field(description="depth multiplier per unit of phi")
     beta: Coefficient = Field(description="width multiplier per unit of phi")
@@ -126,6 +196,61 @@ class Scaling(SpecModel):
     )
 
 
+class Variant(SpecModel):
+    """One named variant of a table or width rule: what differs from the spec."""
+
+    class_name: ClassName | None = Field(
+        None,
+        description="default: the spec's class_name followed by what the variant "
+        "name adds to the spec's name (resnet50 -> ResNet50)",
+    )
+    title: Annotated[str, Field(pattern=r"^[A-Za-z0-9 .\-]{1,40}$")] | None = None
+    layers: list[Count] | None = Field(
+        None, description="blocks per stage, one number per stage row"
+    )
+    set: dict[str, Cell] = Field(
+        {}, description="stage-table cells that every row of this variant takes"
+    )
+    width: Annotated[float, Field(gt=0, le=16)] = Field(
+        1.0, description="channel multiplier, rounded by the rule's rounding"
+    )
+    resolution: Annotated[int, Field(ge=8, le=4096)] | None = None
+    dropout: Rate | None = None
+    drop_path: Rate | None = None
+
+
+class TableRule(SpecModel):
+    """Named variants, each a set of changes to the spec (ResNet-18 ... 152)."""
+
+    rule: Literal["table"]
+    rounding: Rounding = Rounding()
+    variants: dict[ModuleName, Variant] = Field(min_length=1)
+
+
+class WidthRule(SpecModel):
+    """A width multiplier (MobileNets): named published multipliers, and any
+    other through `--width`."""
+
+    rule: Literal["width"]
+    rounding: Rounding = Rounding()
+    variants: dict[ModuleName, Variant] = Field(min_length=1)
+
+
+def _rule(value: object) -> str | None:
+    # `rule` may be left out for the rule archspec started with.
+    if isinstance(value, dict):
+        return value.get("rule", "compound")
+    return getattr(value, "rule", None)
+
+
+Scaling = Annotated[
+    Annotated[Compound, Tag("compound")]
+    | Annotated[TableRule, Tag("table")]
+    | Annotated[WidthRule, Tag("width")],
+    Discriminator(_rule),
+]
+
+
 class PublishedVariant(SpecModel):
     phi: Annotated[int, Field(ge=0, le=64)]
     width: Annotated[float, Field(gt=0, le=100)]
@@ -135,12 +260,21 @@ class PublishedVariant(SpecModel):
 
 
 class VariantOverride(SpecModel):
-    """Settings that differ for some published variants (torchvision's B5-B7)."""
+    """Settings that differ for some variants (torchvision's B5-B7)."""
 
-    phi: list[Annotated[int, Field(ge=0, le=64)]] = Field(min_length=1)
+    phi: list[Annotated[int, Field(ge=0, le=64)]] = Field(
+        [], description="published phis of a compound rule"
+    )
+    variants: list[ModuleName] = Field([], description="variant names")
     activation: Activation | None = None
     padding: Padding | None = None
     norm: Norm | None = None
+
+    @model_validator(mode="after")
+    def _names_some(self) -> VariantOverride:
+        if not self.phi and not self.variants:
+            raise ValueError("expected `phi` or `variants` naming the variants")
+        return self
 
 
 class Spec(SpecModel):
@@ -169,3 +303,9 @@ class Spec(SpecModel):
     regularization: Regularization = Regularization()
     scaling: Scaling
     per_variant: list[VariantOverride] = []
+    references: dict[Reference, ReferenceScheme | None] = Field(
+        {},
+        description="implementations whose weights `archspec weights import` "
+        "reads, each with the naming scheme it uses (torchvision: resnet); "
+        "null drops one a base spec named",
+    )

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 _SNAKE = re.compile(r"[a-z][a-z0-9_]*\Z")
-_PASCAL = re.compile(r"[A-Z][A-Za-z0-9]*\Z")
+_PASCAL = re.compile(r"[A-Z][A-Za-z0-9_]*\Z")
 
 
 def _odd(value: int) -> int:
@@ -32,7 +32,7 @@ def _snake_identifier(value: str) -> str:
 def _pascal_identifier(value: str) -> str:
     if not _PASCAL.match(value) or len(value) > 64:
         raise ValueError(
-            "expected a class name in PascalCase (A-Z, a-z, 0-9; starting with a "
+            "expected a class name in PascalCase (A-Z, a-z, 0-9, _; starting with a "
             f"capital; at most 64 characters), found {value!r}"
         )
     return value
@@ -47,3 +47,4 @@ ModuleName = Annotated[str, AfterValidator(_snake_identifier)]
 ClassName = Annotated[str, AfterValidator(_pascal_identifier)]
 Activation = Literal["silu", "relu", "relu6", "hardswish", "gelu"]
 Padding = Literal["same", "symmetric"]
+Gate = Literal["sigmoid", "hardsigmoid"]

@@ -10,6 +10,7 @@ was found.
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -30,17 +31,22 @@ FLOPS_FACTOR_TOLERANCE = 0.1  # relative; the paper's grid search found 1.92
 
 @dataclass(frozen=True)
 class ValidSpec:
-    """A spec that passed validation, with its tables parsed."""
+    """A spec that passed validation, with its tables parsed.
+
+    `rows` holds the stage table as each variant uses it: key "" for the
+    spec's own table (compound and width rules), a variant's name for the
+    table with that variant's changes applied (table and width rules).
+    """
 
     spec: Spec
-    stages: list[StageRow]
+    rows: dict[str, tuple[StageRow, ...]]
     published: dict[int, PublishedVariant]
     document: Document
 
 
 def validate_spec(document: Document, diagnostics: Diagnostics) -> ValidSpec:
     data = document.data
-    rows = _stage_rows(data, document, diagnostics)
+    rows = _all_rows(data, document, diagnostics)
     published = _published(data, document, diagnostics)
     spec = check(Spec, data, document, diagnostics)
     diagnostics.raise_if_errors()
@@ -67,6 +73,12 @@ def validate_network(document: Document, diagnostics: Diagnostics) -> ir.Network
     return network
 
 
+# Names the stem's and head's layers may have: they become attributes of the
+# generated PyTorch model and prefixes of Keras layer names, so nothing else.
+STEM_NAME = re.compile(r"stem(_[a-z0-9]+)*\Z")
+HEAD_NAME = re.compile(r"(head(_[a-z0-9]+)*|pool|dropout|classifier)\Z")
+
+
 def _network_checks(
     net: ir.Network, document: Document, diagnostics: Diagnostics
 ) -> None:
@@ -74,21 +86,20 @@ def _network_checks(
     the backends trust it as they trust what `expand` builds.
 
     - module and class_name end in the variant's number, as expand names them
-      (efficientnet_b3, EfficientNetB3, efficientnet_phi2_5). That rules out
-      Python keywords (`class`, `None`) and names that would shadow what a
-      generated module defines or imports (`torch`, `MBConv`, `F`, `pad`).
-    - layer names are the structural ones (stem, stages.S, stages.S.B, head,
-      classifier): weights move by them and Keras needs them unique.
-    - every stage has a block, and channel counts chain from layer to layer.
+      (efficientnet_b3, EfficientNetB3, resnet50). That rules out Python
+      keywords (`class`, `None`) and names that would shadow what a generated
+      module defines or imports (`torch`, `MBConv`, `F`, `pad`).
+    - layer names are the structural ones (stem*, stages.S, stages.S.B, head*,
+      pool, dropout, classifier), each once: weights move by them, they become
+      attributes of the PyTorch model, and Keras needs them unique.
+    - every stage has a block, channel counts chain from layer to layer, and
+      the head ends in the dense classifier.
     """
 
     def error(message: str, path: DataPath) -> None:
         diagnostics.error(message, document.position(path), format_path(path))
 
-    for key, example in (
-        ("module", "efficientnet_b3"),
-        ("class_name", "EfficientNetB3"),
-    ):
+    for key, example in (("module", "efficientnet_b3"), ("class_name", "EfficientNetB3")):
         value = getattr(net, key)
         if not value[-1].isdigit():
             error(
@@ -96,41 +107,35 @@ def _network_checks(
                 f"writes it (like {example!r}), found {value!r}",
                 (key,),
             )
-    names = [(("stem", "name"), net.stem.name, "stem")]
-    channels = [(("stem", "in_channels"), net.stem.in_channels, net.input.channels)]
-    previous = net.stem.out_channels
-    if not net.stages:
-        error("expected at least one stage, found none", ("stages",))
-    for i, stage in enumerate(net.stages):
-        names.append((("stages", i, "name"), stage.name, f"stages.{i}"))
-        if not stage.blocks:
-            error("expected at least one block, found none", ("stages", i, "blocks"))
-        for j, block in enumerate(stage.blocks):
-            at = ("stages", i, "blocks", j)
-            names.append(((*at, "name"), block.name, f"stages.{i}.{j}"))
-            channels.append(((*at, "in_channels"), block.in_channels, previous))
-            previous = block.out_channels
-    names += [
-        (("head", "name"), net.head.name, "head"),
-        (("classifier", "name"), net.classifier.name, "classifier"),
-    ]
-    channels += [
-        (("head", "in_channels"), net.head.in_channels, previous),
-        (
-            ("classifier", "in_features"),
-            net.classifier.in_features,
-            net.head.out_channels,
-        ),
-    ]
-    for path, found, expected in names:
-        if found != expected:
-            error(f"expected the layer name {expected!r}, found {found!r}", path)
-    for path, found, expected in channels:
-        if found != expected:
-            error(
-                f"expected {expected} (the channels of the layer before), found {found}",
-                path,
+    seen: set[str] = set()
+    previous = net.input.channels
+    for part, pattern, layers in (("stem", STEM_NAME, net.stem), ("head", HEAD_NAME, net.head)):
+        if part == "head":
+            previous = _stages_check(net, previous, error)
+        if not layers:
+            error("expected at least one layer, found none", (part,))
+        for i, layer in enumerate(layers):
+            at = (part, i)
+            if not pattern.match(layer.name) or layer.name in seen:
+                error(
+                    f"expected a {part} layer name ({pattern.pattern[:-2]}) used once, "
+                    f"found {layer.name!r}",
+                    (*at, "name"),
+                )
+            seen.add(layer.name)
+            for field in ("in_channels", "channels", "in_features"):
+                found = getattr(layer, field, None)
+                if found is not None and found != previous:
+                    error(
+                        f"expected {previous} (the channels of the layer before), "
+                        f"found {found}",
+                        (*at, field),
+                    )
+            previous = getattr(
+                layer, "out_channels", getattr(layer, "out_features", previous)
             )
+    if net.head and not isinstance(net.head[-1], ir.Dense):
+        error("expected the head to end in the dense classifier", ("head",))
     pre = net.input.preprocess
     if pre and not len(pre.mean) == len(pre.std) == net.input.channels:
         error(
@@ -138,6 +143,32 @@ def _network_checks(
             f"({net.input.channels}); found {len(pre.mean)} and {len(pre.std)}",
             ("input", "preprocess"),
         )
+
+
+def _stages_check(net: ir.Network, previous: int, error) -> int:
+    """Stage and block names, channels chaining through the blocks."""
+    if not net.stages:
+        error("expected at least one stage, found none", ("stages",))
+    for i, stage in enumerate(net.stages):
+        if stage.name != f"stages.{i}":
+            error(f"expected the layer name 'stages.{i}', found {stage.name!r}", ("stages", i, "name"))
+        if not stage.blocks:
+            error("expected at least one block, found none", ("stages", i, "blocks"))
+        for j, block in enumerate(stage.blocks):
+            at = ("stages", i, "blocks", j)
+            if block.name != f"stages.{i}.{j}":
+                error(
+                    f"expected the layer name 'stages.{i}.{j}', found {block.name!r}",
+                    (*at, "name"),
+                )
+            if block.in_channels != previous:
+                error(
+                    f"expected {previous} (the channels of the layer before), "
+                    f"found {block.in_channels}",
+                    (*at, "in_channels"),
+                )
+            previous = block.out_channels
+    return previous
 
 
 def _stage_with_blocks(
@@ -200,64 +231,151 @@ def _records(
     return records
 
 
-def _stage_rows(
+def _all_rows(
     data: Any, document: Document, diagnostics: Diagnostics
-) -> list[StageRow] | None:
+) -> dict[str, tuple[StageRow, ...]] | None:
+    """The stage table for the spec itself and for each named variant."""
     path: DataPath = ("stages",)
     table = _table(data, path)
     if table is None:
         return None
     columns = table[0]
-    known = blocks.columns()
-    if not known.issuperset(columns):
-        known = blocks.columns(plugins=True)
-    if "block" not in columns:
+    records = _records(path, data, document, diagnostics)
+    scaling = data.get("scaling") if isinstance(data, dict) else None
+    scaling = scaling if isinstance(scaling, dict) else {}
+    rule = scaling.get("rule", "compound")
+    if rule not in ("compound", "table", "width"):
+        return {}  # the Spec model reports the rule
+    variants = scaling.get("variants") if rule in ("table", "width") else None
+    variants = variants if isinstance(variants, dict) else {}
+    tables: dict[str, tuple[StageRow, ...]] = {}
+    if rule != "table":
+        rows = _stage_rows(columns, records, {}, None, (), document, diagnostics)
+        if rows is not None:
+            tables[""] = rows
+    for name, variant in variants.items():
+        if not isinstance(variant, dict):
+            continue  # reported by the Spec model
+        at = ("scaling", "variants", name)
+        cells = variant.get("set", {})
+        layers = variant.get("layers")
+        if not isinstance(cells, dict):
+            continue
+        if isinstance(layers, list) and len(layers) != len(records):
+            diagnostics.error(
+                f"expected {len(records)} layer counts, one per stage row; "
+                f"found {len(layers)}",
+                document.position((*at, "layers")),
+                format_path((*at, "layers")),
+            )
+            continue
+        rows = _stage_rows(
+            columns,
+            records,
+            cells,
+            layers if isinstance(layers, list) else None,
+            at,
+            document,
+            diagnostics,
+        )
+        if rows is not None:
+            tables[str(name)] = rows
+    return tables
+
+
+def _stage_rows(
+    columns: list[str],
+    records: list[tuple[int, dict[str, Any]]],
+    cells: dict[str, Any],
+    layers: list[Any] | None,
+    variant: DataPath,
+    document: Document,
+    diagnostics: Diagnostics,
+) -> tuple[StageRow, ...] | None:
+    """Validate each row, with a variant's `set` cells and `layers` applied.
+
+    Errors point at whatever supplied the bad value: the row's cell, or the
+    variant's entry.
+    """
+    path: DataPath = ("stages",)
+    given = [*columns, *(c for c in cells if c not in columns)]
+    # Block kinds load lazily: first the fields of the kinds this table names;
+    # only a column none of them has needs every kind (and the plugins).
+    named = [cells.get("block", record.get("block")) for _, record in records]
+    known = {"block", *StageRow.model_fields}
+    for name in {n for n in named if isinstance(n, str)}:
+        kind = blocks.get(name)
+        known |= set(kind.row.model_fields) if kind else set()
+    if not known.issuperset(given):
+        known |= blocks.columns()
+    if not known.issuperset(given):
+        known |= blocks.columns(plugins=True)
+    if "block" not in given:
         diagnostics.error(
             f"expected a 'block' column naming each row's block kind "
-            f"(one of {', '.join(blocks.names())})",
+            f"(one of {', '.join(blocks.names())}), or a variant setting it",
             document.position((*path, "columns")),
             "stages.columns",
         )
         return None
-    for j, column in enumerate(columns):
+    for column in given:
         if column not in known:
+            at = (
+                (*path, "columns", columns.index(column))
+                if column in columns
+                else (*variant, "set", column)
+            )
             diagnostics.error(
                 f"unknown column {column!r}{_did_you_mean(column, known)}",
-                document.position((*path, "columns", j)),
-                f"stages.columns[{j}]",
+                document.position(at, key=column not in columns),
+                format_path(at),
             )
+
+    def source(i: int, column: str) -> tuple[DataPath, DataPath]:
+        """(data path, shown path) of the value row i takes for `column`."""
+        if column == "layers" and layers is not None:
+            return (*variant, "layers", i), (*variant, "layers", i)
+        if column in cells:
+            return (*variant, "set", column), (*variant, "set", column)
+        if column in columns:
+            return (*path, "rows", i, columns.index(column)), (*path, i, column)
+        return (*path, "rows", i), (*path, i, column)
+
     parsed = []
-    for i, record in _records(path, data, document, diagnostics):
+    for i, record in records:
+        merged = {**record, **cells}
+        if layers is not None:
+            merged["layers"] = layers[i]
 
         def where(loc: tuple, i: int = i) -> tuple[DataPath, DataPath]:
-            # A row's cells are reported as stages[i].<column>, at the cell itself.
-            if loc and loc[0] in columns:
-                return ("stages", "rows", i, columns.index(loc[0])), ("stages", i, *loc)
-            return ("stages", "rows", i), ("stages", i, *loc)
+            data_at, shown = source(i, loc[0]) if loc else ((*path, "rows", i),) * 2
+            return data_at, (*shown, *loc[1:])
 
+        block_at = source(i, "block")
         kind = _block_kind(
-            record.get("block"),
-            ("stages", "rows", i, columns.index("block")),
+            merged.get("block"),
+            block_at[0],
             document,
             diagnostics,
-            shown=f"stages[{i}].block",
+            shown=format_path(block_at[1]),
         )
         if kind is None:
             continue
         fields = kind.row.model_fields
-        cells = {k: v for k, v in record.items() if v is not None and k in known}
-        for column in sorted(set(cells) - set(fields)):
+        present = {k: v for k, v in merged.items() if v is not None and k in known}
+        for column in sorted(set(present) - set(fields)):
+            data_at, shown = source(i, column)
             diagnostics.error(
                 f"column {column!r} does not apply to block kind {kind.name!r}; "
                 "leave the cell empty (null)",
-                document.position(("stages", "rows", i, columns.index(column))),
-                f"stages[{i}].{column}",
+                document.position(data_at),
+                format_path(shown),
             )
-        cells = {k: v for k, v in cells.items() if k in fields}
-        row = check(kind.row, cells, document, diagnostics, where=where)
+        present = {k: v for k, v in present.items() if k in fields}
+        row = check(kind.row, present, document, diagnostics, where=where)
         if row is not None:
             parsed.append(row)
-    return parsed
+    return tuple(parsed) if len(parsed) == len(records) else None
 
 
 def _published(
@@ -319,14 +437,30 @@ def _semantic_checks(
     diagnostics: Diagnostics,
 ) -> None:
     s = spec.scaling
-    factor = s.alpha * s.beta**2 * s.gamma**2
-    if abs(factor - FLOPS_FACTOR_TARGET) > FLOPS_FACTOR_TOLERANCE * FLOPS_FACTOR_TARGET:
-        diagnostics.warning(
-            f"alpha * beta^2 * gamma^2 = {factor:.3g}; compound scaling expects about "
-            f"{FLOPS_FACTOR_TARGET:g}, so FLOPs will grow by {factor:.3g}x per unit of phi",
-            document.position(("scaling",)),  # the file that set the coefficients
-            "scaling",
-        )
+    if s.rule == "compound":
+        factor = s.alpha * s.beta**2 * s.gamma**2
+        if (
+            abs(factor - FLOPS_FACTOR_TARGET)
+            > FLOPS_FACTOR_TOLERANCE * FLOPS_FACTOR_TARGET
+        ):
+            diagnostics.warning(
+                f"alpha * beta^2 * gamma^2 = {factor:.3g}; compound scaling expects about "
+                f"{FLOPS_FACTOR_TARGET:g}, so FLOPs will grow by {factor:.3g}x per unit of phi",
+                document.position(("scaling",)),  # the file that set the coefficients
+                "scaling",
+            )
+        names: set[str] = set()
+    else:
+        names = set(s.variants)
+        for name, variant in s.variants.items():
+            if variant.class_name is None and not name.startswith(spec.name):
+                at = ("scaling", "variants", name)
+                diagnostics.error(
+                    f"expected a class_name: the variant name does not start with "
+                    f"the spec's name {spec.name!r}, so none can be derived",
+                    document.position(at, key=True),
+                    format_path(at),
+                )
     for i, override in enumerate(spec.per_variant):
         for j, phi in enumerate(override.phi):
             if phi not in published:
@@ -334,6 +468,18 @@ def _semantic_checks(
                     f"expected a published phi ({', '.join(map(str, sorted(published))) or 'none'}), found {phi}",
                     document.position(("per_variant", i, "phi", j)),
                     f"per_variant[{i}].phi[{j}]",
+                )
+        for j, name in enumerate(override.variants):
+            if name not in names and not (
+                s.rule == "compound"
+                and name.startswith(s.variant_prefix)
+                and name[len(s.variant_prefix) :].isdigit()
+                and int(name[len(s.variant_prefix) :]) in published
+            ):
+                diagnostics.error(
+                    f"expected a variant of this spec, found {name!r}",
+                    document.position(("per_variant", i, "variants", j)),
+                    f"per_variant[{i}].variants[{j}]",
                 )
 
 
@@ -356,7 +502,7 @@ def check(
         return model.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
-            loc = tuple(error["loc"])
+            loc = _without_tags(data, tuple(error["loc"]))
             data_path, shown = where(loc) if where else ((*at, *loc), (*at, *loc))
             _report(error, model, loc, data_path, shown, document, diagnostics)
         return None
@@ -390,7 +536,15 @@ def _report(
             format_path(shown),
         )
         return
+    key = data_path[-1:] == ("[key]",)
+    if key:  # a mapping's key is wrong: point at the key
+        data_path, shown = data_path[:-1], shown[:-1]
     message = error["msg"]
+    if kind == "union_tag_invalid":  # the scaling rule's name
+        tags = error["ctx"]["expected_tags"]
+        message = f"expected the rule {tags}, found {error['ctx']['tag']!r}"
+        data_path = (*data_path, "rule")
+        shown = (*shown, "rule")
     if kind == "string_pattern_mismatch":
         message = f"expected text matching {error['ctx']['pattern']}"
     # "a valid integer, unable to parse string as an integer": the type says it.
@@ -406,7 +560,27 @@ def _report(
         message = (
             f"{message[0].lower()}{message[1:]}, found {describe(error.get('input'))}"
         )
-    diagnostics.error(message, document.position(data_path), format_path(shown))
+    diagnostics.error(
+        message, document.position(data_path, key=key), format_path(shown)
+    )
+
+
+def _without_tags(data: Any, loc: tuple) -> tuple:
+    """pydantic's location with the tags of discriminated unions taken out:
+    ('scaling', 'table', 'variants') -> ('scaling', 'variants'). A part that is
+    not in the data, with more parts after it, is such a tag."""
+    kept = []
+    for i, part in enumerate(loc):
+        if isinstance(data, dict) and part not in data and i + 1 < len(loc):
+            continue
+        kept.append(part)
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            data = None
+    return tuple(kept)
 
 
 def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
@@ -418,7 +592,7 @@ def _fields_at(model: Any, loc: tuple) -> list[str] | None:
     """The field names of the model found by following `loc` from `model`."""
     current = model
     for part in loc:
-        current = _unwrap(current)
+        current = _unwrap(current, part)
         if isinstance(current, type) and issubclass(current, BaseModel):
             if part not in current.model_fields:
                 return None
@@ -435,17 +609,23 @@ def _fields_at(model: Any, loc: tuple) -> list[str] | None:
     return None
 
 
-def _unwrap(annotation: Any) -> Any:
-    """Strip Annotated and Optional down to the model or container inside."""
+def _unwrap(annotation: Any, key: Any = None) -> Any:
+    """Strip Annotated and Optional down to the model or container inside; of
+    a union of models, the one that has field `key`."""
     while True:
         origin = typing.get_origin(annotation)
         if origin is typing.Annotated:
             annotation = typing.get_args(annotation)[0]
         elif origin in (typing.Union, types.UnionType):
-            options = [a for a in typing.get_args(annotation) if a is not type(None)]
+            options = [
+                typing.get_args(a)[0] if typing.get_origin(a) is typing.Annotated else a
+                for a in typing.get_args(annotation)
+                if a is not type(None)
+            ]
             models = [
                 a for a in options if isinstance(a, type) and issubclass(a, BaseModel)
             ]
-            annotation = (models or options)[0]
+            fitting = [m for m in models if key in m.model_fields]
+            annotation = (fitting or models or options)[0]
         else:
             return annotation

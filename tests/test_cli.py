@@ -25,7 +25,7 @@ def test_summary_prints_eight_variants_with_exact_params():
     result = run_archspec("summary", "specs/b0.yaml", "--phi", "0-7")
     assert result.returncode == 0, result.stderr
     rows = _rows(result.stdout)
-    assert [int(r[0]) for r in rows] == list(range(8))
+    assert [r[0] for r in rows] == [f"b{phi}" for phi in range(8)]
     params = [
         int(next(c for c in r if re.fullmatch(r"\d{1,3}(,\d{3})+", c)).replace(",", ""))
         for r in rows
@@ -65,7 +65,6 @@ def test_expanded_network_is_explicit(tmp_path):
         "padding",
         "activation",
         "norm",
-        "drop_path",
         "in_size",
         "out_size",
         "name",

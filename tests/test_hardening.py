@@ -482,7 +482,7 @@ def _compile_to(path: Path, out: Path, *extra: str) -> tuple[int, str]:
 ALLOWED_CALLS = {
     # Everything the generated torch module calls; a hostile name that got into
     # the code as code would show up as a call to something else.
-    "super", "isinstance", "range", "len",
+    "super", "isinstance", "range", "len", "enumerate",
     "ConvBNAct", "SqueezeExcitation", "Preprocess", "MBConv", "drop_path",
     "fold_batch_norm",
 }  # fmt: skip
@@ -612,8 +612,9 @@ def expanded_b0(tmp_path_factory) -> str:
         ("title: EfficientNet-B0", 'title: "x\\\\"', "title"),
         ("spec: b0.yaml", 'spec: "b0.yaml`\\nimport os"', "source.spec"),
         ("spec: b0.yaml", 'spec: "b0\'.yaml"', "source.spec"),
-        ("name: stem\n", 'name: "stem\\"); import os; (\\""\n', "stem.name"),
-        ("name: head\n", "name: stem\n", "head.name"),
+        ("name: stem,", 'name: "stem\\"); import os; (\\"",', "stem[0].name"),
+        ("name: head,", "name: stem,", "head[0].name"),
+        ("name: classifier,", "name: forward,", "head[3].name"),
         (
             "name: stages.0.0,",
             "name: stages.0.0.__class__,",
@@ -676,8 +677,8 @@ def test_odd_spec_file_names_are_sanitised_in_the_header(filename, shown, tmp_pa
     source = (tmp_path / "out" / "efficientnet_b0.py").read_text()
     check_generated(source, "EfficientNetB0")
     doc = ast.get_docstring(ast.parse(source))
-    assert f"Compiled from {shown} (phi 0" in doc
-    assert f"`archspec compile {shown} --phi 0 --backend torch`" in doc
+    assert f"Compiled from {shown} (published coefficients" in doc
+    assert f"`archspec compile {shown} --variant b0 --backend torch`" in doc
 
 
 # 4. Safe YAML ----------------------------------------------------------------

@@ -16,7 +16,7 @@ from conftest import B0
 
 from archspec import backends, blocks
 from archspec.blocks import registry
-from archspec.blocks.mbconv import MBConvRow
+from archspec.blocks.mbconv import MBCONV, MBConvRow
 from archspec.errors import Diagnostics, SpecError
 from archspec.pipeline import load_spec, network
 
@@ -51,7 +51,7 @@ class FancyRow(MBConvRow):
 
 
 # A plugin's kind: its own name and row model, MBConv's IR node and builder.
-FANCY = dataclasses.replace(blocks.MBCONV, name="fancy", row=FancyRow)
+FANCY = dataclasses.replace(MBCONV, name="fancy", row=FancyRow)
 
 
 def spec_with_block(tmp_path: Path, kind: str) -> Path:
@@ -86,15 +86,15 @@ def test_an_unknown_block_kind_names_the_plugins_too(plugins, tmp_path):
         load_spec(spec_with_block(tmp_path, "fancier"), diagnostics)
     (error,) = diagnostics.errors
     assert error.message.startswith("unknown block kind 'fancier'")
-    assert error.message.endswith("(known: fancy, mbconv)")
+    assert error.message.endswith("(known: basic, bottleneck, fancy, mbconv)")
 
 
 def test_a_plugin_cannot_replace_a_built_in_block_kind(plugins, tmp_path):
     installed, _ = plugins
-    impostor = dataclasses.replace(blocks.MBCONV, build=None)
+    impostor = dataclasses.replace(MBCONV, build=None)
     installed["archspec.blocks"] = [FakeEntryPoint("mbconv", impostor)]
-    assert blocks.names() == ["mbconv"]
-    assert blocks.get("mbconv") is blocks.MBCONV
+    assert blocks.names() == ["basic", "bottleneck", "mbconv"]
+    assert blocks.get("mbconv") is MBCONV
 
 
 def test_a_backend_from_an_entry_point(plugins):

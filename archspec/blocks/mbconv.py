@@ -7,7 +7,7 @@ the last only when the block keeps stride 1 and its channel count.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -33,7 +33,11 @@ class MBConv(ir.Block):
     padding: ir.Padding
     activation: ir.Activation
     norm: ir.Norm
-    drop_path: ir.Probability
+    bias: bool = False
+    se_activation: ir.Activation
+    se_gate: ir.Gate = "sigmoid"
+
+    stochastic_depth: ClassVar[bool] = True
 
     @property
     def has_expand(self) -> bool:
@@ -43,40 +47,60 @@ class MBConv(ir.Block):
     def residual(self) -> bool:
         return self.stride == 1 and self.in_channels == self.out_channels
 
-    def weights(self) -> list[ir.Weights]:
-        n, mid = self.name, self.expanded_channels
-        layers: list[ir.Weights] = []
+    def layers(self) -> list[ir.Layer]:
+        mid = self.expanded_channels
+        conv = dict(padding=self.padding, norm=self.norm, bias=self.bias)
+        layers: list[ir.Layer] = []
         if self.has_expand:
-            layers += [
-                ir.Conv2dWeights(f"{n}.expand.conv", self.in_channels, mid, 1),
-                ir.BatchNormWeights(f"{n}.expand.bn", mid),
-            ]
-        layers += [
-            ir.Conv2dWeights(f"{n}.depthwise.conv", mid, mid, self.kernel, groups=mid),
-            ir.BatchNormWeights(f"{n}.depthwise.bn", mid),
-        ]
+            layers.append(
+                ir.Conv(
+                    name="expand",
+                    in_channels=self.in_channels,
+                    out_channels=mid,
+                    kernel=1,
+                    activation=self.activation,
+                    in_size=self.in_size,
+                    out_size=self.in_size,
+                    **conv,
+                )
+            )
+        layers.append(
+            ir.Conv(
+                name="depthwise",
+                in_channels=mid,
+                out_channels=mid,
+                kernel=self.kernel,
+                stride=self.stride,
+                groups=mid,
+                activation=self.activation,
+                in_size=self.in_size,
+                out_size=self.out_size,
+                **conv,
+            )
+        )
         if self.squeeze_channels:
-            sq = self.squeeze_channels
-            layers += [
-                ir.Conv2dWeights(f"{n}.se.reduce", mid, sq, 1, bias=True),
-                ir.Conv2dWeights(f"{n}.se.expand", sq, mid, 1, bias=True),
-            ]
-        return [
-            *layers,
-            ir.Conv2dWeights(f"{n}.project.conv", mid, self.out_channels, 1),
-            ir.BatchNormWeights(f"{n}.project.bn", self.out_channels),
-        ]
-
-    def flops(self) -> int:
-        total = 0
-        for layer in self.weights():
-            if isinstance(layer, ir.Conv2dWeights):
-                # The squeeze-and-excitation convolutions act on a 1x1 map.
-                size = 1 if ".se." in layer.path else self.out_size
-                if layer.path.endswith("expand.conv"):
-                    size = self.in_size
-                total += ir.conv_flops(layer, size)
-        return total
+            layers.append(
+                ir.SqueezeExcite(
+                    name="se",
+                    channels=mid,
+                    squeeze_channels=self.squeeze_channels,
+                    activation=self.se_activation,
+                    gate=self.se_gate,
+                )
+            )
+        layers.append(
+            ir.Conv(
+                name="project",
+                in_channels=mid,
+                out_channels=self.out_channels,
+                kernel=1,
+                activation=None,
+                in_size=self.out_size,
+                out_size=self.out_size,
+                **conv,
+            )
+        )
+        return layers
 
 
 def build(row: MBConvRow, at: BlockContext) -> MBConv:
@@ -86,15 +110,17 @@ def build(row: MBConvRow, at: BlockContext) -> MBConv:
         out_channels=at.out_channels,
         expanded_channels=at.make_divisible(at.in_channels * row.expand),
         # Squeeze channels follow the block's input, not the expanded width.
-        squeeze_channels=max(1, int(at.in_channels * row.se)) if row.se > 0 else 0,
+        squeeze_channels=at.se.round(at.in_channels * row.se) if row.se > 0 else 0,
         kernel=row.kernel,
         stride=at.stride,
         padding=at.padding,
         activation=at.activation,
         norm=at.norm,
-        drop_path=at.drop_path,
+        bias=at.bias,
+        se_activation=at.se.activation,
+        se_gate=at.se.gate,
         in_size=at.in_size,
-        out_size=-(-at.in_size // at.stride),
+        out_size=at.out_size,
     )
 
 

@@ -1,16 +1,22 @@
 """The open registry of block kinds.
 
-A block kind contributes three things: the model of one row of a stage table
-(`row`), the IR node it expands to (`ir`), and `build`, which makes one block
-from a row once the stage's channels, stride and drop-path rate are known.
-Backends bring one template per kind. Kinds outside archspec register through
-the `archspec.blocks` entry-point group, so adding one touches no core file.
+A block kind contributes: the model of one row of a stage table (`row`), the
+IR node it expands to (`ir`), `build`, which makes one block from a row once
+the block's channels, stride and settings are known, and optionally its own
+templates (`templates`: backend name -> a folder holding
+`blocks/{kind}.py.j2`). Kinds outside archspec register through the
+`archspec.blocks` entry-point group, so adding one touches no core file.
+
+Built-in kinds are imported on first use, so a compile pays only for the kinds
+its spec uses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
@@ -18,6 +24,12 @@ from .. import ir
 from ..types import Channels, Count, Stride
 
 ENTRY_POINT_GROUP = "archspec.blocks"
+
+BUILTIN = {
+    "mbconv": "archspec.blocks.mbconv:MBCONV",
+    "basic": "archspec.blocks.resnet:BASIC",
+    "bottleneck": "archspec.blocks.resnet:BOTTLENECK",
+}
 
 
 class StageRow(BaseModel):
@@ -30,6 +42,19 @@ class StageRow(BaseModel):
     layers: Count
     stride: Stride
 
+    def output_channels(self, channels: int) -> int:
+        """The blocks' output width, given the row's scaled `channels`."""
+        return channels
+
+
+@dataclass(frozen=True)
+class SqueezeExcite:
+    """How the network builds squeeze-excitation layers (spec `defaults.se`)."""
+
+    activation: str
+    gate: str
+    round: Callable[[float], int]
+
 
 @dataclass(frozen=True)
 class BlockContext:
@@ -40,11 +65,16 @@ class BlockContext:
     out_channels: int
     stride: int
     in_size: int
-    drop_path: float
     activation: str
     padding: str
     norm: ir.Norm
+    bias: bool
+    se: SqueezeExcite
     make_divisible: Callable[[float], int]
+
+    @property
+    def out_size(self) -> int:
+        return ir.out_size(self.in_size, self.stride)
 
 
 @dataclass(frozen=True)
@@ -53,6 +83,7 @@ class BlockKind:
     row: type[StageRow]
     ir: type[ir.Block]
     build: Callable[[StageRow, BlockContext], ir.Block]
+    templates: Mapping[str, Path] = field(default_factory=dict)
 
 
 _kinds: dict[str, BlockKind] = {}
@@ -64,6 +95,11 @@ def register(kind: BlockKind) -> BlockKind:
     return kind
 
 
+def _load_builtin(name: str) -> None:
+    module, _, attribute = BUILTIN[name].partition(":")
+    register(getattr(importlib.import_module(module), attribute))
+
+
 def _load_plugins() -> None:
     # Only when a name is not built in: scanning the installed distributions
     # costs a compile ~10 ms. A plugin cannot replace a built-in.
@@ -73,23 +109,32 @@ def _load_plugins() -> None:
         from importlib.metadata import entry_points
 
         for entry in entry_points(group=ENTRY_POINT_GROUP):
-            if entry.name not in _kinds:
+            if entry.name not in _kinds and entry.name not in BUILTIN:
                 register(entry.load())
 
 
 def get(name: str) -> BlockKind | None:
     if name not in _kinds:
-        _load_plugins()
+        if name in BUILTIN:
+            _load_builtin(name)
+        else:
+            _load_plugins()
     return _kinds.get(name)
 
 
-def columns(plugins: bool = False) -> set[str]:
-    """Every column some block kind's row has (registered kinds, or all)."""
+def _load_all(plugins: bool) -> None:
+    for name in BUILTIN:
+        get(name)
     if plugins:
         _load_plugins()
+
+
+def columns(plugins: bool = False) -> set[str]:
+    """Every column some block kind's row has (built-in kinds, or all)."""
+    _load_all(plugins)
     return {field for kind in _kinds.values() for field in kind.row.model_fields}
 
 
 def names() -> list[str]:
-    _load_plugins()
+    _load_all(plugins=True)
     return sorted(_kinds)

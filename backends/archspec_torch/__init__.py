@@ -2,21 +2,29 @@
 
 The generated module imports torch only. Its parameter names follow the IR's
 dotted layer names exactly (`stages.2.0.depthwise.conv.weight`), which is what
-lets weights move by name between backends and from torchvision
-(archspec.references.torchvision). This package itself never imports torch.
+lets weights move by name between backends and from the reference
+implementations (archspec.references). This package itself never imports torch.
+
+Templates: `module.py.j2` (the file), `layers.py.j2` (helpers every kind
+uses), `nodes.py.j2` (stem and head layers), `model.py.j2` (the model class)
+and one `blocks/{kind}.py.j2` per block kind with the macros `definition()`,
+`construct(block, indent)` and `describe(stage)`. A block kind from a plugin
+brings its own folder (`BlockKind.templates["torch"]`), searched first.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from archspec import ir
+import jinja2
+
+from archspec import blocks, ir
 from archspec.errors import SpecError
-from archspec.render import Provenance, environment, uniform
+from archspec.render import Provenance, environment, nodes, uniform
 
 TEMPLATES = Path(__file__).parent / "templates"
 
-# IR activation -> the torch module that computes it.
+# IR activation -> the torch module that computes it, and its name in prose.
 ACTIVATIONS = {
     "silu": "nn.SiLU(inplace=True)",
     "relu": "nn.ReLU(inplace=True)",
@@ -24,6 +32,16 @@ ACTIVATIONS = {
     "hardswish": "nn.Hardswish(inplace=True)",
     "gelu": "nn.GELU()",
 }
+ACTIVATION_NAMES = {
+    "silu": "SiLU",
+    "relu": "ReLU",
+    "relu6": "ReLU6",
+    "hardswish": "hardswish",
+    "gelu": "GELU",
+}
+# Stem and head layers that become a module attribute (the rest are inline).
+MODULES = ("conv", "pool", "dropout", "dense")
+TOP_LEVEL = (*MODULES, "global_pool")
 
 
 class TorchBackend:
@@ -31,24 +49,86 @@ class TorchBackend:
     description = "PyTorch nn.Module per variant (imports torch only)"
 
     def __init__(self) -> None:
-        self._env = None
+        self._envs: dict[tuple[Path, ...], jinja2.Environment] = {}
+
+    def _environment(self, kinds: list[str]) -> jinja2.Environment:
+        """Templates of plugin kinds first, then the built-in ones."""
+        folders = [
+            Path(folder)
+            for kind in kinds
+            if (folder := blocks.get(kind).templates.get(self.name)) is not None
+        ]
+        key = (*dict.fromkeys(folders), TEMPLATES)
+        if key not in self._envs:
+            env = environment(list(key))
+            env.globals["ACTIVATIONS"] = ACTIVATIONS
+            env.globals["ACTIVATION_NAMES"] = ACTIVATION_NAMES
+            env.globals["modules"] = MODULES
+            self._envs[key] = env
+        env = self._envs[key]
+        for kind in kinds:
+            try:
+                env.get_template(f"blocks/{kind}.py.j2")
+            except jinja2.TemplateNotFound:
+                raise SpecError(
+                    f"torch backend: no template for block kind {kind!r} "
+                    f"(expected blocks/{kind}.py.j2 in the kind's own template "
+                    f"folder or in {TEMPLATES})"
+                ) from None
+        return env
 
     def emit(self, network: ir.Network) -> dict[str, str]:
-        if self._env is None:
-            self._env = environment(TEMPLATES)
-            self._env.globals["ACTIVATIONS"] = ACTIVATIONS
+        kinds = sorted({block.kind for block in network.blocks})
+        env = self._environment(kinds)
         activation = uniform(network, "activation", self.name)
         if activation not in ACTIVATIONS:
             raise SpecError(f"activation {activation!r} has no PyTorch equivalent here")
-        source = self._env.get_template("module.py.j2").render(
+        _check_supported(network)
+        stochastic_depth = any(type(b).stochastic_depth for b in network.blocks)
+        classifier = network.head[-1]
+        init_args = [f"num_classes: int = {classifier.out_features}"]
+        if any(layer.kind == "dropout" for layer in network.head):
+            init_args.append(f"dropout: float = {network.dropout!r}")
+        if stochastic_depth:
+            init_args.append(f"drop_path_rate: float = {network.drop_path!r}")
+        source = env.get_template("module.py.j2").render(
             net=network,
             about=Provenance.of(network),
-            kinds=sorted({block.kind for block in network.blocks}),
+            kinds=kinds,
             norm=uniform(network, "norm", self.name),
             padding=uniform(network, "padding", self.name),
+            conv_bias=bool(uniform(network, "bias", self.name, (ir.Conv, ir.Block))),
             activation=activation,
+            classifier=classifier,
+            init_args=init_args,
+            stochastic_depth=stochastic_depth,
+            squeeze_excitation=any(
+                isinstance(node, ir.SqueezeExcite) for node in nodes(network)
+            ),
         )
         return {f"{network.module}.py": source}
+
+
+def _check_supported(network: ir.Network) -> None:
+    """What this backend cannot emit yet is a clear error, never wrong code."""
+
+    def refuse(what: str) -> None:
+        raise SpecError(f"torch backend: {what} is not supported yet")
+
+    for layer in network.layers:
+        if layer.kind not in TOP_LEVEL:
+            refuse(f"a {layer.kind!r} layer in the stem or head ({layer.name})")
+        if isinstance(layer, ir.Conv) and (layer.norm is None or layer.groups != 1):
+            refuse(f"a stem or head convolution without batch norm or with groups ({layer.name})")
+        if isinstance(layer, ir.Dense) and (layer is not network.head[-1] or layer.activation):
+            refuse(f"a dense layer other than the final classifier ({layer.name})")
+    if not isinstance(network.head[-1], ir.Dense):
+        refuse("a head that does not end in a dense classifier")
+    for node in nodes(network):
+        if isinstance(node, ir.SqueezeExcite) and node.gate != "sigmoid":
+            refuse(f"the squeeze-excitation gate {node.gate!r} ({node.name})")
+    if len({b.stride_on for b in network.blocks if b.kind == "bottleneck"}) > 1:
+        refuse("bottlenecks striding on different convolutions in one network")
 
 
 BACKEND = TorchBackend()
