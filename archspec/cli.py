@@ -253,7 +253,7 @@ def backends() -> None:
 @click.option(
     "-o",
     "--output",
-    help="Folder to write into (default generated/BACKEND), a .py file for one variant, or - for stdout.",
+    help="Folder to write into (default generated/BACKEND/SPEC), a .py file for one variant, or - for stdout.",
 )
 @click.option(
     "--check",
@@ -287,7 +287,8 @@ def compile_(
             )
         files = {Path(output): next(iter(emitted.values()))}
     else:
-        root = Path(output) if output else Path("generated") / chosen.name
+        # One folder per spec: two specs may name a variant alike (resnet50).
+        root = Path(output) if output else Path("generated") / chosen.name / Path(spec).stem
         files = {root / name: text for name, text in emitted.items()}
     if check:
         diffs = stale(files)

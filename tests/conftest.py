@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 B0 = SPECS / "b0.yaml"
 B0_TV = SPECS / "b0_torchvision.yaml"
+RESNET = SPECS / "resnet.yaml"
+RESNET_KERAS = SPECS / "resnet_keras.yaml"
+SE_RESNET = SPECS / "se_resnet.yaml"
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,12 @@ from archspec.runtime import import_generated
 _loaded: dict = {}
 
 
-def variant(spec: Path, phi: float) -> ir.Network:
+def variant(spec: Path, phi: float | str) -> ir.Network:
+    """One network of a spec: by phi (compound rules) or by variant name."""
     if spec not in _loaded:
         _loaded[spec] = load_spec(spec)
+    if isinstance(phi, str):
+        return network(_loaded[spec], variant=phi)
     return network(_loaded[spec], phi)
 
 

@@ -11,21 +11,18 @@ import pytest
 from conftest import ROOT, run_archspec
 
 from archspec import backends, render
-from archspec.pipeline import load_spec, network
+from archspec.expand import expand
+from archspec.pipeline import load_spec, select
 
-# What generated/ holds: (spec, backend) compiled for phi 0-7.
-CHECKED_IN = [
-    ("specs/b0.yaml", "torch"),
-    ("specs/b0_torchvision.yaml", "torch"),
-    ("specs/b0.yaml", "keras"),
-]
+# What generated/ holds: every variant of every shipped spec, in both
+# backends, at generated/BACKEND/SPEC/ (compile's default output).
+SPECS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "specs").glob("*.yaml"))
+CHECKED_IN = [(spec, backend) for spec in SPECS for backend in ("torch", "keras")]
 
 
 @pytest.mark.parametrize(("spec", "backend"), CHECKED_IN)
 def test_generated_is_up_to_date(spec, backend):
-    result = run_archspec(
-        "compile", spec, "--phi", "0-7", "--backend", backend, "--check"
-    )
+    result = run_archspec("compile", spec, "--backend", backend, "--check")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
 
 
@@ -33,10 +30,10 @@ def test_generated_holds_nothing_else():
     expected = set()
     for spec, backend in CHECKED_IN:
         loaded = load_spec(ROOT / spec)
-        for phi in range(8):
+        for net in (expand(loaded, v) for v in select(loaded)):
             expected |= {
-                f"{backend}/{name}"
-                for name in backends.get(backend).emit(network(loaded, phi))
+                f"{backend}/{Path(spec).stem}/{name}"
+                for name in backends.get(backend).emit(net)
             }
     present = {
         p.relative_to(ROOT / "generated").as_posix()
@@ -47,20 +44,20 @@ def test_generated_holds_nothing_else():
 
 def test_check_reports_a_stale_file_with_a_diff(tmp_path):
     out = tmp_path / "torch"
-    shutil.copytree(ROOT / "generated" / "torch", out)
+    shutil.copytree(ROOT / "generated" / "torch" / "b0", out)
     stale = out / "efficientnet_b3.py"
-    stale.write_text(stale.read_text().replace("squeeze=10,", "squeeze=11,", 1))
+    stale.write_text(stale.read_text().replace("squeeze=10)", "squeeze=11)", 1))
     before = {p: p.read_bytes() for p in out.iterdir()}
     result = run_archspec(
         "compile", "specs/b0.yaml", "--phi", "0-7", "-o", str(out), "--check"
     )
     assert result.returncode == 1
     assert (
-        "-                    40, 24, expanded=40, kernel=3, stride=1, squeeze=11"
+        "-                MBConv(40, 24, expanded=40, kernel=3, stride=1, squeeze=11),"
         in result.stdout
     )
     assert (
-        "+                    40, 24, expanded=40, kernel=3, stride=1, squeeze=10"
+        "+                MBConv(40, 24, expanded=40, kernel=3, stride=1, squeeze=10),"
         in result.stdout
     )
     assert "efficientnet_b3.py" in result.stderr
@@ -97,7 +94,7 @@ def test_expanded_spec_compiles_to_identical_code(backend, tmp_path):
     assert direct.stdout == via.stdout
     assert (
         direct.stdout
-        == (ROOT / "generated" / backend / "efficientnet_b3.py").read_text()
+        == (ROOT / "generated" / backend / "b0" / "efficientnet_b3.py").read_text()
     )
 
 
@@ -115,10 +112,11 @@ def test_output_ignores_hash_seed_and_working_folder(seed, tmp_path):
         env={"PYTHONHASHSEED": seed},
     )
     assert result.returncode == 0, result.stderr
-    for path in tmp_path.glob("*.py"):
-        assert (
-            path.read_bytes() == (ROOT / "generated" / "torch" / path.name).read_bytes()
-        )
+    written = list(tmp_path.glob("*.py"))
+    assert len(written) == 8
+    for path in written:
+        checked_in = ROOT / "generated" / "torch" / "b0" / path.name
+        assert path.read_bytes() == checked_in.read_bytes()
 
 
 def test_compile_writes_nothing_when_a_variant_fails(tmp_path):
