@@ -325,6 +325,12 @@ def compile_(
 )
 @click.option("--batch", type=click.IntRange(1, 1024), default=2, show_default=True)
 @click.option(
+    "--size",
+    type=click.IntRange(16, 4096),
+    help="Compare at this input size and the next odd one, instead of each "
+    "variant's resolution (a quicker check of large variants).",
+)
+@click.option(
     "--modes",
     type=click.Choice(["first", "all"]),
     default="first",
@@ -342,6 +348,7 @@ def check(
     dtype: str,
     batch: int,
     modes: str,
+    size: int | None,
     corrupt: str | None,
     **selection,
 ) -> None:
@@ -374,7 +381,8 @@ def check(
                     dtype=dtype,
                     corrupt=parity.transpose_kernel(corrupt) if corrupt else None,
                 )
-                sizes = [net.input.resolution, net.input.resolution | 1]
+                base = size or net.input.resolution
+                sizes = [base, base | 1]
                 if sizes[0] == sizes[1]:
                     sizes[1] += 2
                 found = [pair.compare(size, batch=batch) for size in sizes]

@@ -72,16 +72,23 @@ def test_regular_wheel_installs_and_compiles(tmp_path):
         check=True,
     )
     assert all(path.startswith(str(site)) for path in where.stdout.split())
-    for backend in ("torch", "keras"):
+    for backend, spec, variant, module in [
+        (backend, spec, variant, module)
+        for backend in ("torch", "keras")
+        for spec, variant, module in [
+            ("b0", "b3", "efficientnet_b3"),
+            ("se_resnet", "seresnet50", "seresnet50"),
+        ]
+    ]:
         result = subprocess.run(
             [
                 sys.executable,
                 "-m",
                 "archspec",
                 "compile",
-                str(ROOT / "specs" / "b0.yaml"),
-                "--phi",
-                "3",
+                str(ROOT / "specs" / f"{spec}.yaml"),
+                "--variant",
+                variant,
                 "--backend",
                 backend,
                 "-o",
@@ -93,7 +100,5 @@ def test_regular_wheel_installs_and_compiles(tmp_path):
             text=True,
         )
         assert result.returncode == 0, result.stderr
-        assert (
-            result.stdout
-            == (ROOT / "generated" / backend / "efficientnet_b3.py").read_text()
-        )
+        checked_in = ROOT / "generated" / backend / spec / f"{module}.py"
+        assert result.stdout == checked_in.read_text()
