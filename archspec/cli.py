@@ -218,8 +218,10 @@ def summary(spec: str, **selection) -> None:
         flops = analysis.flops(net)
         layers = " ".join(map(str, analysis.layers_per_stage(net)))
         doubling = (
-            f" {2**s.phi:>6.3g}" if s.phi is not None else f" {'-':>6}"
-        ) if compound else ""
+            (f" {2**s.phi:>6.3g}" if s.phi is not None else f" {'-':>6}")
+            if compound
+            else ""
+        )
         click.echo(
             f"{s.variant:<17} {net.title:<22} {s.depth:>5.3g} {s.width:>5.3g} "
             f"{s.resolution:>4}  {layers:<24} {analysis.params(net):>11,} "
@@ -288,7 +290,11 @@ def compile_(
         files = {Path(output): next(iter(emitted.values()))}
     else:
         # One folder per spec: two specs may name a variant alike (resnet50).
-        root = Path(output) if output else Path("generated") / chosen.name / Path(spec).stem
+        root = (
+            Path(output)
+            if output
+            else Path("generated") / chosen.name / Path(spec).stem
+        )
         files = {root / name: text for name, text in emitted.items()}
     if check:
         diffs = stale(files)
@@ -380,6 +386,7 @@ def check(
                     device=device,
                     dtype=dtype,
                     corrupt=parity.transpose_kernel(corrupt) if corrupt else None,
+                    size=size,
                 )
                 base = size or net.input.resolution
                 sizes = [base, base | 1]

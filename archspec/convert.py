@@ -24,7 +24,9 @@ REFERENCES = ("torchvision", "timm", "keras.applications")
 @contextlib.contextmanager
 def _atomic(dst: Path, suffix: str) -> Iterator[str]:
     """A temporary path beside `dst`, renamed onto it if the block succeeds."""
-    fd, temp = tempfile.mkstemp(dir=dst.parent or ".", prefix=f".{dst.name}.", suffix=suffix)
+    fd, temp = tempfile.mkstemp(
+        dir=dst.parent or ".", prefix=f".{dst.name}.", suffix=suffix
+    )
     os.close(fd)
     try:
         yield temp

@@ -40,7 +40,9 @@ def expand(valid: ValidSpec, variant: Variant) -> ir.Network:
 
 
 def _describe(variant: Variant) -> str:
-    if variant.rule == "formula" or (variant.rule == "compound" and variant.phi is not None):
+    if variant.rule == "formula" or (
+        variant.rule == "compound" and variant.phi is not None
+    ):
         return f"phi {variant.phi:g}"
     return f"variant {variant.name}"
 

@@ -267,7 +267,9 @@ class Dense(Layer):
 
     def weights(self, owner: str = "") -> list[Weights]:
         return [
-            DenseWeights(owner, self.name, self.in_features, self.out_features, self.bias)
+            DenseWeights(
+                owner, self.name, self.in_features, self.out_features, self.bias
+            )
         ]
 
     def flops(self) -> int:

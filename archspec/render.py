@@ -110,6 +110,16 @@ def uniform(
     return next(iter(seen), None)
 
 
+def activations(network: ir.Network, backend: str) -> tuple[str | None, str | None]:
+    """(the activation of every conv, norm, dense and block; the one inside
+    every squeeze-excitation layer), each of which must be uniform. SE layers
+    keep their own: ReLU inside SE-ResNet's and MobileNetV3's."""
+    main = uniform(
+        network, "activation", backend, (ir.Conv, ir.Block, ir.NormAct, ir.Dense)
+    )
+    return main, uniform(network, "activation", backend, (ir.SqueezeExcite,))
+
+
 class Code(str):
     """Source text passed through `call` unquoted (a name, an expression)."""
 

@@ -100,9 +100,7 @@ def named(valid: ValidSpec) -> dict[str, Variant]:
             )
             for phi, row in sorted(valid.published.items())
         }
-    return {
-        name: _named(valid, name, v, s.rounding) for name, v in s.variants.items()
-    }
+    return {name: _named(valid, name, v, s.rounding) for name, v in s.variants.items()}
 
 
 def _named(valid: ValidSpec, name: str, v: SpecVariant, rounding: Rounding) -> Variant:

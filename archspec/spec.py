@@ -21,10 +21,10 @@ from pydantic import (
 
 from .types import (
     Activation,
-    Gate,
     Channels,
-    Count,
     ClassName,
+    Count,
+    Gate,
     ModuleName,
     OddKernel,
     Padding,

@@ -99,7 +99,10 @@ def _network_checks(
     def error(message: str, path: DataPath) -> None:
         diagnostics.error(message, document.position(path), format_path(path))
 
-    for key, example in (("module", "efficientnet_b3"), ("class_name", "EfficientNetB3")):
+    for key, example in (
+        ("module", "efficientnet_b3"),
+        ("class_name", "EfficientNetB3"),
+    ):
         value = getattr(net, key)
         if not value[-1].isdigit():
             error(
@@ -109,7 +112,10 @@ def _network_checks(
             )
     seen: set[str] = set()
     previous = net.input.channels
-    for part, pattern, layers in (("stem", STEM_NAME, net.stem), ("head", HEAD_NAME, net.head)):
+    for part, pattern, layers in (
+        ("stem", STEM_NAME, net.stem),
+        ("head", HEAD_NAME, net.head),
+    ):
         if part == "head":
             previous = _stages_check(net, previous, error)
         if not layers:
@@ -151,7 +157,10 @@ def _stages_check(net: ir.Network, previous: int, error) -> int:
         error("expected at least one stage, found none", ("stages",))
     for i, stage in enumerate(net.stages):
         if stage.name != f"stages.{i}":
-            error(f"expected the layer name 'stages.{i}', found {stage.name!r}", ("stages", i, "name"))
+            error(
+                f"expected the layer name 'stages.{i}', found {stage.name!r}",
+                ("stages", i, "name"),
+            )
         if not stage.blocks:
             error("expected at least one block, found none", ("stages", i, "blocks"))
         for j, block in enumerate(stage.blocks):

@@ -6,10 +6,13 @@ walk over `network.weights()` with the layout changes of REFERENCE.md:
     layer             PyTorch (state dict)                  Keras (layer `path` with . -> _)
     convolution       {path}.weight  (O, I, kh, kw)         kernel (kh, kw, I, O)
     depthwise conv    {path}.weight  (C, 1, kh, kw)         depthwise_kernel (kh, kw, C, 1)
+    grouped conv      {path}.weight  (O, I/g, kh, kw)       kernel (kh, kw, I/g, O)
     conv bias         {path}.bias                           bias
     batch norm        {path}.weight, .bias,                 gamma, beta,
                       .running_mean, .running_var           moving_mean, moving_variance
     dense             {path}.weight (out, in), .bias        kernel (in, out), bias
+
+Biases exist where the IR says so (`bias` of convolution and dense weights).
 
 Arrays are NumPy arrays; nothing here imports torch or Keras. A missing,
 unexpected or mis-shaped tensor is an error naming it, never a partial load.
@@ -37,10 +40,8 @@ def _torch_layout(layer: ir.Weights) -> list[tuple[str, tuple[int, ...]]]:
     if isinstance(layer, ir.BatchNormWeights):
         c = (layer.channels,)
         return [("weight", c), ("bias", c), ("running_mean", c), ("running_var", c)]
-    return [
-        ("weight", (layer.out_features, layer.in_features)),
-        ("bias", (layer.out_features,)),
-    ]
+    tensors = [("weight", (layer.out_features, layer.in_features))]
+    return tensors + ([("bias", (layer.out_features,))] if layer.bias else [])
 
 
 def _to_keras(layer: ir.Weights, suffix: str, array: Any) -> Any:

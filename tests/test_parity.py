@@ -167,3 +167,45 @@ def test_check_on_cuda():
             dtype,
         )
         assert result.returncode == 0, result.stdout[-3000:]
+
+
+FAMILY_ROW = re.compile(
+    r"^(\S.*?)\s+(\d+): (\S+)\s+(\d+): (\S+)\s+(\S+)\s+(\S+)\s+(ok|FAIL.*)$", re.M
+)
+# `archspec check` for every variant of the ResNet family: the first variant
+# of each spec at its native size (with train mode and input gradients), the
+# others at a small size to keep the suite inside its budget.
+FAMILY_CHECKS = [
+    ("specs/resnet.yaml", "resnet50", None),
+    (
+        "specs/resnet.yaml",
+        "resnet18,resnet34,resnet101,resnet152,wide_resnet50_2,wide_resnet101_2",
+        "64",
+    ),
+    ("specs/resnet_keras.yaml", "resnet50", None),
+    ("specs/resnet_keras.yaml", "resnet101,resnet152", "64"),
+    ("specs/se_resnet.yaml", "seresnet50", None),
+    ("specs/se_resnet.yaml", "seresnet18,seresnet34,seresnet101,seresnet152", "64"),
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "variants", "size"),
+    FAMILY_CHECKS,
+    ids=[f"{s}:{v}" for s, v, _ in FAMILY_CHECKS],
+)
+def test_check_every_resnet_family_variant(spec, variants, size):
+    args = ["check", spec, "--variant", variants] + (["--size", size] if size else [])
+    result = run_archspec(*args)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    rows = FAMILY_ROW.findall(result.stdout)
+    assert len(rows) == len(variants.split(","))
+    # "ok": within the tolerance, the larger of TOLERANCE and twice torch's
+    # own float32 error against float64 (the table prints both).
+    for title, even_size, _, odd_size, _, _, _, status in rows:
+        assert status == "ok", title
+        assert int(even_size) % 2 == 0 and int(odd_size) % 2 == 1, title
+    # Stage boundaries are compared too: the stem (after its max pool) and
+    # each of the four stages appear in the per-variant table.
+    for where in ("stem", "stages.0", "stages.3"):
+        assert re.search(rf"^  {re.escape(where)}\s", result.stdout, re.M), where

@@ -100,7 +100,7 @@ def test_weights_import_command(spec, name, source, tmp_path):
         "--from", source, str(tmp_path / "theirs.pt"), "-o", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    net, cls = generated(spec, name, tmp_path)
+    _net, cls = generated(spec, name, tmp_path)
     ours = cls().eval()
     ours.load_state_dict(torch.load(out, weights_only=True), strict=True)
     x = torch.randn(2, 3, SMALL, SMALL)
@@ -134,14 +134,16 @@ def test_mapping_refuses_a_partial_state_dict():
     net = variant(RESNET, "resnet18")
     state = torchvision.models.resnet18().state_dict()
     del state["layer2.0.downsample.1.running_var"]
-    with pytest.raises(SpecError, match=r"missing \['layer2.0.downsample.1.running_var'\]"):
+    with pytest.raises(
+        SpecError, match=r"missing \['layer2.0.downsample.1.running_var'\]"
+    ):
         from_torchvision(net, state, "resnet")
 
 
 def test_drop_path_trains_and_is_off_in_eval(tmp_path):
     """timm trains ResNets with stochastic depth: the rate reaches every block
     linearly, drops whole samples in training, and eval mode is deterministic."""
-    net, cls = generated(RESNET, "resnet18", tmp_path)
+    _net, cls = generated(RESNET, "resnet18", tmp_path)
     model = cls(drop_path_rate=0.4, num_classes=10)
     rates = [block.drop_path for stage in model.stages for block in stage]
     assert rates == [0.4 * i / 8 for i in range(8)]

@@ -121,7 +121,9 @@ class Basic(Residual):
     def layers(self) -> list[ir.Layer]:
         c_in, c_out = self.in_channels, self.out_channels
         return [
-            self.conv("conv1", c_in, c_out, 3, stride=self.stride, in_size=self.in_size),
+            self.conv(
+                "conv1", c_in, c_out, 3, stride=self.stride, in_size=self.in_size
+            ),
             self.conv("conv2", c_out, c_out, 3, activation=None),
             *self.tail(),
         ]
@@ -137,7 +139,9 @@ class Bottleneck(Residual):
         mid, s = self.width_channels, self.stride
         first = s if self.stride_on == "conv1" else 1
         return [
-            self.conv("conv1", self.in_channels, mid, 1, stride=first, in_size=self.in_size),
+            self.conv(
+                "conv1", self.in_channels, mid, 1, stride=first, in_size=self.in_size
+            ),
             self.conv(
                 "conv2",
                 mid,
@@ -186,4 +190,6 @@ def build_bottleneck(row: BottleneckRow, at: BlockContext) -> Bottleneck:
 
 
 BASIC = register(BlockKind("basic", BasicRow, Basic, build_basic))
-BOTTLENECK = register(BlockKind("bottleneck", BottleneckRow, Bottleneck, build_bottleneck))
+BOTTLENECK = register(
+    BlockKind("bottleneck", BottleneckRow, Bottleneck, build_bottleneck)
+)

@@ -59,9 +59,7 @@ def torch_names(network: ir.Network, scheme: Scheme) -> dict[str, str]:
     return names
 
 
-def rename(
-    names: Mapping[str, str], state: Mapping[str, T], what: str
-) -> dict[str, T]:
+def rename(names: Mapping[str, str], state: Mapping[str, T], what: str) -> dict[str, T]:
     """A reference state dict under the generated module's names. Every tensor
     must be accounted for: a missing or unexpected key is an error naming it."""
     missing = sorted(set(names) - set(state))

@@ -1,43 +1,55 @@
-"""Layer names of keras.applications' EfficientNet for an archspec network.
+"""Layer names of keras.applications models for an archspec network.
 
-keras.applications (`keras/src/applications/efficientnet.py`) names its
-weighted layers `stem_conv`, `stem_bn`, `block{s}{b}_{part}` (s: 1-based
-stage, b: the block's letter within its stage, "a" first), `top_conv`,
-`top_bn` and `predictions`. The Keras backend names a layer after its IR
-weight path with "." replaced by "_" (`stages.1.0.depthwise.conv` ->
-`stages_1_0_depthwise_conv`). `layer_names` pairs the two, so weights move
+The Keras backend names a layer after its IR weight path with "." replaced by
+"_" (`stages.1.0.depthwise.conv` -> `stages_1_0_depthwise_conv`).
+`layer_names` pairs those names with keras.applications' own, so weights move
 between keras.applications and a generated model layer by layer::
 
-    for ours, theirs in layer_names(network).items():
+    for ours, theirs in layer_names(network, "resnet").items():
         model.get_layer(ours).set_weights(app.get_layer(theirs).get_weights())
 
-The Normalization layer of keras.applications is left out: it is auto-named
-("normalization", "normalization_1", ...) and its statistics are constants in
-the generated module. Pure: imports neither keras nor TensorFlow.
+The mapping is built from what each weight tensor is, never from its path:
+the top-level layer's part (`stem.conv`, `classifier`), or a block's kind and
+the part inside it (`("bottleneck", "shortcut.bn")`), plus the block's stage
+and position. A scheme is one family of keras.applications models; a spec
+names its scheme under `references: {keras.applications: ...}`.
+
+- "efficientnet" (`keras/src/applications/efficientnet.py`, B0-B7):
+  `stem_conv`, `stem_bn`, `block{s}{b}_{part}` (s: 1-based stage, b: the
+  block's letter within its stage, "a" first), `top_conv`, `top_bn`,
+  `predictions`. Its Normalization layer is left out: it is auto-named
+  ("normalization", "normalization_1", ...) and its statistics are constants
+  in the generated module.
+- "resnet" (`keras/src/applications/resnet.py`, ResNet50/101/152, v1):
+  `conv1_conv`, `conv1_bn`, `conv{S+2}_block{B+1}_{1,2,3}_{conv,bn}` (S, B:
+  0-based stage and block), the projection shortcut `..._0_{conv,bn}`, and
+  `predictions`.
+
+`read_weights` reads a keras.applications weight file
+(`app.save_weights("x.weights.h5")`) into {our layer name: [arrays]}. Keras
+stores a model's weights by position, not by layer name, so it builds the
+keras.applications model the network matches (found by its stage depths and
+feature width) to read the file. Only `read_weights` imports keras, when
+called.
 """
 
 from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from .. import ir
 from ..errors import SpecError
 from ..weights import keras_name
 
-# The part of an MBConv weight path after the block name -> keras.applications.
-MBCONV_PARTS = {
-    "expand.conv": "expand_conv",
-    "expand.bn": "expand_bn",
-    "depthwise.conv": "dwconv",
-    "depthwise.bn": "bn",
-    "se.reduce": "se_reduce",
-    "se.expand": "se_expand",
-    "project.conv": "project_conv",
-    "project.bn": "project_bn",
-}
-CONV_PARTS = {"conv": "conv", "bn": "bn"}
 
-
-def block_prefix(stage: int, index: int) -> str:
-    """keras.applications' prefix of block `index` (0-based) of `stage` (0-based)."""
+def efficientnet_block(stage: int, index: int) -> str:
+    """keras.applications EfficientNet's prefix of block `index` (0-based) of
+    `stage` (0-based): `block1a`, `block4j`."""
     if index >= 26:
         raise SpecError(
             f"keras.applications names blocks a-z; stage {stage} has {index + 1}"
@@ -45,32 +57,188 @@ def block_prefix(stage: int, index: int) -> str:
     return f"block{stage + 1}{chr(ord('a') + index)}"
 
 
-def layer_names(network: ir.Network) -> dict[str, str]:
+def resnet_block(stage: int, index: int) -> str:
+    """keras.applications ResNet's prefix: its stacks conv2 ... conv5 follow
+    the stem's conv1, and blocks count from 1: `conv2_block1`."""
+    return f"conv{stage + 2}_block{index + 1}"
+
+
+# Kept under its old name: the prefix of an EfficientNet block.
+block_prefix = efficientnet_block
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """How one family of keras.applications models names its layers."""
+
+    top: Mapping[str, str]  # part of a top-level layer's weights -> name
+    block: Callable[[int, int], str]  # (stage, index) -> block prefix
+    parts: Mapping[str, Mapping[str, str]]  # block kind -> {part: suffix}
+    # (blocks per stage, the classifier's input features) -> the model's
+    # constructor in keras.applications
+    models: Mapping[tuple[tuple[int, ...], int], str]
+
+
+def _conv_bn(pairs: Mapping[str, str]) -> dict[str, str]:
+    """{ours: theirs} for conv + bn layers: `conv1` -> `1` gives
+    `conv1.conv` -> `1_conv` and `conv1.bn` -> `1_bn`."""
+    return {
+        f"{ours}.{tensor}": f"{theirs}_{tensor}"
+        for ours, theirs in pairs.items()
+        for tensor in ("conv", "bn")
+    }
+
+
+SCHEMES = {
+    "efficientnet": Scheme(
+        top={
+            "stem.conv": "stem_conv",
+            "stem.bn": "stem_bn",
+            "head.conv": "top_conv",
+            "head.bn": "top_bn",
+            "classifier": "predictions",
+        },
+        block=efficientnet_block,
+        models={
+            ((1, 2, 2, 3, 3, 4, 1), 1280): "EfficientNetB0",
+            ((2, 3, 3, 4, 4, 5, 2), 1280): "EfficientNetB1",
+            ((2, 3, 3, 4, 4, 5, 2), 1408): "EfficientNetB2",
+            ((2, 3, 3, 5, 5, 6, 2), 1536): "EfficientNetB3",
+            ((2, 4, 4, 6, 6, 8, 2), 1792): "EfficientNetB4",
+            ((3, 5, 5, 7, 7, 9, 3), 2048): "EfficientNetB5",
+            ((3, 6, 6, 8, 8, 11, 3), 2304): "EfficientNetB6",
+            ((4, 7, 7, 10, 10, 13, 4), 2560): "EfficientNetB7",
+        },
+        parts={
+            "mbconv": {
+                "expand.conv": "expand_conv",
+                "expand.bn": "expand_bn",
+                "depthwise.conv": "dwconv",
+                "depthwise.bn": "bn",
+                "se.reduce": "se_reduce",
+                "se.expand": "se_expand",
+                "project.conv": "project_conv",
+                "project.bn": "project_bn",
+            }
+        },
+    ),
+    "resnet": Scheme(
+        top={
+            "stem.conv": "conv1_conv",
+            "stem.bn": "conv1_bn",
+            "classifier": "predictions",
+        },
+        block=resnet_block,
+        models={
+            ((3, 4, 6, 3), 2048): "ResNet50",
+            ((3, 4, 23, 3), 2048): "ResNet101",
+            ((3, 8, 36, 3), 2048): "ResNet152",
+        },
+        parts={
+            "bottleneck": _conv_bn(
+                {"conv1": "1", "conv2": "2", "conv3": "3", "shortcut": "0"}
+            )
+        },
+    ),
+}
+
+# The part names of an MBConv block (kept for callers of the first version).
+MBCONV_PARTS = SCHEMES["efficientnet"].parts["mbconv"]
+
+
+def layer_names(network: ir.Network, scheme: str) -> dict[str, str]:
     """{our Keras layer name: keras.applications layer name}, in forward order.
 
-    Covers every weight-bearing layer of `network.weights()`; raises SpecError
-    for a block kind keras.applications does not have (only "mbconv").
+    Covers every weight-bearing layer of `network.weights()`. SpecError for an
+    unknown scheme, or a layer or block kind the scheme's models do not have.
     """
-    prefixes = {
-        network.stem.name: ("stem", CONV_PARTS),
-        network.head.name: ("top", CONV_PARTS),
-    }
+    naming = _scheme(scheme)
+    prefixes: dict[str, tuple[str, Mapping[str, str]]] = {}
     for s, stage in enumerate(network.stages):
         for b, block in enumerate(stage.blocks):
-            if block.kind != "mbconv":
+            if block.kind not in naming.parts:
                 raise SpecError(
-                    f"{block.name}: keras.applications has no {block.kind!r} block"
+                    f"{block.name}: keras.applications' {scheme} models have no "
+                    f"{block.kind!r} block (they have: {', '.join(naming.parts)})"
                 )
-            prefixes[block.name] = (block_prefix(s, b), MBCONV_PARTS)
+            prefixes[block.name] = (naming.block(s, b), naming.parts[block.kind])
     names: dict[str, str] = {}
-    for layer in network.weights():
-        if layer.path == network.classifier.name:
-            names[keras_name(layer.path)] = "predictions"
-            continue
-        owner, _, part = layer.path.rpartition(".")
-        if owner not in prefixes:  # MBConv parts have two components
-            owner, _, rest = owner.rpartition(".")
-            part = f"{rest}.{part}"
-        prefix, parts = prefixes[owner]
-        names[keras_name(layer.path)] = f"{prefix}_{parts[part]}"
+    for weights in network.weights():
+        if weights.owner:
+            prefix, parts = prefixes[weights.owner]
+            theirs = parts.get(weights.part)
+            if theirs is None:
+                kind = next(b.kind for b in network.blocks if b.name == weights.owner)
+                raise SpecError(
+                    f"{weights.path}: keras.applications' {scheme} models have no "
+                    f"counterpart of the {kind!r} part {weights.part!r}"
+                )
+            names[keras_name(weights.path)] = f"{prefix}_{theirs}"
+        else:
+            theirs = naming.top.get(weights.part)
+            if theirs is None:
+                raise SpecError(
+                    f"{weights.path}: keras.applications' {scheme} models have no "
+                    f"counterpart of the layer {weights.part!r}"
+                )
+            names[keras_name(weights.path)] = theirs
     return names
+
+
+def _scheme(scheme: str) -> Scheme:
+    if scheme not in SCHEMES:
+        raise SpecError(
+            f"keras.applications: no naming scheme {scheme!r} "
+            f"(known: {', '.join(SCHEMES)})"
+        )
+    return SCHEMES[scheme]
+
+
+def model_name(network: ir.Network, scheme: str) -> str:
+    """The keras.applications constructor of the model `network` matches."""
+    models = _scheme(scheme).models
+    key = (
+        tuple(len(stage.blocks) for stage in network.stages),
+        network.classifier.in_features,
+    )
+    if key not in models:
+        raise SpecError(
+            f"{network.title}: no keras.applications {scheme} model has its "
+            f"stages ({', '.join(map(str, key[0]))} blocks) and {key[1]} features "
+            f"(known: {', '.join(models.values())})"
+        )
+    return models[key]
+
+
+def read_weights(network: ir.Network, scheme: str, src: Path) -> dict[str, list[Any]]:
+    """A keras.applications weight file as {our Keras layer name: [arrays]},
+    the arrays in Keras's order (archspec.weights.keras_to_torch's input)."""
+    import numpy as np
+
+    names = layer_names(network, scheme)
+    constructor = model_name(network, scheme)
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    app = getattr(keras.applications, constructor)(
+        weights=None,
+        classes=network.classifier.out_features,
+        classifier_activation=None,
+    )
+    try:
+        with warnings.catch_warnings():
+            # Keras 3.15 warns about every weightless container of a functional
+            # model it saved itself ("Skipping nested container ...").
+            warnings.filterwarnings("ignore", "Skipping nested container")
+            app.load_weights(src)
+    # Keras raises several kinds of error for a mismatched file.
+    except Exception as exc:
+        # Keras's messages list every layer it could not load: the first line says it.
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SpecError(
+            f"{src}: not weights of keras.applications.{constructor}: {first[:300]}"
+        ) from None
+    return {
+        ours: [np.asarray(w) for w in app.get_layer(theirs).get_weights()]
+        for ours, theirs in names.items()
+    }

@@ -2,43 +2,63 @@
 
 The generated module imports nothing but `keras` and uses only its public API,
 so it runs on the TensorFlow, JAX and torch backends. It holds the network-wide
-constants (BN_EPSILON, BN_MOMENTUM, PADDING, ACTIVATION, the input
-preprocessing), one helper function per layer kind, and a builder named after
-the module (`efficientnet_b3(num_classes=1000, dropout=0.3, ...)`) that calls a
-helper for every block with literal arguments taken from the IR.
+constants (BN_EPSILON, BN_MOMENTUM, PADDING, ACTIVATION, CONV_BIAS, the input
+preprocessing), one helper function per layer kind and block kind the network
+uses, and a builder named after the module (`resnet50(num_classes=1000,
+dropout=0.0, drop_path_rate=0.0, ...)`) that emits the stem and head layer by
+layer from the IR and calls a helper for every block, with literal arguments.
 
-Layer naming: a Keras layer's name is the IR's dotted weight path with "." replaced
-by "_": `stem.conv` -> `stem_conv`, `stages.0.0.depthwise.conv` ->
-`stages_0_0_depthwise_conv`, `head.bn` -> `head_bn`, `classifier` ->
-`classifier`. Layers without weights take the same prefix and a suffix of
-their own (`stem_act`, `stages_1_1_add`, `classifier_pool`). Weights therefore
-move between backends, and to keras.applications through
-`archspec.references.keras_applications`, by name.
+Layer naming: a Keras layer's name is the IR's dotted weight path with "."
+replaced by "_": `stem.conv` -> `stem_conv`, `stages.0.0.conv1.conv` ->
+`stages_0_0_conv1_conv`, `stages.0.0.shortcut.bn` -> `stages_0_0_shortcut_bn`,
+`classifier` -> `classifier`. Layers without weights take the same prefix and a
+suffix of their own (`stem_act`, `stem_pool_pad`, `stages_1_1_add`). Weights
+therefore move between backends (archspec.weights), and to keras.applications
+through `archspec.references.keras_applications`, by name.
 
-Templates live in `templates/`: `module.py.j2` (the file), `conv.py.j2` (stem
-and head, plus the padding helper every kind uses) and one
-`blocks/{kind}.py.j2` per block kind, each defining two macros: `definitions()`
-(its helper functions) and `build(block)` (the call in the builder). A new
-block kind brings its template there and needs no change here.
+Templates live in `templates/`: `module.py.j2` (the file), `layers.py.j2` (a
+helper per layer kind, and the builder's line for a stem or head layer) and
+one `blocks/{kind}.py.j2` per block kind with two macros: `definitions()` (its
+helper functions) and `build(block)` (the call in the builder). A kind's
+template sees `blocks` (the network's blocks of that kind), `network` and
+`drop_rate(block)` (the stochastic-depth expression), and may set `uses` to
+the layer helpers it calls ("conv", "se", "drop_path", ...). A block kind
+outside archspec brings its template in its own folder
+(`BlockKind.templates["keras"]`), searched before the built-in one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jinja2
 
-from archspec import ir
+from archspec import blocks, ir
 from archspec.errors import SpecError
-from archspec.render import Provenance, environment, uniform
+from archspec.render import Code, Provenance, activations, environment, nodes, uniform
 from archspec.weights import keras_name
 
 TEMPLATES = Path(__file__).parent / "templates"
 
-# IR activation -> Keras activation name. Only what has been checked against a
-# reference implementation is listed.
-ACTIVATIONS = {"silu": "silu"}
+# IR activation -> Keras activation name: only where Keras computes the same
+# function as PyTorch (gelu: both the exact erf form by default).
+ACTIVATIONS = {"silu": "silu", "relu": "relu", "relu6": "relu6", "gelu": "gelu"}
+# Squeeze-excitation gates the generated helper implements.
+GATES = ("sigmoid",)
+# Activations whose output is never negative: zero padding before a max pool
+# then equals PyTorch's -inf padding.
+NON_NEGATIVE = ("relu", "relu6")
+# Helper macros of layers.py.j2, in the order they are written, and the layer
+# kind (or block templates' `uses` entry) that needs each.
+HELPERS = {
+    "pad": "conv",
+    "conv": "conv",
+    "norm_act": "norm_act",
+    "pool": "pool",
+    "squeeze_excitation": "se",
+    "drop_path": "drop_path",
+}
 
 
 class KerasBackend:
@@ -48,39 +68,183 @@ class KerasBackend:
     def __init__(self, templates: Sequence[Path] = (TEMPLATES,)):
         """`templates`: folders searched in order; put a folder with
         `blocks/{kind}.py.j2` before TEMPLATES to add (or override) a kind."""
-        self.env = environment(list(templates))  # FileSystemLoader takes a list
-        self.env.filters["keras_name"] = keras_name
+        self.templates = tuple(Path(t) for t in templates)
+        self._envs: dict[tuple[Path, ...], jinja2.Environment] = {}
+        self.env = self._environment(self.templates)
 
-    def _kind(self, kind: str):
+    def _environment(self, folders: tuple[Path, ...]) -> jinja2.Environment:
+        env = self._envs.get(folders)
+        if env is None:
+            env = environment(list(folders))  # FileSystemLoader takes a list
+            env.filters["keras_name"] = keras_name
+            self._envs[folders] = env
+        return env
+
+    def _kind(self, kind: str) -> jinja2.Template:
+        """The template of a block kind: the kind's own folder first (a plugin
+        kind brings one), then this backend's folders."""
+        registered = blocks.get(kind)
+        own = registered.templates.get(self.name) if registered else None
+        folders = ((Path(own),) if own is not None else ()) + self.templates
+        where = ", ".join(str(folder / "blocks") for folder in folders)
         try:
-            return self.env.get_template(f"blocks/{kind}.py.j2").module
+            return self._environment(folders).get_template(f"blocks/{kind}.py.j2")
         except jinja2.TemplateNotFound:
             raise SpecError(
                 f"keras backend: no template for block kind {kind!r} "
-                f"(expected templates/blocks/{kind}.py.j2)"
+                f"(looked for {kind}.py.j2 in {where})"
+            ) from None
+        except jinja2.TemplateSyntaxError as exc:
+            raise SpecError(
+                f"keras backend: the template of block kind {kind!r} is invalid: "
+                f"{exc.filename}:{exc.lineno}: {exc.message}"
             ) from None
 
     def emit(self, network: ir.Network) -> dict[str, str]:
         norm = uniform(network, "norm", self.name)
-        padding = uniform(network, "padding", self.name)
-        activation = uniform(network, "activation", self.name)
-        if activation not in ACTIVATIONS:
-            raise SpecError(
-                f"keras backend: activation {activation!r} is not supported "
-                f"(supported: {', '.join(ACTIVATIONS)})"
-            )
-        kinds = {kind: self._kind(kind) for kind in {b.kind: 0 for b in network.blocks}}
+        activation, se_activation = activations(network, self.name)
+        # Pools have a padding too, a number: the constant is the convolutions'.
+        padding = uniform(network, "padding", self.name, among=(ir.Conv,))
+        conv_bias = uniform(network, "bias", self.name, among=(ir.Conv,))
+        for value in (activation, se_activation):
+            if value is not None and value not in ACTIVATIONS:
+                raise SpecError(
+                    f"keras backend: activation {value!r} is not supported "
+                    f"(supported: {', '.join(ACTIVATIONS)})"
+                )
+        everything = nodes(network)
+        for node in everything:
+            if isinstance(node, ir.SqueezeExcite) and node.gate not in GATES:
+                raise SpecError(
+                    f"keras backend: squeeze-excitation gate {node.gate!r} is not "
+                    f"supported (supported: {', '.join(GATES)})"
+                )
+        roles = _check_layers(network)
+
+        drop_rate = _drop_rates(network)
+        kinds = {}
+        for block in network.blocks:
+            if block.kind not in kinds:
+                of_kind = [b for b in network.blocks if b.kind == block.kind]
+                kinds[block.kind] = self._kind(block.kind).make_module(
+                    vars={"blocks": of_kind, "network": network, "drop_rate": drop_rate}
+                )
+
+        convs = [node for node in everything if isinstance(node, ir.Conv)]
+        used = {node.kind for node in everything} | {
+            use for kind in kinds.values() for use in getattr(kind, "uses", ())
+        }
+        layers = self.env.get_template("layers.py.j2").module
+        use = {
+            "groups": any(c.groups > 1 for c in convs),
+            "depthwise": any(c.depthwise for c in convs),
+            "grouped": any(c.groups > 1 and not c.depthwise for c in convs),
+            "optional_norm": any(c.norm is None for c in convs),
+            # SE layers with an activation of their own (SE_ACTIVATION).
+            "se_activation": se_activation not in (None, activation),
+        }
+        helpers = [
+            getattr(layers, macro)(use)
+            if macro in ("conv", "squeeze_excitation")
+            else getattr(layers, macro)()
+            for macro, needed_by in HELPERS.items()
+            if needed_by in used
+        ]
+        helpers += [kind.definitions() for kind in kinds.values()]
+
         source = self.env.get_template("module.py.j2").render(
             network=network,
             provenance=Provenance.of(network),
             kinds=kinds,
+            helpers=[text.strip("\n") for text in helpers],
+            roles=roles,
             norm=norm,
             # Keras's momentum weighs the old statistics: 1 - PyTorch's.
-            bn_momentum=float(f"{1 - norm.momentum:.12g}"),
+            bn_momentum=float(f"{1 - norm.momentum:.12g}") if norm else None,
             padding=padding,
-            activation=ACTIVATIONS[activation],
+            activation=ACTIVATIONS.get(activation),
+            se_activation=ACTIVATIONS[se_activation] if use["se_activation"] else None,
+            conv_bias=bool(conv_bias),
+            dense=any(isinstance(node, ir.Dense) for node in everything),
         )
         return {f"{network.module}.py": source}
+
+
+def _drop_rates(network: ir.Network) -> Callable[[ir.Block], Code]:
+    """Block i of n (all blocks counted) drops its branch with probability
+    drop_path_rate * i / n: the expression, with i and n written out."""
+    index = {block.name: i for i, block in enumerate(network.blocks)}
+    n = len(index)
+
+    def drop_rate(block: ir.Block) -> Code:
+        return Code(f"drop_path_rate * {index[block.name]} / {n}")
+
+    return drop_rate
+
+
+def _check_layers(network: ir.Network) -> dict[str, str]:
+    """What the builder can emit for the stem and head: feature maps until a
+    global pool, then vectors for dropout and dense layers, and a dense
+    classifier. Returns the roles of the classifier and the dropout before it
+    (they take the builder's arguments)."""
+    if not any(isinstance(node, ir.Dense | ir.Conv) for node in network.head):
+        raise SpecError("keras backend: the head has no classifier (a dense layer)")
+    classifier = network.classifier
+    if not isinstance(classifier, ir.Dense):
+        raise SpecError(
+            f"keras backend: {classifier.name}: the classifier must be a dense "
+            f"layer, found a {classifier.kind!r} layer"
+        )
+    maps = {"conv", "pool", "norm_act", "se"}
+    for where, sequence in (("stem", network.stem), ("head", network.head)):
+        pooled = False
+        for i, node in enumerate(sequence):
+            if node.kind == "global_pool":
+                pooled = True
+            if (node.kind in maps and pooled) or (node.kind == "dense" and not pooled):
+                state = "after" if pooled else "before"
+                raise SpecError(
+                    f"keras backend: {where} layer {node.name}: a {node.kind!r} "
+                    f"layer {state} the global pool is not supported"
+                )
+            if isinstance(node, ir.Pool):
+                _check_pool(node, where, sequence[:i])
+        if pooled != (where == "head"):
+            raise SpecError(
+                "keras backend: global pooling in the stem is not supported"
+                if pooled
+                else "keras backend: the head needs a global pool before its dense layers"
+            )
+    roles = {classifier.name: "classifier"}
+    before = network.head[: network.head.index(classifier)]
+    dropouts = [node for node in before if isinstance(node, ir.Dropout)]
+    if dropouts:
+        roles[dropouts[-1].name] = "dropout"
+    return roles
+
+
+def _check_pool(pool: ir.Pool, where: str, before: Sequence[ir.Layer]) -> None:
+    if pool.ceil_mode:
+        raise SpecError(
+            f"keras backend: {where} layer {pool.name}: ceil_mode pooling is not "
+            "supported (Keras's pooling rounds the output size down)"
+        )
+    if pool.op != "max" or pool.pad == 0:
+        return
+    # Zero padding equals PyTorch's -inf padding only on non-negative inputs:
+    # the layer before (dropout aside) must end in a ReLU.
+    last = next((n for n in reversed(before) if not isinstance(n, ir.Dropout)), None)
+    if not (isinstance(last, ir.Conv | ir.NormAct) and last.activation in NON_NEGATIVE):
+        found = (
+            f"{last.name} ends in {getattr(last, 'activation', None) or 'no activation'}"
+            if last is not None
+            else f"it is the first layer of the {where}"
+        )
+        raise SpecError(
+            f"keras backend: {where} layer {pool.name}: max pooling with padding "
+            f"{pool.pad} is emitted as zero padding, which equals PyTorch's "
+            f"-inf padding only after a ReLU ({', '.join(NON_NEGATIVE)}); {found}"
+        )
 
 
 BACKEND = KerasBackend()

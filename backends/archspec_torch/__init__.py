@@ -20,7 +20,7 @@ import jinja2
 
 from archspec import blocks, ir
 from archspec.errors import SpecError
-from archspec.render import Provenance, environment, nodes, uniform
+from archspec.render import Provenance, activations, environment, nodes, uniform
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -80,9 +80,10 @@ class TorchBackend:
     def emit(self, network: ir.Network) -> dict[str, str]:
         kinds = sorted({block.kind for block in network.blocks})
         env = self._environment(kinds)
-        activation = uniform(network, "activation", self.name)
-        if activation not in ACTIVATIONS:
-            raise SpecError(f"activation {activation!r} has no PyTorch equivalent here")
+        activation, se_activation = activations(network, self.name)
+        for value in (activation, se_activation):
+            if value is not None and value not in ACTIVATIONS:
+                raise SpecError(f"activation {value!r} has no PyTorch equivalent here")
         _check_supported(network)
         stochastic_depth = any(type(b).stochastic_depth for b in network.blocks)
         classifier = network.head[-1]
@@ -99,6 +100,7 @@ class TorchBackend:
             padding=uniform(network, "padding", self.name),
             conv_bias=bool(uniform(network, "bias", self.name, (ir.Conv, ir.Block))),
             activation=activation,
+            se_activation=se_activation or activation,
             classifier=classifier,
             init_args=init_args,
             stochastic_depth=stochastic_depth,
@@ -119,8 +121,12 @@ def _check_supported(network: ir.Network) -> None:
         if layer.kind not in TOP_LEVEL:
             refuse(f"a {layer.kind!r} layer in the stem or head ({layer.name})")
         if isinstance(layer, ir.Conv) and (layer.norm is None or layer.groups != 1):
-            refuse(f"a stem or head convolution without batch norm or with groups ({layer.name})")
-        if isinstance(layer, ir.Dense) and (layer is not network.head[-1] or layer.activation):
+            refuse(
+                f"a stem or head convolution without batch norm or with groups ({layer.name})"
+            )
+        if isinstance(layer, ir.Dense) and (
+            layer is not network.head[-1] or layer.activation
+        ):
             refuse(f"a dense layer other than the final classifier ({layer.name})")
     if not isinstance(network.head[-1], ir.Dense):
         refuse("a head that does not end in a dense classifier")

@@ -84,11 +84,11 @@ class ConvBNAct(nn.Module):
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
         conv = self.conv
-        if conv.stride[0] == 2:
+        if conv.stride[0] == 2 and conv.kernel_size[0] > 1:
             # TensorFlow's stride-2 "same" equals k // 2 padding on odd sizes; on
             # even sizes every window sits one pixel further down and right. A
             # zero row and column in front of the kernel shift it so, without
-            # copying x.
+            # copying x. (A 1x1 kernel needs no padding, so no shift.)
             h, w = x.shape[-2:]
             weight = F.pad(weight, (1 - w % 2, 0, 1 - h % 2, 0))
         return F.conv2d(x, weight, bias, conv.stride, conv.padding, 1, conv.groups)
