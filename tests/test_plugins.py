@@ -14,9 +14,10 @@ from typing import Literal
 import pytest
 from conftest import B0
 
-from archspec import backends, blocks
+from archspec import analysis, backends, blocks
 from archspec.blocks import registry
 from archspec.blocks.mbconv import MBCONV, MBConvRow
+from archspec.cli import main
 from archspec.errors import Diagnostics, SpecError
 from archspec.pipeline import load_spec, network
 
@@ -111,3 +112,67 @@ def test_a_backend_from_an_entry_point(plugins):
         SpecError, match=r"unknown backend 'theirs' \(known: keras, mine"
     ):
         backends.get("theirs")
+
+
+PLAIN_SPEC = """\
+name: vgg
+class_name: VGG
+input: {channels: 3, resolution: 32}
+stem: {channels: 8, kernel: 3, stride: 1}
+stages:
+  columns: [block, channels, layers, stride, expand, kernel]
+  rows:                     # expand is mbconv's own column: null on plain rows
+    - [plain, 16, 2, 2, null, 3]
+    - [mbconv, 16, 1, 1, 2, 3]
+    - [plain, 24, 1, 2, null, 5]
+head: {classes: 5}
+defaults: {activation: relu, padding: symmetric}
+scaling:
+  rule: table
+  variants:
+    vgg1: {}
+"""
+
+
+def test_a_plugin_kind_brings_its_templates_to_both_backends(plugins, tmp_path):
+    """Installed through the entry point, compiled by both backends with its
+    own templates, and the two models are one function."""
+    from plugin_kind import PLAIN
+
+    from archspec.parity import Pair
+
+    installed, _ = plugins
+    installed["archspec.blocks"] = [FakeEntryPoint("plain", PLAIN)]
+    spec = tmp_path / "vgg.yaml"
+    spec.write_text(PLAIN_SPEC)
+    net = network(load_spec(spec), variant="vgg1")
+    assert [b.kind for b in net.blocks] == ["plain", "plain", "mbconv", "plain"]
+    torch_source = backends.get("torch").emit(net)["vgg1.py"]
+    keras_source = backends.get("keras").emit(net)["vgg1.py"]
+    assert "class PlainBlock(nn.Module):" in torch_source
+    assert "def plain(x, filters: int" in keras_source
+    pair = Pair.build(net, tmp_path)
+    count = sum(p.numel() for p in pair.torch_model.parameters())
+    assert count == analysis.params(net) > 0
+    for size in (32, 33):
+        result = pair.compare(size)
+        assert result.ok, result.rows
+
+
+@pytest.mark.parametrize("backend", ["torch", "keras"])
+def test_a_kind_without_a_template_is_bad_input(plugins, tmp_path, backend, capsys):
+    from plugin_kind import PLAIN
+
+    installed, _ = plugins
+    bare = dataclasses.replace(PLAIN, templates={})
+    installed["archspec.blocks"] = [FakeEntryPoint("plain", bare)]
+    spec = tmp_path / "vgg.yaml"
+    spec.write_text(PLAIN_SPEC)
+    code = main(
+        ["compile", str(spec), "--backend", backend, "-o", str(tmp_path / "out")]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{backend} backend: no template for block kind 'plain'" in err, err
+    assert "internal error" not in err
+    assert not (tmp_path / "out").exists()
