@@ -241,7 +241,7 @@ def _names(valid: ValidSpec, variant: Variant) -> tuple[str, str, str]:
         return (
             f"{spec.name}_{variant.name}",
             f"{spec.class_name}{variant.name.capitalize()}",
-            f"{title} (width={variant.width:g}, {variant.resolution}px)",
+            f"{title} (width={variant.width:g} at {variant.resolution}px)",
         )
     # Named variants: resnet50 -> ResNet + 50 (validation made sure a variant
     # not starting with the spec's name brings its own class name).
