@@ -51,11 +51,13 @@ from .weights import keras_name, torch_to_keras
 # ResNet-101 logits at 64px 4.9e-5, ResNet-152 (Keras's v1) at 96px 3.5e-4;
 # the input gradient of ResNet-50 15% (SE-ResNet-50 3.5%), and Keras differs
 # from torch by as much. So every float32 comparison is held to the larger of
-# the bound here and twice torch's own float32 error against float64,
-# measured on the same batch (ROUNDING_FACTOR): a broken transfer is off by
-# ~100%, far beyond either.
+# the bound here and ROUNDING_FACTOR times torch's own float32 error against
+# float64, measured on the same batch. Two float32 results can differ by the
+# sum of their own errors, and TensorFlow's was up to 2.3x torch's (B7, above):
+# 1 + 2.3 < 4. Measured worst so far: SE-ResNet-101 at 65px, Keras vs torch
+# 2.3x torch's own error. A broken transfer is off by ~100%, far beyond.
 TOLERANCE = {"float32": 5e-5, "bfloat16": 0.2, "gradient": 5e-5}
-ROUNDING_FACTOR = 2.0
+ROUNDING_FACTOR = 4.0
 
 
 @dataclass
