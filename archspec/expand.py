@@ -148,11 +148,14 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
     at[:] = ("head",), ("head",)
     head: list[ir.Layer] = []
     if spec.head.channels is not None:
+        scaled = {"always": True, "above_one": variant.width > 1, "never": False}
         head.append(
             ir.Conv(
                 name="head",
                 in_channels=width,
-                out_channels=channels(spec.head.channels),
+                out_channels=channels(spec.head.channels)
+                if scaled[spec.head.scale]
+                else spec.head.channels,
                 kernel=1,
                 activation=activation,
                 in_size=size,

@@ -34,6 +34,7 @@ Rule = Literal["compound", "formula", "table", "width"]
 def round_channels(value: float, rounding: Rounding) -> int:
     """A scaled channel count as the spec's rounding rule makes it an integer."""
     d = rounding.divisor
+    value = int(value) if rounding.truncate else value
     if rounding.mode == "floor":
         rounded = max(d, int(value) // d * d)
     else:

@@ -72,6 +72,11 @@ class Rounding(SpecModel):
     divisor: Annotated[int, Field(ge=1, le=256)] = 8
     mode: Literal["nearest", "floor"] = "nearest"
     guard: bool = True
+    truncate: bool = Field(
+        False,
+        description="truncate the scaled value to an integer first "
+        "(Keras's MobileNetV2: _make_divisible(int(c * alpha), 8))",
+    )
 
 
 class Norm(SpecModel):
@@ -168,6 +173,11 @@ class Head(SpecModel):
         None,
         description="width of the 1x1 head convolution; none: the last stage is "
         "pooled directly (ResNet)",
+    )
+    scale: Literal["always", "above_one", "never"] = Field(
+        "always",
+        description="whether the head width follows the width multiplier: always "
+        "(EfficientNet), only when it exceeds 1 (MobileNetV2), never (MNASNet)",
     )
     classes: Annotated[int, Field(gt=0, le=1 << 20)] = 1000
     pool: Literal["avg"] = "avg"

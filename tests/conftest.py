@@ -17,6 +17,9 @@ B0_TV = SPECS / "b0_torchvision.yaml"
 RESNET = SPECS / "resnet.yaml"
 RESNET_KERAS = SPECS / "resnet_keras.yaml"
 SE_RESNET = SPECS / "se_resnet.yaml"
+MOBILENET_V2 = SPECS / "mobilenet_v2.yaml"
+MOBILENET_V2_KERAS = SPECS / "mobilenet_v2_keras.yaml"
+MNASNET = SPECS / "mnasnet.yaml"
 
 
 @pytest.fixture(scope="session")

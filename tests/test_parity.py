@@ -172,10 +172,19 @@ def test_check_on_cuda():
 FAMILY_ROW = re.compile(
     r"^(\S.*?)\s+(\d+): (\S+)\s+(\d+): (\S+)\s+(\S+)\s+(\S+)\s+(ok|FAIL.*)$", re.M
 )
-# `archspec check` for every variant of the ResNet family: the first variant
-# of each spec at its native size (with train mode and input gradients), the
-# others at a small size to keep the suite inside its budget.
+# `archspec check` for every variant of every family but EfficientNet (above):
+# one variant of each spec at its native size (with train mode and input
+# gradients), the others at a small size to keep the suite inside its budget.
+MOBILENET_V2 = ",".join(
+    f"mobilenet_v2_{w}" for w in ("035", "050", "075", "130", "140")
+)
 FAMILY_CHECKS = [
+    ("specs/mobilenet_v2.yaml", "mobilenet_v2_100", None),
+    ("specs/mobilenet_v2.yaml", MOBILENET_V2, "64"),
+    ("specs/mobilenet_v2_keras.yaml", "mobilenet_v2_100", None),
+    ("specs/mobilenet_v2_keras.yaml", MOBILENET_V2, "64"),
+    ("specs/mnasnet.yaml", "mnasnet1_0", None),
+    ("specs/mnasnet.yaml", "mnasnet0_5,mnasnet0_75,mnasnet1_3", "64"),
     ("specs/resnet.yaml", "resnet50", None),
     (
         "specs/resnet.yaml",
@@ -194,7 +203,7 @@ FAMILY_CHECKS = [
     FAMILY_CHECKS,
     ids=[f"{s}:{v}" for s, v, _ in FAMILY_CHECKS],
 )
-def test_check_every_resnet_family_variant(spec, variants, size):
+def test_check_every_family_variant(spec, variants, size):
     args = ["check", spec, "--variant", variants] + (["--size", size] if size else [])
     result = run_archspec(*args)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

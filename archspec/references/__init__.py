@@ -13,6 +13,7 @@ Nothing here imports torch or Keras: only names are translated.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TypeVar
 
 from .. import ir
@@ -26,18 +27,26 @@ Scheme = Callable[[ir.Network, ir.Weights, "Owner | None"], str]
 _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
+@dataclass(frozen=True)
 class Owner:
-    """A block and its place: stage index and index in the stage (0-based)."""
+    """A block and its place (0-based): stage, index in the stage, and
+    position among all blocks of the network."""
 
-    def __init__(self, block: ir.Block, stage: int, index: int):
-        self.block, self.stage, self.index = block, stage, index
+    block: ir.Block
+    stage: int
+    index: int
+    position: int
 
 
 def owners(network: ir.Network) -> dict[str, Owner]:
-    return {
-        block.name: Owner(block, s, b)
+    places = [
+        (block, s, b)
         for s, stage in enumerate(network.stages)
         for b, block in enumerate(stage.blocks)
+    ]
+    return {
+        block.name: Owner(block, s, b, position)
+        for position, (block, s, b) in enumerate(places)
     }
 
 

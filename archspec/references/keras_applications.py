@@ -24,6 +24,11 @@ names its scheme under `references: {keras.applications: ...}`.
   `conv1_conv`, `conv1_bn`, `conv{S+2}_block{B+1}_{1,2,3}_{conv,bn}` (S, B:
   0-based stage and block), the projection shortcut `..._0_{conv,bn}`, and
   `predictions`.
+- "mobilenet_v2" (`keras/src/applications/mobilenet_v2.py`, any alpha):
+  `Conv1`, `bn_Conv1`, the first block `expanded_conv_{depthwise,project}`
+  (+ `_BN`), then `block_{i}_{expand,depthwise,project}` (+ `_BN`; i counts
+  the blocks of the whole network from 1), `Conv_1`, `Conv_1_bn`,
+  `predictions`.
 
 `read_weights` reads a keras.applications weight file
 (`app.save_weights("x.weights.h5")`) into {our layer name: [arrays]}. Keras
@@ -47,7 +52,7 @@ from ..errors import SpecError
 from ..weights import keras_name
 
 
-def efficientnet_block(stage: int, index: int) -> str:
+def efficientnet_block(stage: int, index: int, position: int = 0) -> str:
     """keras.applications EfficientNet's prefix of block `index` (0-based) of
     `stage` (0-based): `block1a`, `block4j`."""
     if index >= 26:
@@ -57,7 +62,7 @@ def efficientnet_block(stage: int, index: int) -> str:
     return f"block{stage + 1}{chr(ord('a') + index)}"
 
 
-def resnet_block(stage: int, index: int) -> str:
+def resnet_block(stage: int, index: int, position: int = 0) -> str:
     """keras.applications ResNet's prefix: its stacks conv2 ... conv5 follow
     the stem's conv1, and blocks count from 1: `conv2_block1`."""
     return f"conv{stage + 2}_block{index + 1}"
@@ -67,16 +72,25 @@ def resnet_block(stage: int, index: int) -> str:
 block_prefix = efficientnet_block
 
 
+def mobilenet_v2_block(stage: int, index: int, position: int) -> str:
+    """keras.applications MobileNetV2's prefix of the network's block
+    `position` (0-based): `expanded_conv`, then `block_1`, `block_2`, ..."""
+    return "expanded_conv" if position == 0 else f"block_{position}"
+
+
 @dataclass(frozen=True)
 class Scheme:
     """How one family of keras.applications models names its layers."""
 
     top: Mapping[str, str]  # part of a top-level layer's weights -> name
-    block: Callable[[int, int], str]  # (stage, index) -> block prefix
+    # (stage, index in the stage, index in the network) -> block prefix
+    block: Callable[[int, int, int], str]
     parts: Mapping[str, Mapping[str, str]]  # block kind -> {part: suffix}
     # (blocks per stage, the classifier's input features) -> the model's
     # constructor in keras.applications
-    models: Mapping[tuple[tuple[int, ...], int], str]
+    models: Mapping[tuple[tuple[int, ...], int], str] | None = None
+    # Or, for families with a width argument: network -> (constructor, kwargs).
+    model: Callable[[ir.Network], tuple[str, dict]] | None = None
 
 
 def _conv_bn(pairs: Mapping[str, str]) -> dict[str, str]:
@@ -140,6 +154,24 @@ SCHEMES = {
             )
         },
     ),
+    "mobilenet_v2": Scheme(
+        top={
+            "stem.conv": "Conv1",
+            "stem.bn": "bn_Conv1",
+            "head.conv": "Conv_1",
+            "head.bn": "Conv_1_bn",
+            "classifier": "predictions",
+        },
+        block=mobilenet_v2_block,
+        model=lambda network: ("MobileNetV2", {"alpha": network.source.width}),
+        parts={
+            "mbconv": {
+                f"{part}.{tensor}": f"{part}{suffix}"
+                for part in ("expand", "depthwise", "project")
+                for tensor, suffix in (("conv", ""), ("bn", "_BN"))
+            }
+        },
+    ),
 }
 
 # The part names of an MBConv block (kept for callers of the first version).
@@ -154,6 +186,7 @@ def layer_names(network: ir.Network, scheme: str) -> dict[str, str]:
     """
     naming = _scheme(scheme)
     prefixes: dict[str, tuple[str, Mapping[str, str]]] = {}
+    position = 0
     for s, stage in enumerate(network.stages):
         for b, block in enumerate(stage.blocks):
             if block.kind not in naming.parts:
@@ -161,7 +194,9 @@ def layer_names(network: ir.Network, scheme: str) -> dict[str, str]:
                     f"{block.name}: keras.applications' {scheme} models have no "
                     f"{block.kind!r} block (they have: {', '.join(naming.parts)})"
                 )
-            prefixes[block.name] = (naming.block(s, b), naming.parts[block.kind])
+            prefix = naming.block(s, b, position)
+            prefixes[block.name] = (prefix, naming.parts[block.kind])
+            position += 1
     names: dict[str, str] = {}
     for weights in network.weights():
         if weights.owner:
@@ -196,7 +231,16 @@ def _scheme(scheme: str) -> Scheme:
 
 def model_name(network: ir.Network, scheme: str) -> str:
     """The keras.applications constructor of the model `network` matches."""
-    models = _scheme(scheme).models
+    return model(network, scheme)[0]
+
+
+def model(network: ir.Network, scheme: str) -> tuple[str, dict]:
+    """The keras.applications constructor of the model `network` matches, and
+    its arguments (MobileNetV2's alpha)."""
+    naming = _scheme(scheme)
+    if naming.model is not None:
+        return naming.model(network)
+    models = naming.models
     key = (
         tuple(len(stage.blocks) for stage in network.stages),
         network.classifier.in_features,
@@ -207,7 +251,7 @@ def model_name(network: ir.Network, scheme: str) -> str:
             f"stages ({', '.join(map(str, key[0]))} blocks) and {key[1]} features "
             f"(known: {', '.join(models.values())})"
         )
-    return models[key]
+    return models[key], {}
 
 
 def read_weights(network: ir.Network, scheme: str, src: Path) -> dict[str, list[Any]]:
@@ -216,7 +260,7 @@ def read_weights(network: ir.Network, scheme: str, src: Path) -> dict[str, list[
     import numpy as np
 
     names = layer_names(network, scheme)
-    constructor = model_name(network, scheme)
+    constructor, arguments = model(network, scheme)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
 
@@ -224,6 +268,7 @@ def read_weights(network: ir.Network, scheme: str, src: Path) -> dict[str, list[
         weights=None,
         classes=network.classifier.out_features,
         classifier_activation=None,
+        **arguments,
     )
     try:
         with warnings.catch_warnings():

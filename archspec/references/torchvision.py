@@ -13,6 +13,23 @@ efficientnet (torchvision's EfficientNet):
     classifier                           classifier.1
   where e is 1 when the block has an expand convolution and 0 when it has not.
 
+mobilenet_v2 (torchvision's MobileNetV2, one flat `features`; i = 1 + the
+block's position in the network):
+    stem.conv / stem.bn                  features.0.0 / features.0.1
+    expand.conv / .bn (t > 1)            features.i.conv.0.0 / .0.1
+    depthwise.conv / .bn                 features.i.conv.{e}.0 / .{e}.1
+    project.conv / .bn                   features.i.conv.{e+1} / .{e+2}
+    head.conv / head.bn                  features.{blocks+1}.0 / .1
+    classifier                           classifier.1
+
+mnasnet (torchvision's MNASNet, one flat `layers`; stage 0 is its SepConv):
+    stem.conv / stem.bn                  layers.0 / layers.1
+    stages.0.0.depthwise / .project      layers.3 / .4, layers.6 / .7
+    stages.S.B.expand / depthwise / project (S > 0)
+                                         layers.{7+S}.B.layers.0 / .1, .3 / .4, .6 / .7
+    head.conv / head.bn                  layers.{stages+7} / +1
+    classifier                           classifier.1
+
 resnet (torchvision's ResNet and Wide ResNet; timm's resnet*, seresnet*):
     stem.conv / stem.bn                  conv1 / bn1
     stages.S.B.convK.conv / .bn          layer{S+1}.B.convK / .bnK
@@ -64,6 +81,67 @@ def efficientnet(network: ir.Network, layer: ir.Weights, owner: Owner | None) ->
     return f"features.{owner.stage + 1}.{owner.index}.{part(parts, layer, where)}"
 
 
+def _mbconv(owner: Owner, where: str) -> None:
+    if owner.block.kind != "mbconv" or owner.block.squeeze_channels:
+        raise SpecError(f"{where} has only inverted residuals without SE blocks")
+
+
+def mobilenet_v2(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str:
+    where = "torchvision's MobileNetV2"
+    if owner is None:
+        last = len(network.blocks) + 1
+        top = {
+            "stem.conv": "features.0.0",
+            "stem.bn": "features.0.1",
+            "head.conv": f"features.{last}.0",
+            "head.bn": f"features.{last}.1",
+            "classifier": "classifier.1",
+        }
+        return part(top, layer, where)
+    _mbconv(owner, where)
+    e = 1 if owner.block.has_expand else 0
+    parts = {
+        "expand.conv": "conv.0.0",
+        "expand.bn": "conv.0.1",
+        "depthwise.conv": f"conv.{e}.0",
+        "depthwise.bn": f"conv.{e}.1",
+        "project.conv": f"conv.{e + 1}",
+        "project.bn": f"conv.{e + 2}",
+    }
+    return f"features.{owner.position + 1}.{part(parts, layer, where)}"
+
+
+MNASNET_PARTS = {
+    "expand.conv": "0",
+    "expand.bn": "1",
+    "depthwise.conv": "3",
+    "depthwise.bn": "4",
+    "project.conv": "6",
+    "project.bn": "7",
+}
+
+
+def mnasnet(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str:
+    where = "torchvision's MNASNet"
+    if owner is None:
+        head = len(network.stages) + 7
+        top = {
+            "stem.conv": "layers.0",
+            "stem.bn": "layers.1",
+            "head.conv": f"layers.{head}",
+            "head.bn": f"layers.{head + 1}",
+            "classifier": "classifier.1",
+        }
+        return part(top, layer, where)
+    _mbconv(owner, where)
+    if owner.stage == 0:  # the SepConv sits in the flat `layers` itself
+        if owner.index or owner.block.has_expand or len(network.stages[0].blocks) > 1:
+            raise SpecError(f"{where} starts with one separable block (expansion 1)")
+        return f"layers.{part(MNASNET_PARTS, layer, where)}"
+    inner = part(MNASNET_PARTS, layer, where)
+    return f"layers.{7 + owner.stage}.{owner.index}.layers.{inner}"
+
+
 RESNET_TOP = {"stem.conv": "conv1", "stem.bn": "bn1", "classifier": "fc"}
 RESNET_PARTS = {
     **{f"conv{k}.conv": f"conv{k}" for k in (1, 2, 3)},
@@ -84,7 +162,12 @@ def resnet(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str:
     return f"layer{owner.stage + 1}.{owner.index}.{part(RESNET_PARTS, layer, where)}"
 
 
-SCHEMES = {"efficientnet": efficientnet, "resnet": resnet}
+SCHEMES = {
+    "efficientnet": efficientnet,
+    "mnasnet": mnasnet,
+    "mobilenet_v2": mobilenet_v2,
+    "resnet": resnet,
+}
 
 
 def scheme(name: str):

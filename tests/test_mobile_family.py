@@ -1,0 +1,129 @@
+"""MobileNetV2 and MNASNet against torchvision and keras.applications:
+parameter counts, and outputs with the reference's weights brought in by name.
+
+As for the ResNets (tests/test_resnet_family.py), "equal to float32 rounding"
+is measured: the generated model must be no further from the reference's
+float64 output than about the reference's own float32 output is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")  # before TensorFlow, always
+torchvision = pytest.importorskip("torchvision")
+
+from conftest import MNASNET, MOBILENET_V2, MOBILENET_V2_KERAS, run_archspec  # noqa: E402
+from generated_code import import_generated, relative_error, variant  # noqa: E402
+from test_keras_resnet import calibrate  # noqa: E402
+
+from archspec import analysis  # noqa: E402
+from archspec.parity import randomize  # noqa: E402
+from archspec.references.keras_applications import layer_names  # noqa: E402
+from archspec.references.torchvision import from_torchvision, state_dict_names  # noqa: E402
+
+WIDTHS = {"035": 0.35, "050": 0.5, "075": 0.75, "100": 1.0, "130": 1.3, "140": 1.4}
+TORCHVISION = [(MOBILENET_V2, f"mobilenet_v2_{w}", "mobilenet_v2") for w in WIDTHS] + [
+    (MNASNET, f"mnasnet{w}", "mnasnet") for w in ("0_5", "0_75", "1_0", "1_3")
+]
+IDS = [name for _, name, _ in TORCHVISION]
+NATIVE = {"mobilenet_v2_100", "mnasnet1_0"}  # one native-size check per family
+SMALL = 97  # odd at every stride
+ROUNDING_FACTOR, ROUNDING_FLOOR = 2.0, 1e-6
+
+
+def reference(name: str):
+    if name.startswith("mobilenet_v2_"):
+        return torchvision.models.mobilenet_v2(width_mult=WIDTHS[name[-3:]])
+    return getattr(torchvision.models, name)()
+
+
+@pytest.mark.parametrize(("spec", "name", "scheme"), TORCHVISION, ids=IDS)
+def test_parameter_count_equals_torchvision(spec, name, scheme, tmp_path):
+    net = variant(spec, name)
+    cls = getattr(import_generated(net, "torch", tmp_path), net.class_name)
+    with torch.device("meta"):
+        ours, theirs = cls(), reference(name)
+    count = sum(p.numel() for p in ours.parameters())
+    assert count == sum(p.numel() for p in theirs.parameters()) == analysis.params(net)
+    assert set(state_dict_names(net, scheme)) == set(theirs.state_dict())
+
+
+@pytest.mark.parametrize(("spec", "name", "scheme"), TORCHVISION, ids=IDS)
+def test_torchvision_weights_give_torchvision_outputs(spec, name, scheme, tmp_path):
+    size = 224 if name in NATIVE else SMALL
+    torch.manual_seed(0)
+    theirs = reference(name)
+    randomize(theirs, size, seed=0)
+    net = variant(spec, name)
+    ours = getattr(import_generated(net, "torch", tmp_path), net.class_name)().eval()
+    ours.load_state_dict(from_torchvision(net, theirs.state_dict(), scheme))
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        ours_32, theirs_32 = ours(x), theirs.eval()(x)
+        truth = theirs.double()(x.double())
+    reference_error = relative_error(theirs_32, truth)
+    assert relative_error(ours_32, truth) <= (
+        ROUNDING_FACTOR * reference_error + ROUNDING_FLOOR
+    ), (name, reference_error)
+    assert relative_error(truth[0], truth[1]) > 1e-2  # the weights carry signal
+
+
+def test_weights_import_command_for_mnasnet(tmp_path):
+    theirs = torchvision.models.mnasnet0_75()
+    randomize(theirs, SMALL, seed=3)
+    torch.save(theirs.state_dict(), tmp_path / "theirs.pt")
+    out = tmp_path / "ours.pt"
+    result = run_archspec(
+        "weights", "import", "--spec", str(MNASNET), "--variant", "mnasnet0_75",
+        "--from", "torchvision", str(tmp_path / "theirs.pt"), "-o", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    net = variant(MNASNET, "mnasnet0_75")
+    ours = getattr(import_generated(net, "torch", tmp_path), net.class_name)().eval()
+    ours.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    x = torch.randn(2, 3, SMALL, SMALL)
+    with torch.no_grad():
+        assert relative_error(ours(x), theirs.eval()(x)) < 1e-5
+
+
+# keras.applications.MobileNetV2 -------------------------------------------------
+
+keras = pytest.importorskip("keras")
+import numpy as np  # noqa: E402
+from test_keras_backend import emit, images, load_module, numpy, trainable  # noqa: E402
+
+
+def keras_pair(name: str, size: int, folder: Path):
+    """keras.applications.MobileNetV2(alpha) with calibrated random weights,
+    and the generated Keras model holding the same weights."""
+    net = variant(MOBILENET_V2_KERAS, name)
+    keras.utils.set_random_seed(0)
+    app = keras.applications.MobileNetV2(
+        alpha=WIDTHS[name[-3:]],
+        weights=None,
+        classifier_activation=None,
+        input_shape=(size, size, 3),
+    )
+    x = images(np.random.default_rng(2), 4, size) / 127.5 - 1  # "tf" mode
+    calibrate(app, np.random.default_rng(1), x)
+    module = load_module(emit(net, folder))
+    ours = getattr(module, net.module)(input_shape=(size, size, 3))
+    for mine, theirs in layer_names(net, "mobilenet_v2").items():
+        ours.get_layer(mine).set_weights(app.get_layer(theirs).get_weights())
+    return net, app, ours, x
+
+
+@pytest.mark.parametrize("width", list(WIDTHS))
+def test_keras_mobilenet_v2_equals_keras_applications(width, tmp_path):
+    name = f"mobilenet_v2_{width}"
+    size = 224 if width == "100" else SMALL
+    net, app, ours, x = keras_pair(name, size, tmp_path)
+    assert trainable(ours) == trainable(app) == analysis.params(net)
+    theirs = numpy(app(x, training=False))
+    assert np.array_equal(numpy(ours(x, training=False)), theirs), name
+    assert float(np.max(np.abs(theirs[0] - theirs[1]))) > 1e-2 * float(
+        np.max(np.abs(theirs))
+    )
