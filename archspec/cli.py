@@ -460,14 +460,14 @@ def weights() -> None:
     """Move trained weights between the generated PyTorch and Keras models."""
 
 
+def spec_option(help: str):
+    return click.option(
+        "--spec", "spec", required=True, type=click.Path(dir_okay=False), help=help
+    )
+
+
 @weights.command()
-@click.option(
-    "--spec",
-    "spec",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="The spec the models were compiled from.",
-)
+@spec_option("The spec the models were compiled from.")
 @variant_options
 @click.option("--from", "source", type=click.Choice(["torch", "keras"]), required=True)
 @click.argument("input_path", type=click.Path(dir_okay=False, exists=True))
@@ -483,7 +483,7 @@ def convert(
 ) -> None:
     """Convert INPUT_PATH (a torch state dict .pt, or Keras .weights.h5) to OUTPUT_PATH.
 
-    Example: archspec weights convert --spec specs/b0.yaml --phi 3 --from torch b3.pt --to keras b3.weights.h5
+    Example: archspec weights convert --spec specs/b0.yaml --variant b3 --from torch b3.pt --to keras b3.weights.h5
     """
     from .convert import convert_weights
 
@@ -495,13 +495,7 @@ def convert(
 
 
 @weights.command(name="import")
-@click.option(
-    "--spec",
-    "spec",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="The spec whose generated model takes the weights.",
-)
+@spec_option("The spec whose generated model takes the weights.")
 @variant_options
 @click.option(
     "--from",

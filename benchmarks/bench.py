@@ -160,8 +160,15 @@ RESNETS = (
 )
 
 
+# Mobile variants at width 1.0: (spec stem, torchvision builder, scheme).
+MOBILE = {
+    "mobilenet_v2_100": ("mobilenet_v2", "mobilenet_v2", "MobileNetV2"),
+    "mnasnet1_0": ("mnasnet", "mnasnet1_0", "MNASNet1_0"),
+}
+
+
 def model(text: str) -> Model:
-    """b0..b7 (or 0..7, B0), resnet50, ResNet50, ... -> the Model."""
+    """b0..b7 (or 0..7, B0), resnet50, ResNet50, mobilenet_v2_100, ... -> the Model."""
     t = text.strip().lower().replace("wideresnet", "wide_resnet")
     if t.isdigit():
         t = f"b{t}"
@@ -187,9 +194,21 @@ def model(text: str) -> Model:
             targets=RESNET_TARGETS,
             keras_app=None,
         )
+    if t in MOBILE:
+        spec, reference, name = MOBILE[t]
+        return Model(
+            name=name,
+            variant=t,
+            reference=reference,
+            families=(("gen", spec),),
+            raw_input=(),
+            weights=spec,  # the torchvision naming scheme has the spec's name
+            targets=RESNET_TARGETS,
+            keras_app=None,
+        )
     raise SystemExit(
         f"bench.py: unknown model {text!r}; expected b0..b7 (or 0..7) or one of "
-        + ", ".join(RESNETS)
+        + ", ".join((*RESNETS, *MOBILE))
     )
 
 
@@ -833,8 +852,8 @@ def main() -> int:
         "--variants",
         default=None,
         help="comma list of models: b0..b7 (or 0..7), "
-        + ", ".join(RESNETS)
-        + "; default b0,b3,resnet50 (quick: b0,resnet50)",
+        + ", ".join((*RESNETS, *MOBILE))
+        + "; default b0,b3,resnet50,mobilenet_v2_100 (quick: b0,resnet50)",
     )
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument(
@@ -884,7 +903,8 @@ def main() -> int:
     models = [
         model(v)
         for v in (
-            args.variants or ("b0,resnet50" if args.quick else "b0,b3,resnet50")
+            args.variants
+            or ("b0,resnet50" if args.quick else "b0,b3,resnet50,mobilenet_v2_100")
         ).split(",")
     ]
     skip = set(filter(None, args.skip.split(",")))

@@ -17,7 +17,12 @@ torchvision = pytest.importorskip("torchvision")
 timm = pytest.importorskip("timm")
 
 from conftest import RESNET, SE_RESNET, run_archspec  # noqa: E402
-from generated_code import import_generated, relative_error, variant  # noqa: E402
+from generated_code import (  # noqa: E402
+    assert_float32_rounding,
+    import_generated,
+    relative_error,
+    variant,
+)
 
 from archspec import analysis  # noqa: E402
 from archspec.errors import SpecError  # noqa: E402
@@ -35,9 +40,6 @@ TORCHVISION = [
 ]
 TIMM = ["seresnet18", "seresnet34", "seresnet50", "seresnet101", "seresnet152"]
 CASES = [(RESNET, name) for name in TORCHVISION] + [(SE_RESNET, name) for name in TIMM]
-# The reference's own float32 error is the yardstick; twice it, plus a floor
-# for variants whose float32 error is tiny.
-ROUNDING_FACTOR, ROUNDING_FLOOR = 2.0, 1e-6
 NATIVE = {"resnet50", "seresnet50"}  # one native-size check per family
 SMALL = 65  # odd at every stride: the padding rules are exercised
 
@@ -73,16 +75,7 @@ def test_reference_weights_give_the_reference_logits(spec, name, tmp_path):
     net, cls = generated(spec, name, tmp_path)
     ours = cls().eval()
     ours.load_state_dict(from_torchvision(net, theirs.state_dict(), "resnet"))
-    x = torch.randn(2, 3, size, size)
-    with torch.no_grad():
-        ours_32, theirs_32 = ours(x), theirs.eval()(x)
-        truth = theirs.double()(x.double())
-    reference_error = relative_error(theirs_32, truth)
-    assert relative_error(ours_32, truth) <= (
-        ROUNDING_FACTOR * reference_error + ROUNDING_FLOOR
-    ), (name, reference_error)
-    # The weights carry signal: two inputs give clearly different logits.
-    assert relative_error(truth[0], truth[1]) > 1e-2
+    assert_float32_rounding(ours, theirs, torch.randn(2, 3, size, size))
 
 
 @pytest.mark.parametrize(

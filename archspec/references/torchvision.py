@@ -56,16 +56,25 @@ T = TypeVar("T")
 _CONV_BN = {"conv": "0", "bn": "1"}
 
 
+def _top(stem: tuple[str, str], head: tuple[str, str]) -> dict[str, str]:
+    """Names of the stem and head convolution + norm, and of the classifier,
+    which all three torchvision mobile-style models keep in `classifier.1`."""
+    return {
+        "stem.conv": stem[0],
+        "stem.bn": stem[1],
+        "head.conv": head[0],
+        "head.bn": head[1],
+        "classifier": "classifier.1",
+    }
+
+
 def efficientnet(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str:
     if owner is None:
         last = len(network.stages) + 1
-        top = {
-            "stem.conv": "features.0.0",
-            "stem.bn": "features.0.1",
-            "head.conv": f"features.{last}.0",
-            "head.bn": f"features.{last}.1",
-            "classifier": "classifier.1",
-        }
+        top = _top(
+            ("features.0.0", "features.0.1"),
+            (f"features.{last}.0", f"features.{last}.1"),
+        )
         return part(top, layer, "torchvision's EfficientNet")
     block = owner.block
     if block.kind != "mbconv":
@@ -90,13 +99,10 @@ def mobilenet_v2(network: ir.Network, layer: ir.Weights, owner: Owner | None) ->
     where = "torchvision's MobileNetV2"
     if owner is None:
         last = len(network.blocks) + 1
-        top = {
-            "stem.conv": "features.0.0",
-            "stem.bn": "features.0.1",
-            "head.conv": f"features.{last}.0",
-            "head.bn": f"features.{last}.1",
-            "classifier": "classifier.1",
-        }
+        top = _top(
+            ("features.0.0", "features.0.1"),
+            (f"features.{last}.0", f"features.{last}.1"),
+        )
         return part(top, layer, where)
     _mbconv(owner, where)
     e = 1 if owner.block.has_expand else 0
@@ -125,13 +131,7 @@ def mnasnet(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str:
     where = "torchvision's MNASNet"
     if owner is None:
         head = len(network.stages) + 7
-        top = {
-            "stem.conv": "layers.0",
-            "stem.bn": "layers.1",
-            "head.conv": f"layers.{head}",
-            "head.bn": f"layers.{head + 1}",
-            "classifier": "classifier.1",
-        }
+        top = _top(("layers.0", "layers.1"), (f"layers.{head}", f"layers.{head + 1}"))
         return part(top, layer, where)
     _mbconv(owner, where)
     if owner.stage == 0:  # the SepConv sits in the flat `layers` itself
