@@ -323,6 +323,8 @@ class Block(Node):
 
     # Blocks with a residual branch take part in stochastic depth.
     stochastic_depth: ClassVar[bool] = False
+    # Blocks whose `activation` may differ from the rest of the network's.
+    per_layer_activation: ClassVar[bool] = False
 
     def layers(self) -> list[Layer]:
         raise NotImplementedError

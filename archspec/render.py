@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,14 +111,44 @@ def uniform(
     return next(iter(seen), None)
 
 
-def activations(network: ir.Network, backend: str) -> tuple[str | None, str | None]:
-    """(the activation of every conv, norm, dense and block; the one inside
-    every squeeze-excitation layer), each of which must be uniform. SE layers
-    keep their own: ReLU inside SE-ResNet's and MobileNetV3's."""
-    main = uniform(
-        network, "activation", backend, (ir.Conv, ir.Block, ir.NormAct, ir.Dense)
-    )
-    return main, uniform(network, "activation", backend, (ir.SqueezeExcite,))
+@dataclass(frozen=True)
+class Activations:
+    """The activations of a network, as a generated module states them.
+
+    `default` (the module's ACTIVATION) is the most common one among convs,
+    norms, dense layers and blocks; where more than one is `used`, layers and
+    blocks that differ name theirs. SE layers have their own, `se` (ReLU
+    inside SE-ResNet's and MobileNetV3's), which must be uniform.
+    """
+
+    default: str | None
+    used: tuple[str, ...]
+    se: str | None
+
+    @property
+    def per_layer(self) -> bool:
+        return len(self.used) > 1
+
+
+def activations(network: ir.Network, backend: str) -> Activations:
+    # A block kind need not have an activation of its own (a plugin's).
+    found = [
+        node.activation
+        for node in nodes(network)
+        if isinstance(node, ir.Conv | ir.Block | ir.NormAct | ir.Dense)
+        and getattr(node, "activation", None)
+    ]
+    counts = Counter(found)  # most_common keeps first-seen order among ties
+    default = counts.most_common(1)[0][0] if counts else None
+    for block in network.blocks:
+        own = getattr(block, "activation", None)
+        if own and not type(block).per_layer_activation and own != default:
+            raise SpecError(
+                f"{backend} backend: {block.kind} blocks take the network's "
+                f"activation ({default}); {block.name} has {block.activation}"
+            )
+    se = uniform(network, "activation", backend, (ir.SqueezeExcite,))
+    return Activations(default, tuple(sorted(counts)), se)
 
 
 class Code(str):

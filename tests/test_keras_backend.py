@@ -343,13 +343,14 @@ def with_everywhere(net: ir.Network, **update) -> ir.Network:
     )
 
 
-def test_unsupported_activation_is_rejected(b0_spec):
+def test_activations_map_to_keras_names(b0_spec):
+    """Each IR activation becomes the Keras activation that computes it
+    (hardswish is Keras's hard_silu; the property test checks the numbers)."""
     net = network(b0_spec, 0)
-    hard = with_everywhere(net, activation="hardswish", se_activation="hardswish")
-    with pytest.raises(SpecError, match="activation 'hardswish' is not supported"):
-        BACKEND.emit(hard)
-    relu = with_everywhere(net, activation="relu", se_activation="relu")
-    assert '\nACTIVATION = "relu"\n' in BACKEND.emit(relu)["efficientnet_b0.py"]
+    for ours, theirs in [("hardswish", "hard_silu"), ("relu", "relu")]:
+        changed = with_everywhere(net, activation=ours, se_activation=ours)
+        text = BACKEND.emit(changed)["efficientnet_b0.py"]
+        assert f'\nACTIVATION = "{theirs}"\n' in text
 
 
 def test_unsupported_gate_is_rejected(b0_spec):

@@ -31,7 +31,7 @@ KINDS = ("mbconv", "basic", "bottleneck")
 
 
 @st.composite
-def rows(draw, kind: str, stride_on: str) -> dict:
+def rows(draw, kind: str, stride_on: str, mixed: bool) -> dict:
     row = {
         "block": kind,
         "channels": draw(st.integers(4, 24)),
@@ -44,6 +44,11 @@ def rows(draw, kind: str, stride_on: str) -> dict:
             "expand": draw(st.integers(1, 4)),
             "kernel": draw(st.sampled_from([1, 3, 5])),
             "se": se,
+            # Per-row activations (MobileNetV3); residual kinds take the
+            # network's, so only all-MBConv tables mix them.
+            "activation": draw(st.sampled_from([None, "relu", "hardswish", "relu6"]))
+            if mixed
+            else None,
         }
     elif kind == "basic":
         row["se"] = se
@@ -63,12 +68,15 @@ def specs(draw) -> dict:
     kinds = draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=3))
     # One stride position per network (torchvision's v1.5 or Keras's v1).
     stride_on = draw(st.sampled_from(["conv1", "conv2"]))
-    table = [draw(rows(kind, stride_on)) for kind in kinds]
+    mixed = set(kinds) == {"mbconv"}
+    table = [draw(rows(kind, stride_on, mixed)) for kind in kinds]
     columns = sorted({c for row in table for c in row}, key=_column_order)
     pool = draw(st.booleans())
     # Max pooling pads like PyTorch (-inf); Keras pads with zeros, equal only
     # after a non-negative activation, so a pooled stem uses ReLU.
-    activation = "relu" if pool else draw(st.sampled_from(["relu", "silu"]))
+    activation = (
+        "relu" if pool else draw(st.sampled_from(["relu", "silu", "hardswish"]))
+    )
     stem = {
         "channels": draw(st.integers(4, 16)),
         "kernel": draw(st.sampled_from([1, 3, 5, 7])),
@@ -220,6 +228,38 @@ def check_spec(spec: dict, folder: Path) -> None:
         },
         "head": {"classes": 2},
         "defaults": {"activation": "relu", "padding": "same"},
+        "scaling": {"rule": "table", "variants": {"net1": {}}},
+    }
+)
+@example(  # MobileNetV3's mix: ReLU and hardswish rows, ReLU inside SE layers
+    spec={
+        "name": "net",
+        "class_name": "Net",
+        "input": {"channels": 3, "resolution": 32},
+        "stem": {"channels": 16, "kernel": 3, "stride": 2},
+        "stages": {
+            "columns": [
+                "block",
+                "channels",
+                "layers",
+                "stride",
+                "expand",
+                "kernel",
+                "se",
+                "activation",
+            ],
+            "rows": [
+                ["mbconv", 16, 1, 1, 1, 3, 0.25, "relu"],
+                ["mbconv", 24, 2, 2, 4, 5, 0.0, "hardswish"],
+                ["mbconv", 24, 1, 1, 3, 3, 0.25, None],
+            ],
+        },
+        "head": {"channels": 64, "classes": 10},
+        "defaults": {
+            "activation": "hardswish",
+            "padding": "symmetric",
+            "se": {"activation": "relu"},
+        },
         "scaling": {"rule": "table", "variants": {"net1": {}}},
     }
 )

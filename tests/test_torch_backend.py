@@ -272,3 +272,35 @@ def test_mixed_settings_are_rejected():
         backends.get("torch").emit(
             net.model_copy(update={"head": (head, *net.head[1:])})
         )
+
+
+def test_mixed_activations_are_per_layer_where_a_block_kind_allows_it(tmp_path):
+    """MBConv rows may each name an activation (MobileNetV3); the module then
+    states the most common as ACTIVATION and the others where they are used.
+    Residual kinds take the network's: a ResNet block that differs is refused."""
+    from conftest import RESNET
+
+    net = variant(B0, 0)
+    first = net.stages[1].blocks[0].model_copy(update={"activation": "relu"})
+    stage = net.stages[1].model_copy(
+        update={"blocks": (first, *net.stages[1].blocks[1:])}
+    )
+    mixed = net.model_copy(update={"stages": (net.stages[0], stage, *net.stages[2:])})
+    source = backends.get("torch").emit(mixed)["efficientnet_b0.py"]
+    assert '\nACTIVATION = "silu"\n' in source
+    assert 'activation="relu"' in source
+    module = import_generated(mixed, "torch", tmp_path)
+    model = getattr(module, mixed.class_name)()
+    block = model.stages[1][0]
+    assert isinstance(block.depthwise.act, torch.nn.ReLU)
+    assert isinstance(model.stages[1][1].depthwise.act, torch.nn.SiLU)
+
+    resnet = variant(RESNET, "resnet18")
+    odd = resnet.stages[0].blocks[0].model_copy(update={"activation": "silu"})
+    stage = resnet.stages[0].model_copy(
+        update={"blocks": (odd, *resnet.stages[0].blocks[1:])}
+    )
+    with pytest.raises(SpecError, match="basic blocks take the network's activation"):
+        backends.get("torch").emit(
+            resnet.model_copy(update={"stages": (stage, *resnet.stages[1:])})
+        )

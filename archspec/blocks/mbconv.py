@@ -12,7 +12,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from .. import ir
-from ..types import OddKernel, Rate
+from ..types import Activation, OddKernel, Rate
 from .registry import BlockContext, BlockKind, StageRow, register
 
 
@@ -21,6 +21,11 @@ class MBConvRow(StageRow):
     expand: int = Field(ge=1, le=64, description="expansion ratio (MBConv6: 6)")
     kernel: OddKernel
     se: Rate = Field(0.25, description="squeeze ratio of the block's input channels")
+    activation: Activation | None = Field(
+        None,
+        description="of the expand and depthwise convolutions; default: the "
+        "network's (MobileNetV3 mixes ReLU and hardswish rows)",
+    )
 
 
 class MBConv(ir.Block):
@@ -38,6 +43,7 @@ class MBConv(ir.Block):
     se_gate: ir.Gate = "sigmoid"
 
     stochastic_depth: ClassVar[bool] = True
+    per_layer_activation: ClassVar[bool] = True
 
     @property
     def has_expand(self) -> bool:
@@ -114,7 +120,7 @@ def build(row: MBConvRow, at: BlockContext) -> MBConv:
         kernel=row.kernel,
         stride=at.stride,
         padding=at.padding,
-        activation=at.activation,
+        activation=row.activation or at.activation,
         norm=at.norm,
         bias=at.bias,
         se_activation=at.se.activation,

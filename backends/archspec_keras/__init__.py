@@ -43,7 +43,13 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 # IR activation -> Keras activation name: only where Keras computes the same
 # function as PyTorch (gelu: both the exact erf form by default).
-ACTIVATIONS = {"silu": "silu", "relu": "relu", "relu6": "relu6", "gelu": "gelu"}
+ACTIVATIONS = {
+    "silu": "silu",
+    "relu": "relu",
+    "relu6": "relu6",
+    "gelu": "gelu",
+    "hardswish": "hard_silu",  # x * relu6(x + 3) / 6, as torch's Hardswish
+}
 # Squeeze-excitation gates the generated helper implements.
 GATES = ("sigmoid",)
 # Activations whose output is never negative: zero padding before a max pool
@@ -77,6 +83,7 @@ class KerasBackend:
         if env is None:
             env = environment(list(folders))  # FileSystemLoader takes a list
             env.filters["keras_name"] = keras_name
+            env.filters["keras_activation"] = ACTIVATIONS.__getitem__
             self._envs[folders] = env
         return env
 
@@ -102,11 +109,12 @@ class KerasBackend:
 
     def emit(self, network: ir.Network) -> dict[str, str]:
         norm = uniform(network, "norm", self.name)
-        activation, se_activation = activations(network, self.name)
+        acts = activations(network, self.name)
+        activation, se_activation = acts.default, acts.se
         # Pools have a padding too, a number: the constant is the convolutions'.
         padding = uniform(network, "padding", self.name, among=(ir.Conv,))
         conv_bias = uniform(network, "bias", self.name, among=(ir.Conv,))
-        for value in (activation, se_activation):
+        for value in (*acts.used, se_activation):
             if value is not None and value not in ACTIVATIONS:
                 raise SpecError(
                     f"keras backend: activation {value!r} is not supported "
@@ -127,7 +135,13 @@ class KerasBackend:
             if block.kind not in kinds:
                 of_kind = [b for b in network.blocks if b.kind == block.kind]
                 kinds[block.kind] = self._kind(block.kind).make_module(
-                    vars={"blocks": of_kind, "network": network, "drop_rate": drop_rate}
+                    vars={
+                        "blocks": of_kind,
+                        "network": network,
+                        "drop_rate": drop_rate,
+                        "activation": acts.default,
+                        "per_layer": acts.per_layer,
+                    }
                 )
 
         convs = [node for node in everything if isinstance(node, ir.Conv)]
@@ -142,6 +156,8 @@ class KerasBackend:
             "optional_norm": any(c.norm is None for c in convs),
             # SE layers with an activation of their own (SE_ACTIVATION).
             "se_activation": se_activation not in (None, activation),
+            # Layers that name an activation other than ACTIVATION.
+            "per_layer": acts.per_layer,
         }
         helpers = [
             getattr(layers, macro)(use)
@@ -163,6 +179,7 @@ class KerasBackend:
             bn_momentum=float(f"{1 - norm.momentum:.12g}") if norm else None,
             padding=padding,
             activation=ACTIVATIONS.get(activation),
+            default_activation=activation,
             se_activation=ACTIVATIONS[se_activation] if use["se_activation"] else None,
             conv_bias=bool(conv_bias),
             dense=any(isinstance(node, ir.Dense) for node in everything),

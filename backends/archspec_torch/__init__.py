@@ -25,6 +25,7 @@ from archspec.render import Provenance, activations, environment, nodes, uniform
 TEMPLATES = Path(__file__).parent / "templates"
 
 # IR activation -> the torch module that computes it, and its name in prose.
+# (`ACTIVATIONS[name]` is source text, as it appears in generated code.)
 ACTIVATIONS = {
     "silu": "nn.SiLU(inplace=True)",
     "relu": "nn.ReLU(inplace=True)",
@@ -80,8 +81,8 @@ class TorchBackend:
     def emit(self, network: ir.Network) -> dict[str, str]:
         kinds = sorted({block.kind for block in network.blocks})
         env = self._environment(kinds)
-        activation, se_activation = activations(network, self.name)
-        for value in (activation, se_activation):
+        acts = activations(network, self.name)
+        for value in (*acts.used, acts.se):
             if value is not None and value not in ACTIVATIONS:
                 raise SpecError(f"activation {value!r} has no PyTorch equivalent here")
         _check_supported(network)
@@ -99,8 +100,10 @@ class TorchBackend:
             norm=uniform(network, "norm", self.name),
             padding=uniform(network, "padding", self.name),
             conv_bias=bool(uniform(network, "bias", self.name, (ir.Conv, ir.Block))),
-            activation=activation,
-            se_activation=se_activation or activation,
+            activation=acts.default,
+            se_activation=acts.se or acts.default,
+            per_layer=acts.per_layer,
+            used_activations=acts.used,
             classifier=classifier,
             init_args=init_args,
             stochastic_depth=stochastic_depth,
