@@ -194,6 +194,8 @@ def model(text: str) -> Model:
             targets=RESNET_TARGETS,
             keras_app=None,
         )
+    # The report names them too ("MobileNetV2"): either finds the model.
+    t = next((v for v, (*_, name) in MOBILE.items() if name.lower() == t), t)
     if t in MOBILE:
         spec, reference, name = MOBILE[t]
         return Model(
