@@ -40,11 +40,10 @@ def expand(valid: ValidSpec, variant: Variant) -> ir.Network:
 
 
 def _describe(variant: Variant) -> str:
-    if variant.rule == "formula" or (
-        variant.rule == "compound" and variant.phi is not None
-    ):
-        return f"phi {variant.phi:g}"
-    return f"variant {variant.name}"
+    # Only compound rules (published or by formula) have a phi.
+    return (
+        f"phi {variant.phi:g}" if variant.phi is not None else f"variant {variant.name}"
+    )
 
 
 def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:

@@ -95,7 +95,7 @@ def uniform(
     that sets it (None: unset).
 
     Generated modules state a setting once, as a constant, where every layer
-    shares it. (SE layers' own activation counts as `activation` too.)
+    shares it.
     """
     seen: dict[object, str] = {}
     for node in nodes(network):

@@ -68,10 +68,6 @@ def resnet_block(stage: int, index: int, position: int = 0) -> str:
     return f"conv{stage + 2}_block{index + 1}"
 
 
-# Kept under its old name: the prefix of an EfficientNet block.
-block_prefix = efficientnet_block
-
-
 def mobilenet_v2_block(stage: int, index: int, position: int) -> str:
     """keras.applications MobileNetV2's prefix of the network's block
     `position` (0-based): `expanded_conv`, then `block_1`, `block_2`, ..."""
@@ -86,11 +82,29 @@ class Scheme:
     # (stage, index in the stage, index in the network) -> block prefix
     block: Callable[[int, int, int], str]
     parts: Mapping[str, Mapping[str, str]]  # block kind -> {part: suffix}
-    # (blocks per stage, the classifier's input features) -> the model's
-    # constructor in keras.applications
-    models: Mapping[tuple[tuple[int, ...], int], str] | None = None
-    # Or, for families with a width argument: network -> (constructor, kwargs).
-    model: Callable[[ir.Network], tuple[str, dict]] | None = None
+    # network -> the keras.applications constructor it matches, and its
+    # arguments (MobileNetV2's alpha)
+    model: Callable[[ir.Network], tuple[str, dict]]
+
+
+def by_depths(scheme: str, models: Mapping[tuple[tuple[int, ...], int], str]):
+    """A Scheme.model for families told apart by (blocks per stage, the
+    classifier's input features), with no arguments of their own."""
+
+    def model(network: ir.Network) -> tuple[str, dict]:
+        key = (
+            tuple(len(stage.blocks) for stage in network.stages),
+            network.classifier.in_features,
+        )
+        if key not in models:
+            raise SpecError(
+                f"{network.title}: no keras.applications {scheme} model has its "
+                f"stages ({', '.join(map(str, key[0]))} blocks) and {key[1]} features "
+                f"(known: {', '.join(models.values())})"
+            )
+        return models[key], {}
+
+    return model
 
 
 def _conv_bn(pairs: Mapping[str, str]) -> dict[str, str]:
@@ -113,16 +127,19 @@ SCHEMES = {
             "classifier": "predictions",
         },
         block=efficientnet_block,
-        models={
-            ((1, 2, 2, 3, 3, 4, 1), 1280): "EfficientNetB0",
-            ((2, 3, 3, 4, 4, 5, 2), 1280): "EfficientNetB1",
-            ((2, 3, 3, 4, 4, 5, 2), 1408): "EfficientNetB2",
-            ((2, 3, 3, 5, 5, 6, 2), 1536): "EfficientNetB3",
-            ((2, 4, 4, 6, 6, 8, 2), 1792): "EfficientNetB4",
-            ((3, 5, 5, 7, 7, 9, 3), 2048): "EfficientNetB5",
-            ((3, 6, 6, 8, 8, 11, 3), 2304): "EfficientNetB6",
-            ((4, 7, 7, 10, 10, 13, 4), 2560): "EfficientNetB7",
-        },
+        model=by_depths(
+            "efficientnet",
+            {
+                ((1, 2, 2, 3, 3, 4, 1), 1280): "EfficientNetB0",
+                ((2, 3, 3, 4, 4, 5, 2), 1280): "EfficientNetB1",
+                ((2, 3, 3, 4, 4, 5, 2), 1408): "EfficientNetB2",
+                ((2, 3, 3, 5, 5, 6, 2), 1536): "EfficientNetB3",
+                ((2, 4, 4, 6, 6, 8, 2), 1792): "EfficientNetB4",
+                ((3, 5, 5, 7, 7, 9, 3), 2048): "EfficientNetB5",
+                ((3, 6, 6, 8, 8, 11, 3), 2304): "EfficientNetB6",
+                ((4, 7, 7, 10, 10, 13, 4), 2560): "EfficientNetB7",
+            },
+        ),
         parts={
             "mbconv": {
                 "expand.conv": "expand_conv",
@@ -143,11 +160,14 @@ SCHEMES = {
             "classifier": "predictions",
         },
         block=resnet_block,
-        models={
-            ((3, 4, 6, 3), 2048): "ResNet50",
-            ((3, 4, 23, 3), 2048): "ResNet101",
-            ((3, 8, 36, 3), 2048): "ResNet152",
-        },
+        model=by_depths(
+            "resnet",
+            {
+                ((3, 4, 6, 3), 2048): "ResNet50",
+                ((3, 4, 23, 3), 2048): "ResNet101",
+                ((3, 8, 36, 3), 2048): "ResNet152",
+            },
+        ),
         parts={
             "bottleneck": _conv_bn(
                 {"conv1": "1", "conv2": "2", "conv3": "3", "shortcut": "0"}
@@ -173,9 +193,6 @@ SCHEMES = {
         },
     ),
 }
-
-# The part names of an MBConv block (kept for callers of the first version).
-MBCONV_PARTS = SCHEMES["efficientnet"].parts["mbconv"]
 
 
 def layer_names(network: ir.Network, scheme: str) -> dict[str, str]:
@@ -237,21 +254,7 @@ def model_name(network: ir.Network, scheme: str) -> str:
 def model(network: ir.Network, scheme: str) -> tuple[str, dict]:
     """The keras.applications constructor of the model `network` matches, and
     its arguments (MobileNetV2's alpha)."""
-    naming = _scheme(scheme)
-    if naming.model is not None:
-        return naming.model(network)
-    models = naming.models
-    key = (
-        tuple(len(stage.blocks) for stage in network.stages),
-        network.classifier.in_features,
-    )
-    if key not in models:
-        raise SpecError(
-            f"{network.title}: no keras.applications {scheme} model has its "
-            f"stages ({', '.join(map(str, key[0]))} blocks) and {key[1]} features "
-            f"(known: {', '.join(models.values())})"
-        )
-    return models[key], {}
+    return _scheme(scheme).model(network)
 
 
 def read_weights(network: ir.Network, scheme: str, src: Path) -> dict[str, list[Any]]:
