@@ -72,7 +72,7 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
         ir.Conv(
             name="stem",
             in_channels=spec.input.channels,
-            out_channels=channels(s.channels),
+            out_channels=channels(s.channels) if s.scale == "always" else s.channels,
             kernel=s.kernel,
             stride=s.stride,
             activation=activation,
@@ -116,6 +116,7 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
         activation=se.activation or activation,
         gate=se.gate,
         round=lambda v: round_channels(v, se.rounding),
+        of=se.of,
     )
     stages = []
     for i, (row, count) in enumerate(zip(variant.rows, layers, strict=True)):
@@ -138,6 +139,7 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
                     bias=d.bias,
                     se=squeeze,
                     make_divisible=lambda v: round_channels(v, variant.rounding),
+                    scale=channels,
                 ),
             )
             stage.append(block)
@@ -145,16 +147,19 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
         stages.append(ir.Stage(name=f"stages.{i}", blocks=tuple(stage)))
 
     at[:] = ("head",), ("head",)
+    h = variant.head or spec.head
+    scaled = {"always": True, "above_one": variant.width > 1, "never": False}
     head: list[ir.Layer] = []
-    if spec.head.channels is not None:
-        scaled = {"always": True, "above_one": variant.width > 1, "never": False}
+    if h.channels is not None or h.expand is not None:
+        if h.expand is not None:  # a multiple of the last stage (MobileNetV3: 6)
+            out = round_channels(h.expand * width, variant.rounding)
+        else:
+            out = channels(h.channels) if scaled[h.scale] else h.channels
         head.append(
             ir.Conv(
                 name="head",
                 in_channels=width,
-                out_channels=channels(spec.head.channels)
-                if scaled[spec.head.scale]
-                else spec.head.channels,
+                out_channels=out,
                 kernel=1,
                 activation=activation,
                 in_size=size,
@@ -162,11 +167,28 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
                 **conv,
             )
         )
-        width = head[-1].out_channels
+        width = out
+    head.append(ir.GlobalPool(name="pool", op=h.pool, channels=width))
+    if h.hidden is not None:
+        features = h.hidden.features
+        head.append(
+            ir.Dense(
+                name="hidden",
+                in_features=width,
+                out_features=channels(features) if scaled[h.hidden.scale] else features,
+                activation=h.hidden.activation or activation,
+                conv=h.as_conv,
+            )
+        )
+        width = head[-1].out_features
     head += [
-        ir.GlobalPool(name="pool", op=spec.head.pool, channels=width),
         ir.Dropout(name="dropout", rate=variant.dropout),
-        ir.Dense(name="classifier", in_features=width, out_features=spec.head.classes),
+        ir.Dense(
+            name="classifier",
+            in_features=width,
+            out_features=h.classes,
+            conv=h.as_conv,
+        ),
     ]
     at[:] = variant.at, variant.at
     pre = spec.input.preprocess

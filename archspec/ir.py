@@ -257,15 +257,32 @@ class Dropout(Layer):
 
 
 class Dense(Layer):
-    """Fully connected layer on pooled features, with an optional activation."""
+    """Fully connected layer on pooled features, with an optional activation.
+
+    With `conv`, computed as a 1x1 convolution on the pooled 1x1 map and
+    holding its weights so (keras.applications' MobileNets): the same
+    function, in the layout whose weights load.
+    """
 
     kind: Literal["dense"] = "dense"
     in_features: Size
     out_features: Annotated[int, Field(gt=0, le=1 << 20)]
     bias: bool = True
     activation: Activation | None = None
+    conv: bool = False
 
     def weights(self, owner: str = "") -> list[Weights]:
+        if self.conv:
+            return [
+                Conv2dWeights(
+                    owner,
+                    self.name,
+                    self.in_features,
+                    self.out_features,
+                    1,
+                    bias=self.bias,
+                )
+            ]
         return [
             DenseWeights(
                 owner, self.name, self.in_features, self.out_features, self.bias
@@ -393,11 +410,9 @@ class Network(Node):
         return [*self.stem, *self.head]
 
     @property
-    def classifier(self) -> Dense | Conv:
-        """The last weighted layer of the head: it maps features to classes."""
-        return next(
-            layer for layer in reversed(self.head) if isinstance(layer, Dense | Conv)
-        )
+    def classifier(self) -> Dense:
+        """The last layer of the head: it maps features to classes."""
+        return self.head[-1]
 
     @property
     def dropout(self) -> float:

@@ -22,6 +22,7 @@ from .spec import Rounding
 
 if TYPE_CHECKING:
     from .blocks import StageRow
+    from .spec import Head
     from .spec import Variant as SpecVariant
     from .validate import ValidSpec
 
@@ -76,6 +77,7 @@ class Variant:
     listed: bool = True
     # Where this variant's settings came from, for error positions.
     at: tuple = field(default=("scaling",))
+    head: Head | None = None  # the variant's own head; None: the spec's
 
 
 def named(valid: ValidSpec) -> dict[str, Variant]:
@@ -120,6 +122,7 @@ def _named(valid: ValidSpec, name: str, v: SpecVariant, rounding: Rounding) -> V
         class_name=v.class_name,
         title=v.title,
         at=("scaling", "variants", name),
+        head=v.head,
     )
 
 

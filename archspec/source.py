@@ -294,8 +294,12 @@ class _Walker:
                 )
                 continue
             child = (*path, key)
-            self.document.keys[child] = self._at(node.lc.key(key))
-            self.document.values[child] = self._at(node.lc.value(key))
+            if key in node.lc.data:
+                self.document.keys[child] = self._at(node.lc.key(key))
+                self.document.values[child] = self._at(node.lc.value(key))
+            else:  # merged in by `<<: *anchor`: point at the mapping that merges
+                here = self._at((node.lc.line, node.lc.col))
+                self.document.keys[child] = self.document.values[child] = here
             result[key] = self.plain(node[key], child, self.document.values[child])
         return result
 

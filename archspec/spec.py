@@ -99,6 +99,11 @@ class SqueezeExcite(SpecModel):
         None, description="inside the SE layer; default: the network's activation"
     )
     gate: Gate = "sigmoid"
+    of: Literal["input", "expanded"] = Field(
+        "input",
+        description="what an MBConv row's `se` ratio multiplies: the block's input "
+        "width (EfficientNet) or its expanded width (MobileNetV3)",
+    )
     rounding: Rounding = Field(
         Rounding(divisor=1, mode="floor", guard=False),
         description="of the squeezed width; default int(c * ratio), at least 1",
@@ -161,26 +166,64 @@ class Pool(SpecModel):
         return self
 
 
+Scale = Literal["always", "above_one", "never"]
+
+
 class Stem(SpecModel):
     channels: Channels
     kernel: OddKernel = 3
     stride: Stride = 2
     pool: Pool | None = None
+    scale: Literal["always", "never"] = Field(
+        "always",
+        description="whether the stem width follows the width multiplier "
+        "(never: Keras's MobileNetV3 keeps 16)",
+    )
+
+
+class Hidden(SpecModel):
+    """A fully connected layer between pooling and the classifier's dropout
+    (MobileNetV3's 1280-wide layer)."""
+
+    features: Channels
+    scale: Scale = Field(
+        "always", description="whether `features` follows the width multiplier"
+    )
+    activation: Activation | None = Field(
+        None, description="default: the network's activation"
+    )
 
 
 class Head(SpecModel):
     channels: Channels | None = Field(
         None,
-        description="width of the 1x1 head convolution; none: the last stage is "
-        "pooled directly (ResNet)",
+        description="width of the 1x1 head convolution; none (and no `expand`): "
+        "the last stage is pooled directly (ResNet)",
     )
-    scale: Literal["always", "above_one", "never"] = Field(
+    expand: Annotated[float, Field(gt=0, le=64)] | None = Field(
+        None,
+        description="the head convolution's width as a multiple of the last "
+        "stage's (MobileNetV3: 6); instead of `channels`",
+    )
+    scale: Scale = Field(
         "always",
-        description="whether the head width follows the width multiplier: always "
+        description="whether `channels` follows the width multiplier: always "
         "(EfficientNet), only when it exceeds 1 (MobileNetV2), never (MNASNet)",
     )
+    hidden: Hidden | None = None
     classes: Annotated[int, Field(gt=0, le=1 << 20)] = 1000
     pool: Literal["avg"] = "avg"
+    as_conv: bool = Field(
+        False,
+        description="the dense layers after pooling are 1x1 convolutions on the "
+        "pooled map, as keras.applications' MobileNets build them",
+    )
+
+    @model_validator(mode="after")
+    def _one_width(self) -> Head:
+        if self.channels is not None and self.expand is not None:
+            raise ValueError("expected `channels` or `expand`, not both")
+        return self
 
 
 class Regularization(SpecModel):
@@ -218,9 +261,15 @@ class Variant(SpecModel):
     layers: list[Count] | None = Field(
         None, description="blocks per stage, one number per stage row"
     )
+    stages: Table | None = Field(
+        None,
+        description="this variant's own stage table, instead of the spec's "
+        "(MobileNetV3-Small beside -Large)",
+    )
     set: dict[str, Cell] = Field(
         {}, description="stage-table cells that every row of this variant takes"
     )
+    head: Head | None = Field(None, description="this variant's own head")
     width: Annotated[float, Field(gt=0, le=16)] = Field(
         1.0, description="channel multiplier, rounded by the rule's rounding"
     )

@@ -6,7 +6,7 @@ import keyword
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 _SNAKE = re.compile(r"[a-z][a-z0-9_]*\Z")
 _PASCAL = re.compile(r"[A-Z][A-Za-z0-9_]*\Z")
@@ -38,11 +38,24 @@ def _pascal_identifier(value: str) -> str:
     return value
 
 
+def _ratio(value: object) -> object:
+    # Keras writes some MobileNetV3 expansions as fractions (72.0 / 16): "72/16"
+    # in a spec is that same float, where a decimal would have to be rounded.
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*/\s*\d+(\.\d+)?\s*", value):
+        top, bottom = (float(part) for part in value.split("/"))
+        if bottom == 0:
+            raise ValueError(f"expected a ratio with a non-zero divisor, found {value!r}")
+        return top / bottom
+    return value
+
+
 OddKernel = Annotated[int, Field(gt=0, le=15), AfterValidator(_odd)]
 Stride = Literal[1, 2]
 Channels = Annotated[int, Field(gt=0, le=1 << 16)]
 Count = Annotated[int, Field(gt=0, le=1024)]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+# A multiplier such as an expansion ratio: a number, or a fraction "88/24".
+Ratio = Annotated[float, BeforeValidator(_ratio), Field(ge=1.0, le=64.0)]
 ModuleName = Annotated[str, AfterValidator(_snake_identifier)]
 ClassName = Annotated[str, AfterValidator(_pascal_identifier)]
 Activation = Literal["silu", "relu", "relu6", "hardswish", "gelu"]

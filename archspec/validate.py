@@ -76,7 +76,7 @@ def validate_network(document: Document, diagnostics: Diagnostics) -> ir.Network
 # Names the stem's and head's layers may have: they become attributes of the
 # generated PyTorch model and prefixes of Keras layer names, so nothing else.
 STEM_NAME = re.compile(r"stem(_[a-z0-9]+)*\Z")
-HEAD_NAME = re.compile(r"(head(_[a-z0-9]+)*|pool|dropout|classifier)\Z")
+HEAD_NAME = re.compile(r"(head(_[a-z0-9]+)*|pool|hidden|dropout|classifier)\Z")
 
 
 def _network_checks(
@@ -90,7 +90,7 @@ def _network_checks(
       keywords (`class`, `None`) and names that would shadow what a generated
       module defines or imports (`torch`, `MBConv`, `F`, `pad`).
     - layer names are the structural ones (stem*, stages.S, stages.S.B, head*,
-      pool, dropout, classifier), each once: weights move by them, they become
+      pool, hidden, dropout, classifier), each once: weights move by them, they become
       attributes of the PyTorch model, and Keras needs them unique.
     - every stage has a block, channel counts chain from layer to layer, and
       the head ends in the dense classifier.
@@ -248,7 +248,6 @@ def _all_rows(
     table = _table(data, path)
     if table is None:
         return None
-    columns = table[0]
     records = _records(path, data, document, diagnostics)
     scaling = data.get("scaling") if isinstance(data, dict) else None
     scaling = scaling if isinstance(scaling, dict) else {}
@@ -259,7 +258,9 @@ def _all_rows(
     variants = variants if isinstance(variants, dict) else {}
     tables: dict[str, tuple[StageRow, ...]] = {}
     if rule != "table":
-        rows = _stage_rows(columns, records, {}, None, (), document, diagnostics)
+        rows = _stage_rows(
+            path, table[0], records, {}, None, (), document, diagnostics
+        )
         if rows is not None:
             tables[""] = rows
     for name, variant in variants.items():
@@ -270,17 +271,28 @@ def _all_rows(
         layers = variant.get("layers")
         if not isinstance(cells, dict):
             continue
-        if isinstance(layers, list) and len(layers) != len(records):
+        # A variant may bring a stage table of its own (MobileNetV3-Small).
+        own = (*at, "stages")
+        if "stages" in variant:
+            own_table = _table(data, own)
+            if own_table is None:
+                continue  # reported by the Spec model
+            where, columns = own, own_table[0]
+            rows_of = _records(own, data, document, diagnostics)
+        else:
+            where, columns, rows_of = path, table[0], records
+        if isinstance(layers, list) and len(layers) != len(rows_of):
             diagnostics.error(
-                f"expected {len(records)} layer counts, one per stage row; "
+                f"expected {len(rows_of)} layer counts, one per stage row; "
                 f"found {len(layers)}",
                 document.position((*at, "layers")),
                 format_path((*at, "layers")),
             )
             continue
         rows = _stage_rows(
+            where,
             columns,
-            records,
+            rows_of,
             cells,
             layers if isinstance(layers, list) else None,
             at,
@@ -293,6 +305,7 @@ def _all_rows(
 
 
 def _stage_rows(
+    path: DataPath,
     columns: list[str],
     records: list[tuple[int, dict[str, Any]]],
     cells: dict[str, Any],
@@ -304,9 +317,8 @@ def _stage_rows(
     """Validate each row, with a variant's `set` cells and `layers` applied.
 
     Errors point at whatever supplied the bad value: the row's cell, or the
-    variant's entry.
+    variant's entry. `path` is where the table is (`stages`, or a variant's).
     """
-    path: DataPath = ("stages",)
     given = [*columns, *(c for c in cells if c not in columns)]
     # Block kinds load lazily: first the fields of the kinds this table names;
     # only a column none of them has needs every kind (and the plugins).
@@ -324,7 +336,7 @@ def _stage_rows(
             f"expected a 'block' column naming each row's block kind "
             f"(one of {', '.join(blocks.names())}), or a variant setting it",
             document.position((*path, "columns")),
-            "stages.columns",
+            format_path((*path, "columns")),
         )
         return None
     for column in given:

@@ -1,4 +1,4 @@
-"""MobileNetV2 and MNASNet against torchvision and keras.applications:
+"""MobileNetV2, MobileNetV3 and MNASNet against torchvision and keras.applications:
 parameter counts, and outputs with the reference's weights brought in by name.
 
 As for the ResNets (tests/test_resnet_family.py), "equal to float32 rounding"
@@ -15,7 +15,14 @@ import pytest
 torch = pytest.importorskip("torch")  # before TensorFlow, always
 torchvision = pytest.importorskip("torchvision")
 
-from conftest import MNASNET, MOBILENET_V2, MOBILENET_V2_KERAS, run_archspec  # noqa: E402
+from conftest import (  # noqa: E402
+    MNASNET,
+    MOBILENET_V2,
+    MOBILENET_V2_KERAS,
+    MOBILENET_V3,
+    MOBILENET_V3_KERAS,
+    run_archspec,
+)
 from generated_code import (  # noqa: E402
     assert_float32_rounding,
     import_generated,
@@ -27,20 +34,27 @@ from test_keras_resnet import calibrate  # noqa: E402
 from archspec import analysis  # noqa: E402
 from archspec.parity import randomize  # noqa: E402
 from archspec.references.keras_applications import layer_names  # noqa: E402
+from archspec.references.keras_applications import model as keras_model  # noqa: E402
 from archspec.references.torchvision import from_torchvision, state_dict_names  # noqa: E402
 
 WIDTHS = {"035": 0.35, "050": 0.5, "075": 0.75, "100": 1.0, "130": 1.3, "140": 1.4}
 TORCHVISION = [(MOBILENET_V2, f"mobilenet_v2_{w}", "mobilenet_v2") for w in WIDTHS] + [
     (MNASNET, f"mnasnet{w}", "mnasnet") for w in ("0_5", "0_75", "1_0", "1_3")
+] + [
+    (MOBILENET_V3, f"mobilenet_v3_{size}_{w}", "mobilenet_v3")
+    for size in ("large", "small")
+    for w in ("075", "100")
 ]
 IDS = [name for _, name, _ in TORCHVISION]
-NATIVE = {"mobilenet_v2_100", "mnasnet1_0"}  # one native-size check per family
+# One native-size check per family.
+NATIVE = {"mobilenet_v2_100", "mnasnet1_0", "mobilenet_v3_large_100"}
 SMALL = 97  # odd at every stride
 
 
 def reference(name: str):
-    if name.startswith("mobilenet_v2_"):
-        return torchvision.models.mobilenet_v2(width_mult=WIDTHS[name[-3:]])
+    if name.startswith(("mobilenet_v2_", "mobilenet_v3_")):
+        builder = getattr(torchvision.models, name[:-4])  # mobilenet_v3_small
+        return builder(width_mult=WIDTHS[name[-3:]])
     return getattr(torchvision.models, name)()
 
 
@@ -120,6 +134,46 @@ def test_keras_mobilenet_v2_equals_keras_applications(width, tmp_path):
     assert trainable(ours) == trainable(app) == analysis.params(net)
     theirs = numpy(app(x, training=False))
     assert np.array_equal(numpy(ours(x, training=False)), theirs), name
+    assert float(np.max(np.abs(theirs[0] - theirs[1]))) > 1e-2 * float(
+        np.max(np.abs(theirs))
+    )
+
+
+# keras.applications.MobileNetV3Large / Small ------------------------------------
+
+MOBILENET_V3_KERAS_VARIANTS = [
+    f"mobilenet_v3_{size}_{w}"
+    for size in ("large", "small")
+    for w in ("075", "100", "minimal_100")
+]
+
+
+@pytest.mark.parametrize("name", MOBILENET_V3_KERAS_VARIANTS)
+def test_keras_mobilenet_v3_equals_keras_applications(name, tmp_path):
+    """Rescaling inside, SE on the expanded width with a hard-sigmoid gate, the
+    1x1-convolution head; minimalistic variants without SE, 3x3 and ReLU."""
+    size = 224 if name == "mobilenet_v3_large_100" else SMALL
+    net = variant(MOBILENET_V3_KERAS, name)
+    constructor, arguments = keras_model(net, "mobilenet_v3")
+    assert constructor == f"MobileNetV3{name.split('_')[2].capitalize()}"
+    assert arguments == {"alpha": net.source.width, "minimalistic": "minimal" in name}
+    keras.utils.set_random_seed(0)
+    app = getattr(keras.applications, constructor)(
+        weights=None, classifier_activation=None, input_shape=(size, size, 3), **arguments
+    )
+    x = images(np.random.default_rng(2), 4, size)  # 0-255: rescaled inside
+    calibrate(app, np.random.default_rng(1), x)
+    ours = getattr(load_module(emit(net, tmp_path)), net.module)(
+        input_shape=(size, size, 3)
+    )
+    for mine, theirs in layer_names(net, "mobilenet_v3").items():
+        ours.get_layer(mine).set_weights(app.get_layer(theirs).get_weights())
+    assert trainable(ours) == trainable(app) == analysis.params(net)
+    theirs = numpy(app(x, training=False))
+    error = float(np.max(np.abs(numpy(ours(x, training=False)) - theirs)))
+    # Keras computes the gate as ReLU6(x + 3) * (1 / 6), archspec as
+    # hard_sigmoid: float32 rounding apart, no more.
+    assert error <= 1e-5 * float(np.max(np.abs(theirs))), name
     assert float(np.max(np.abs(theirs[0] - theirs[1]))) > 1e-2 * float(
         np.max(np.abs(theirs))
     )

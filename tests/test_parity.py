@@ -183,6 +183,19 @@ FAMILY_CHECKS = [
     ("specs/mobilenet_v2.yaml", MOBILENET_V2, "64"),
     ("specs/mobilenet_v2_keras.yaml", "mobilenet_v2_100", None),
     ("specs/mobilenet_v2_keras.yaml", MOBILENET_V2, "64"),
+    ("specs/mobilenet_v3.yaml", "mobilenet_v3_large_100", None),
+    (
+        "specs/mobilenet_v3.yaml",
+        "mobilenet_v3_large_075,mobilenet_v3_small_075,mobilenet_v3_small_100",
+        "64",
+    ),
+    ("specs/mobilenet_v3_keras.yaml", "mobilenet_v3_large_100", None),
+    (
+        "specs/mobilenet_v3_keras.yaml",
+        "mobilenet_v3_large_075,mobilenet_v3_large_minimal_100,"
+        "mobilenet_v3_small_075,mobilenet_v3_small_100,mobilenet_v3_small_minimal_100",
+        "64",
+    ),
     ("specs/mnasnet.yaml", "mnasnet1_0", None),
     ("specs/mnasnet.yaml", "mnasnet0_5,mnasnet0_75,mnasnet1_3", "64"),
     ("specs/resnet.yaml", "resnet50", None),

@@ -9,23 +9,44 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .. import ir
-from ..types import Activation, OddKernel, Rate
+from ..types import Activation, Channels, OddKernel, Rate, Ratio
 from .registry import BlockContext, BlockKind, StageRow, register
 
 
 class MBConvRow(StageRow):
     block: Literal["mbconv"]
-    expand: int = Field(ge=1, le=64, description="expansion ratio (MBConv6: 6)")
+    expand: Ratio | None = Field(
+        None,
+        description="expansion ratio of the block's scaled input (MBConv6: 6; "
+        'Keras\'s MobileNetV3 writes some as fractions, "72/16")',
+    )
+    expanded: Channels | None = Field(
+        None,
+        description="the expanded width itself, scaled like `channels` "
+        "(torchvision's MobileNetV3); instead of `expand`",
+    )
     kernel: OddKernel
-    se: Rate = Field(0.25, description="squeeze ratio of the block's input channels")
+    se: Rate = Field(
+        0.25,
+        description="squeeze ratio, of the block's input channels or of its "
+        "expanded width as `defaults.se.of` says",
+    )
     activation: Activation | None = Field(
         None,
         description="of the expand and depthwise convolutions; default: the "
         "network's (MobileNetV3 mixes ReLU and hardswish rows)",
     )
+
+    @model_validator(mode="after")
+    def _one_expansion(self) -> MBConvRow:
+        if (self.expand is None) == (self.expanded is None):
+            raise ValueError(
+                "expected exactly one of `expand` (a ratio) and `expanded` (a width)"
+            )
+        return self
 
 
 class MBConv(ir.Block):
@@ -110,13 +131,18 @@ class MBConv(ir.Block):
 
 
 def build(row: MBConvRow, at: BlockContext) -> MBConv:
+    if row.expanded is not None:
+        expanded = at.scale(row.expanded)
+    else:
+        expanded = at.make_divisible(at.in_channels * row.expand)
+    # EfficientNet squeezes the block's input width, MobileNetV3 the expanded one.
+    base = expanded if at.se.of == "expanded" else at.in_channels
     return MBConv(
         name=at.name,
         in_channels=at.in_channels,
         out_channels=at.out_channels,
-        expanded_channels=at.make_divisible(at.in_channels * row.expand),
-        # Squeeze channels follow the block's input, not the expanded width.
-        squeeze_channels=at.se.round(at.in_channels * row.se) if row.se > 0 else 0,
+        expanded_channels=expanded,
+        squeeze_channels=at.se.round(base * row.se) if row.se > 0 else 0,
         kernel=row.kernel,
         stride=at.stride,
         padding=at.padding,

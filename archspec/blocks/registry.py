@@ -54,6 +54,8 @@ class SqueezeExcite:
     activation: str
     gate: str
     round: Callable[[float], int]
+    # What a block's `se` ratio multiplies (MBConv: "input" or "expanded").
+    of: str = "input"
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ class BlockContext:
     bias: bool
     se: SqueezeExcite
     make_divisible: Callable[[float], int]
+    # A width as the table gives it (multiplier 1), scaled and rounded as
+    # this variant scales every channel count.
+    scale: Callable[[float], int]
 
     @property
     def out_size(self) -> int:

@@ -29,6 +29,12 @@ names its scheme under `references: {keras.applications: ...}`.
   (+ `_BN`), then `block_{i}_{expand,depthwise,project}` (+ `_BN`; i counts
   the blocks of the whole network from 1), `Conv_1`, `Conv_1_bn`,
   `predictions`.
+- "mobilenet_v3" (`keras/src/applications/mobilenet_v3.py`, Large and Small,
+  any alpha, minimalistic or not): `conv`, `conv_bn`, the first block
+  `expanded_conv_{depthwise,project}` (+ `_bn`), then
+  `expanded_conv_{i}_{expand,depthwise,project}` (+ `_bn`) and
+  `..._squeeze_excite_conv` / `_conv_1`, `conv_1`, `conv_1_bn`, and the 1x1
+  convolutions after pooling `conv_2` and `logits`.
 
 `read_weights` reads a keras.applications weight file
 (`app.save_weights("x.weights.h5")`) into {our layer name: [arrays]}. Keras
@@ -72,6 +78,31 @@ def mobilenet_v2_block(stage: int, index: int, position: int) -> str:
     """keras.applications MobileNetV2's prefix of the network's block
     `position` (0-based): `expanded_conv`, then `block_1`, `block_2`, ..."""
     return "expanded_conv" if position == 0 else f"block_{position}"
+
+
+def mobilenet_v3_block(stage: int, index: int, position: int) -> str:
+    """keras.applications MobileNetV3's prefix of the network's block
+    `position` (0-based): `expanded_conv`, then `expanded_conv_1`, ..."""
+    return "expanded_conv" if position == 0 else f"expanded_conv_{position}"
+
+
+def mobilenet_v3_model(network: ir.Network) -> tuple[str, dict]:
+    """MobileNetV3Large (15 blocks) or MobileNetV3Small (11), with alpha, and
+    minimalistic when no block has SE or a kernel other than 3."""
+    sizes = {15: "MobileNetV3Large", 11: "MobileNetV3Small"}
+    blocks = network.blocks
+    if len(blocks) not in sizes:
+        raise SpecError(
+            f"{network.title}: keras.applications' MobileNetV3 has 15 blocks "
+            f"(Large) or 11 (Small); found {len(blocks)}"
+        )
+    minimalistic = all(
+        b.kind == "mbconv" and not b.squeeze_channels and b.kernel == 3 for b in blocks
+    )
+    return sizes[len(blocks)], {
+        "alpha": network.source.width,
+        "minimalistic": minimalistic,
+    }
 
 
 @dataclass(frozen=True)
@@ -189,6 +220,30 @@ SCHEMES = {
                 f"{part}.{tensor}": f"{part}{suffix}"
                 for part in ("expand", "depthwise", "project")
                 for tensor, suffix in (("conv", ""), ("bn", "_BN"))
+            }
+        },
+    ),
+    "mobilenet_v3": Scheme(
+        top={
+            "stem.conv": "conv",
+            "stem.bn": "conv_bn",
+            "head.conv": "conv_1",
+            "head.bn": "conv_1_bn",
+            "hidden": "conv_2",
+            "classifier": "logits",
+        },
+        block=mobilenet_v3_block,
+        model=mobilenet_v3_model,
+        parts={
+            "mbconv": {
+                "expand.conv": "expand",
+                "expand.bn": "expand_bn",
+                "depthwise.conv": "depthwise",
+                "depthwise.bn": "depthwise_bn",
+                "se.reduce": "squeeze_excite_conv",
+                "se.expand": "squeeze_excite_conv_1",
+                "project.conv": "project",
+                "project.bn": "project_bn",
             }
         },
     ),

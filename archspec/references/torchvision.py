@@ -22,6 +22,16 @@ block's position in the network):
     head.conv / head.bn                  features.{blocks+1}.0 / .1
     classifier                           classifier.1
 
+mobilenet_v3 (torchvision's MobileNetV3 Large and Small, one flat `features`;
+i = 1 + the block's position; e = 1 with an expand convolution, q = 1 with SE):
+    stem.conv / stem.bn                  features.0.0 / features.0.1
+    expand.conv / .bn                    features.i.block.0.0 / .0.1
+    depthwise.conv / .bn                 features.i.block.{e}.0 / .{e}.1
+    se.reduce / se.expand                features.i.block.{e+1}.fc1 / .fc2
+    project.conv / .bn                   features.i.block.{e+q+1}.0 / .1
+    head.conv / head.bn                  features.{blocks+1}.0 / .1
+    hidden / classifier                  classifier.0 / classifier.3
+
 mnasnet (torchvision's MNASNet, one flat `layers`; stage 0 is its SepConv):
     stem.conv / stem.bn                  layers.0 / layers.1
     stages.0.0.depthwise / .project      layers.3 / .4, layers.6 / .7
@@ -117,6 +127,30 @@ def mobilenet_v2(network: ir.Network, layer: ir.Weights, owner: Owner | None) ->
     return f"features.{owner.position + 1}.{part(parts, layer, where)}"
 
 
+def mobilenet_v3(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str:
+    where = "torchvision's MobileNetV3"
+    if owner is None:
+        last = len(network.blocks) + 1
+        top = _top(
+            ("features.0.0", "features.0.1"),
+            (f"features.{last}.0", f"features.{last}.1"),
+        )
+        top |= {"hidden": "classifier.0", "classifier": "classifier.3"}
+        return part(top, layer, where)
+    block = owner.block
+    if block.kind != "mbconv":
+        raise SpecError(f"{where} has only inverted residual blocks")
+    e = 1 if block.has_expand else 0
+    q = 1 if block.squeeze_channels else 0
+    parts = {
+        f"{name}.{inner}": f"block.{position}.{theirs}"
+        for name, position in (("expand", 0), ("depthwise", e), ("project", e + q + 1))
+        for inner, theirs in _CONV_BN.items()
+    }
+    parts |= {"se.reduce": f"block.{e + 1}.fc1", "se.expand": f"block.{e + 1}.fc2"}
+    return f"features.{owner.position + 1}.{part(parts, layer, where)}"
+
+
 MNASNET_PARTS = {
     "expand.conv": "0",
     "expand.bn": "1",
@@ -166,6 +200,7 @@ SCHEMES = {
     "efficientnet": efficientnet,
     "mnasnet": mnasnet,
     "mobilenet_v2": mobilenet_v2,
+    "mobilenet_v3": mobilenet_v3,
     "resnet": resnet,
 }
 

@@ -50,8 +50,9 @@ ACTIVATIONS = {
     "gelu": "gelu",
     "hardswish": "hard_silu",  # x * relu6(x + 3) / 6, as torch's Hardswish
 }
-# Squeeze-excitation gates the generated helper implements.
-GATES = ("sigmoid",)
+# Squeeze-excitation gates: IR name -> Keras activation (hard_sigmoid is
+# relu6(x + 3) / 6, as torch's Hardsigmoid).
+GATES = {"sigmoid": "sigmoid", "hardsigmoid": "hard_sigmoid"}
 # Activations whose output is never negative: zero padding before a max pool
 # then equals PyTorch's -inf padding.
 NON_NEGATIVE = ("relu", "relu6")
@@ -158,6 +159,9 @@ class KerasBackend:
             "se_activation": se_activation not in (None, activation),
             # Layers that name an activation other than ACTIVATION.
             "per_layer": acts.per_layer,
+            "se_gate": GATES[
+                uniform(network, "gate", self.name, (ir.SqueezeExcite,)) or "sigmoid"
+            ],
         }
         helpers = [
             getattr(layers, macro)(use)
@@ -212,6 +216,12 @@ def _check_layers(network: ir.Network) -> dict[str, str]:
             f"keras backend: {classifier.name}: the classifier must be a dense "
             f"layer, found a {classifier.kind!r} layer"
         )
+    for node in network.head:
+        if isinstance(node, ir.Dense) and node.conv != classifier.conv:
+            raise SpecError(
+                f"keras backend: {node.name}: dense layers both as 1x1 "
+                "convolutions and not are not supported"
+            )
     maps = {"conv", "pool", "norm_act", "se"}
     for where, sequence in (("stem", network.stem), ("head", network.head)):
         pooled = False

@@ -102,6 +102,7 @@ class TorchBackend:
             conv_bias=bool(uniform(network, "bias", self.name, (ir.Conv, ir.Block))),
             activation=acts.default,
             se_activation=acts.se or acts.default,
+            se_gate=uniform(network, "gate", self.name, (ir.SqueezeExcite,)),
             per_layer=acts.per_layer,
             used_activations=acts.used,
             classifier=classifier,
@@ -127,15 +128,10 @@ def _check_supported(network: ir.Network) -> None:
             refuse(
                 f"a stem or head convolution without batch norm or with groups ({layer.name})"
             )
-        if isinstance(layer, ir.Dense) and (
-            layer is not network.head[-1] or layer.activation
-        ):
-            refuse(f"a dense layer other than the final classifier ({layer.name})")
+        if isinstance(layer, ir.Dense) and layer.conv != network.classifier.conv:
+            refuse(f"dense layers both as 1x1 convolutions and not ({layer.name})")
     if not isinstance(network.head[-1], ir.Dense):
         refuse("a head that does not end in a dense classifier")
-    for node in nodes(network):
-        if isinstance(node, ir.SqueezeExcite) and node.gate != "sigmoid":
-            refuse(f"the squeeze-excitation gate {node.gate!r} ({node.name})")
     if len({b.stride_on for b in network.blocks if b.kind == "bottleneck"}) > 1:
         refuse("bottlenecks striding on different convolutions in one network")
 
