@@ -77,8 +77,10 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
             stride=s.stride,
             activation=activation,
             in_size=resolution,
-            out_size=ir.out_size(resolution, s.stride),
-            **conv,
+            out_size=ir.conv_out_size(
+                resolution, s.kernel, s.stride, s.padding or padding
+            ),
+            **{**conv, "padding": s.padding or padding},
         )
     ]
     width, size = stem[0].out_channels, stem[0].out_size

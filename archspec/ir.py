@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
 
 FORMAT = "archspec.network/2"
 
-Padding = Literal["same", "symmetric"]
+Padding = Literal["same", "symmetric", "same_even"]
 Activation = Literal["silu", "relu", "relu6", "hardswish", "gelu"]
 Gate = Literal["sigmoid", "hardsigmoid"]
 
@@ -93,7 +93,13 @@ class Conv2dWeights:
 
     @property
     def depthwise(self) -> bool:
-        return self.groups > 1 and self.groups == self.in_channels == self.out_channels
+        """One group per input channel, each with out/in filters (the depth
+        multiplier; MobileNetV1's `depth_multiplier`)."""
+        return (
+            self.groups > 1
+            and self.groups == self.in_channels
+            and self.out_channels % self.in_channels == 0
+        )
 
     @property
     def params(self) -> int:
@@ -150,6 +156,15 @@ def out_size(size: int, stride: int) -> int:
     return -(-size // stride)
 
 
+def conv_out_size(size: int, kernel: int, stride: int, padding: Padding) -> int:
+    """Feature-map size after a convolution: ceil(size / s), except that
+    "same_even" pads (k//2 - 1, k//2) also on odd sizes, which loses the
+    last row: floor(size / s)."""
+    if padding == "same_even" and kernel > 1:
+        return size // stride
+    return out_size(size, stride)
+
+
 # Layer nodes -------------------------------------------------------------------
 #
 # `name` is a node's path relative to its owner: "stem" at the top level,
@@ -189,7 +204,11 @@ class Conv(Layer):
 
     @property
     def depthwise(self) -> bool:
-        return self.groups > 1 and self.groups == self.in_channels == self.out_channels
+        return (
+            self.groups > 1
+            and self.groups == self.in_channels
+            and self.out_channels % self.in_channels == 0
+        )
 
     def weights(self, owner: str = "") -> list[Weights]:
         if self.norm is None:

@@ -151,6 +151,44 @@ def activations(network: ir.Network, backend: str) -> Activations:
     return Activations(default, tuple(sorted(counts)), se)
 
 
+@dataclass(frozen=True)
+class Paddings:
+    """The convolutions' padding rules: `default` (the module's PADDING) is
+    the most common; where more than one is `used`, the convolutions that
+    differ name theirs (Keras's MobileNet: a "same" stem, "same_even" blocks)."""
+
+    default: str | None
+    used: tuple[str, ...]
+
+    @property
+    def per_layer(self) -> bool:
+        return len(self.used) > 1
+
+
+def paddings(network: ir.Network, backend: str) -> Paddings:
+    # Only strided convolutions with a kernel above 1 pad differently.
+    counts = Counter(
+        node.padding
+        for node in nodes(network)
+        if isinstance(node, ir.Conv) and node.stride > 1 and node.kernel > 1
+    )
+    if not counts:  # nothing strided: any rule gives the same, say the spec's
+        counts = Counter(n.padding for n in nodes(network) if isinstance(n, ir.Conv))
+    default = counts.most_common(1)[0][0] if counts else None
+    # Block templates emit their convolutions with the module's rule: only
+    # stem and head layers may name another.
+    for block in network.blocks:
+        for layer in block.layers():
+            strided = isinstance(layer, ir.Conv) and layer.stride > 1 and layer.kernel > 1
+            if strided and layer.padding != default:
+                raise SpecError(
+                    f"{backend} backend: {block.name}.{layer.name} pads "
+                    f"{layer.padding!r}, the network's blocks {default!r}: only "
+                    "stem and head layers may have a padding rule of their own"
+                )
+    return Paddings(default, tuple(sorted(counts)))
+
+
 class Code(str):
     """Source text passed through `call` unquoted (a name, an expression)."""
 

@@ -116,7 +116,9 @@ class Defaults(SpecModel):
         "same",
         description='"same": TensorFlow\'s rule, the extra row/column of a stride-2 '
         'convolution on an even size goes after the input; "symmetric": k // 2 '
-        "on every side, as torchvision pads",
+        'on every side, as torchvision pads; "same_even": "same" as it pads an even '
+        "size, (k//2 - 1, k//2), whatever the size (Keras's MobileNet: "
+        "ZeroPadding2D(((0, 1), (0, 1))) before its stride-2 depthwise convolutions)",
     )
     norm: Norm = Norm()
     bias: bool = Field(
@@ -178,6 +180,11 @@ class Stem(SpecModel):
         "always",
         description="whether the stem width follows the width multiplier "
         "(never: Keras's MobileNetV3 keeps 16)",
+    )
+    padding: Padding | None = Field(
+        None,
+        description="the stem convolution's own padding rule; default: the "
+        "network's (Keras's MobileNet: same, its blocks same_even)",
     )
 
 

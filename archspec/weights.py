@@ -5,7 +5,7 @@ walk over `network.weights()` with the layout changes of REFERENCE.md:
 
     layer             PyTorch (state dict)                  Keras (layer `path` with . -> _)
     convolution       {path}.weight  (O, I, kh, kw)         kernel (kh, kw, I, O)
-    depthwise conv    {path}.weight  (C, 1, kh, kw)         depthwise_kernel (kh, kw, C, 1)
+    depthwise conv    {path}.weight  (C*m, 1, kh, kw)       depthwise_kernel (kh, kw, C, m)
     grouped conv      {path}.weight  (O, I/g, kh, kw)       kernel (kh, kw, I/g, O)
     conv bias         {path}.bias                           bias
     batch norm        {path}.weight, .bias,                 gamma, beta,
@@ -49,9 +49,10 @@ def _to_keras(layer: ir.Weights, suffix: str, array: Any) -> Any:
         return array
     if isinstance(layer, ir.DenseWeights):
         return array.T
-    return (
-        array.transpose(2, 3, 0, 1) if layer.depthwise else array.transpose(2, 3, 1, 0)
-    )
+    if layer.depthwise:  # (C * m, 1, kh, kw) -> (kh, kw, C, m): m per channel
+        c, k = layer.in_channels, layer.kernel
+        return array.reshape(c, -1, k, k).transpose(2, 3, 0, 1)
+    return array.transpose(2, 3, 1, 0)
 
 
 def _to_torch(layer: ir.Weights, suffix: str, array: Any) -> Any:
@@ -59,9 +60,10 @@ def _to_torch(layer: ir.Weights, suffix: str, array: Any) -> Any:
         return array
     if isinstance(layer, ir.DenseWeights):
         return array.T
-    return (
-        array.transpose(2, 3, 0, 1) if layer.depthwise else array.transpose(3, 2, 0, 1)
-    )
+    if layer.depthwise:  # (kh, kw, C, m) -> (C * m, 1, kh, kw)
+        k = layer.kernel
+        return array.transpose(2, 3, 0, 1).reshape(-1, 1, k, k)
+    return array.transpose(3, 2, 0, 1)
 
 
 def torch_to_keras(

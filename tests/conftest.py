@@ -20,6 +20,7 @@ SE_RESNET = SPECS / "se_resnet.yaml"
 MOBILENET_V2 = SPECS / "mobilenet_v2.yaml"
 MOBILENET_V2_KERAS = SPECS / "mobilenet_v2_keras.yaml"
 MNASNET = SPECS / "mnasnet.yaml"
+MOBILENET_V1 = SPECS / "mobilenet_v1.yaml"
 MOBILENET_V3 = SPECS / "mobilenet_v3.yaml"
 MOBILENET_V3_KERAS = SPECS / "mobilenet_v3_keras.yaml"
 

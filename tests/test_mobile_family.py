@@ -17,6 +17,7 @@ torchvision = pytest.importorskip("torchvision")
 
 from conftest import (  # noqa: E402
     MNASNET,
+    MOBILENET_V1,
     MOBILENET_V2,
     MOBILENET_V2_KERAS,
     MOBILENET_V3,
@@ -177,3 +178,101 @@ def test_keras_mobilenet_v3_equals_keras_applications(name, tmp_path):
     assert float(np.max(np.abs(theirs[0] - theirs[1]))) > 1e-2 * float(
         np.max(np.abs(theirs))
     )
+
+
+# keras.applications.MobileNet (V1) ----------------------------------------------
+
+MOBILENET_V1_WIDTHS = {"025": 0.25, "050": 0.5, "075": 0.75, "100": 1.0}
+
+
+def mobilenet_v1_pair(net, size: int, folder: Path, **arguments):
+    keras.utils.set_random_seed(0)
+    app = keras.applications.MobileNet(
+        weights=None, classifier_activation=None, input_shape=(size, size, 3), **arguments
+    )
+    x = images(np.random.default_rng(2), 4, size) / 127.5 - 1  # "tf" mode
+    calibrate(app, np.random.default_rng(1), x)
+    ours = getattr(load_module(emit(net, folder)), net.module)(
+        input_shape=(size, size, 3)
+    )
+    for mine, theirs in layer_names(net, "mobilenet_v1").items():
+        ours.get_layer(mine).set_weights(app.get_layer(theirs).get_weights())
+    return app, ours, x
+
+
+@pytest.mark.parametrize("width", list(MOBILENET_V1_WIDTHS))
+def test_keras_mobilenet_v1_equals_keras_applications(width, tmp_path):
+    """Truncated widths, a "same" stem and "same_even" depthwise padding: on
+    the odd size the latter loses a row and column, as Keras's does."""
+    name = f"mobilenet_v1_{width}"
+    size = 224 if width == "100" else SMALL
+    net = variant(MOBILENET_V1, name)
+    assert keras_model(net, "mobilenet_v1") == (
+        "MobileNet",
+        {"alpha": MOBILENET_V1_WIDTHS[width], "depth_multiplier": 1, "dropout": 0.001},
+    )
+    app, ours, x = mobilenet_v1_pair(net, size, tmp_path, alpha=net.source.width)
+    assert trainable(ours) == trainable(app) == analysis.params(net)
+    assert ours.output.shape == app.output.shape
+    theirs = numpy(app(x, training=False))
+    assert np.array_equal(numpy(ours(x, training=False)), theirs), name
+    assert float(np.max(np.abs(theirs[0] - theirs[1]))) > 1e-2 * float(
+        np.max(np.abs(theirs))
+    )
+
+
+def test_mobilenet_v1_depth_multiplier(tmp_path):
+    """`multiplier` is Keras's depth_multiplier: its weights load, its outputs
+    match, and the PyTorch model holds them too (grouped convolution with
+    several filters per channel; REFERENCE-FAMILIES.md: 7,426,120 parameters)."""
+    spec = tmp_path / "dm2.yaml"
+    spec.write_text(
+        f"extends: {MOBILENET_V1}\n"
+        "scaling:\n  rule: width\n  rounding: {divisor: 1, mode: floor, guard: false}\n"
+        "  variants:\n    mobilenet_v1_dm2: {set: {multiplier: 2}}\n"
+    )
+    net = variant(spec, "mobilenet_v1_dm2")
+    assert analysis.params(net) == 7_426_120
+    app, ours, x = mobilenet_v1_pair(net, 64, tmp_path, depth_multiplier=2)
+    theirs = numpy(app(x, training=False))
+    assert np.array_equal(numpy(ours(x, training=False)), theirs)
+    # Keras -> PyTorch by name: the same function.
+    from archspec.weights import keras_to_torch
+
+    state = keras_to_torch(
+        net, {layer.name: layer.get_weights() for layer in ours.layers if layer.weights}
+    )
+    model = getattr(import_generated(net, "torch", tmp_path), net.class_name)().eval()
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+    with torch.no_grad():
+        mine = model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    # TensorFlow and PyTorch round float32 differently over 27 convolutions
+    # (archspec check's tolerance is 5e-5); a wrong multiplier layout is off by
+    # the size of the logits themselves.
+    assert relative_error(torch.from_numpy(mine), torch.from_numpy(theirs)) < 5e-5
+
+
+def test_weights_import_command_for_keras_mobilenet_v3_minimal(tmp_path):
+    """`archspec weights import --from keras.applications`: the reader builds
+    MobileNetV3Small(minimalistic=True) to read the file, by the network alone."""
+    name = "mobilenet_v3_small_minimal_100"
+    net = variant(MOBILENET_V3_KERAS, name)
+    keras.utils.set_random_seed(0)
+    app = keras.applications.MobileNetV3Small(
+        weights=None, classifier_activation=None, minimalistic=True
+    )
+    x = images(np.random.default_rng(2), 2, 64)
+    calibrate(app, np.random.default_rng(1), x)
+    app.save_weights(tmp_path / "theirs.weights.h5")
+    out = tmp_path / "ours.weights.h5"
+    result = run_archspec(
+        "weights", "import", "--spec", str(MOBILENET_V3_KERAS), "--variant", name,
+        "--from", "keras.applications", str(tmp_path / "theirs.weights.h5"),
+        "--backend", "keras", "-o", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ours = getattr(load_module(emit(net, tmp_path)), net.module)(input_shape=(64, 64, 3))
+    ours.load_weights(out)
+    theirs = numpy(app(x, training=False))
+    error = float(np.max(np.abs(numpy(ours(x, training=False)) - theirs)))
+    assert error <= 1e-5 * float(np.max(np.abs(theirs)))

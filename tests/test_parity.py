@@ -183,6 +183,8 @@ FAMILY_CHECKS = [
     ("specs/mobilenet_v2.yaml", MOBILENET_V2, "64"),
     ("specs/mobilenet_v2_keras.yaml", "mobilenet_v2_100", None),
     ("specs/mobilenet_v2_keras.yaml", MOBILENET_V2, "64"),
+    ("specs/mobilenet_v1.yaml", "mobilenet_v1_100", None),
+    ("specs/mobilenet_v1.yaml", "mobilenet_v1_025,mobilenet_v1_050,mobilenet_v1_075", "64"),
     ("specs/mobilenet_v3.yaml", "mobilenet_v3_large_100", None),
     (
         "specs/mobilenet_v3.yaml",
@@ -231,3 +233,17 @@ def test_check_every_family_variant(spec, variants, size):
     # each of the four stages appear in the per-variant table.
     for where in ("stem", "stages.0", "stages.3"):
         assert re.search(rf"^  {re.escape(where)}\s", result.stdout, re.M), where
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["specs/mobilenet_v1.yaml", "specs/mobilenet_v2.yaml", "specs/mobilenet_v3_keras.yaml"],
+)
+def test_check_a_multiplier_no_one_published(spec):
+    """`--width 0.6`: a width multiplier outside the spec's table compiles in
+    both backends and passes the cross-backend check."""
+    result = run_archspec("check", spec, "--width", "0.6", "--size", "64")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    (row,) = FAMILY_ROW.findall(result.stdout)
+    assert "width=0.6" in row[0]
+    assert row[-1] == "ok"

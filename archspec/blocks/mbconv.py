@@ -152,7 +152,7 @@ def build(row: MBConvRow, at: BlockContext) -> MBConv:
         se_activation=at.se.activation,
         se_gate=at.se.gate,
         in_size=at.in_size,
-        out_size=at.out_size,
+        out_size=ir.conv_out_size(at.in_size, row.kernel, at.stride, at.padding),
     )
 
 

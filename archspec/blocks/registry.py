@@ -29,6 +29,7 @@ BUILTIN = {
     "mbconv": "archspec.blocks.mbconv:MBCONV",
     "basic": "archspec.blocks.resnet:BASIC",
     "bottleneck": "archspec.blocks.resnet:BOTTLENECK",
+    "separable": "archspec.blocks.separable:SEPARABLE",
 }
 
 

@@ -29,6 +29,9 @@ names its scheme under `references: {keras.applications: ...}`.
   (+ `_BN`), then `block_{i}_{expand,depthwise,project}` (+ `_BN`; i counts
   the blocks of the whole network from 1), `Conv_1`, `Conv_1_bn`,
   `predictions`.
+- "mobilenet_v1" (`keras/src/applications/mobilenet.py`, any alpha and
+  depth multiplier): `conv1`, `conv1_bn`, `conv_dw_{i}`, `conv_pw_{i}` (+
+  `_bn`; i counts the blocks from 1), and the 1x1 classifier `conv_preds`.
 - "mobilenet_v3" (`keras/src/applications/mobilenet_v3.py`, Large and Small,
   any alpha, minimalistic or not): `conv`, `conv_bn`, the first block
   `expanded_conv_{depthwise,project}` (+ `_bn`), then
@@ -78,6 +81,25 @@ def mobilenet_v2_block(stage: int, index: int, position: int) -> str:
     """keras.applications MobileNetV2's prefix of the network's block
     `position` (0-based): `expanded_conv`, then `block_1`, `block_2`, ..."""
     return "expanded_conv" if position == 0 else f"block_{position}"
+
+
+def mobilenet_v1_block(stage: int, index: int, position: int) -> str:
+    """keras.applications MobileNet numbers its blocks from 1 (`conv_dw_1`)."""
+    return str(position + 1)
+
+
+def mobilenet_v1_model(network: ir.Network) -> tuple[str, dict]:
+    multipliers = {getattr(b, "multiplier", 1) for b in network.blocks}
+    if len(multipliers) != 1:
+        raise SpecError(
+            f"{network.title}: keras.applications' MobileNet has one depth "
+            f"multiplier for every block; found {sorted(multipliers)}"
+        )
+    return "MobileNet", {
+        "alpha": network.source.width,
+        "depth_multiplier": multipliers.pop(),
+        "dropout": network.dropout,
+    }
 
 
 def mobilenet_v3_block(stage: int, index: int, position: int) -> str:
@@ -223,6 +245,20 @@ SCHEMES = {
             }
         },
     ),
+    "mobilenet_v1": Scheme(
+        top={"stem.conv": "conv1", "stem.bn": "conv1_bn", "classifier": "conv_preds"},
+        block=mobilenet_v1_block,
+        model=mobilenet_v1_model,
+        parts={
+            # {block} is the block's number: conv_dw_1, conv_pw_1_bn.
+            "separable": {
+                "depthwise.conv": "conv_dw_{block}",
+                "depthwise.bn": "conv_dw_{block}_bn",
+                "pointwise.conv": "conv_pw_{block}",
+                "pointwise.bn": "conv_pw_{block}_bn",
+            }
+        },
+    ),
     "mobilenet_v3": Scheme(
         top={
             "stem.conv": "conv",
@@ -280,7 +316,9 @@ def layer_names(network: ir.Network, scheme: str) -> dict[str, str]:
                     f"{weights.path}: keras.applications' {scheme} models have no "
                     f"counterpart of the {kind!r} part {weights.part!r}"
                 )
-            names[keras_name(weights.path)] = f"{prefix}_{theirs}"
+            names[keras_name(weights.path)] = (
+                theirs.format(block=prefix) if "{" in theirs else f"{prefix}_{theirs}"
+            )
         else:
             theirs = naming.top.get(weights.part)
             if theirs is None:

@@ -36,7 +36,15 @@ import jinja2
 
 from archspec import blocks, ir
 from archspec.errors import SpecError
-from archspec.render import Code, Provenance, activations, environment, nodes, uniform
+from archspec.render import (
+    Code,
+    Provenance,
+    activations,
+    environment,
+    nodes,
+    paddings,
+    uniform,
+)
 from archspec.weights import keras_name
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -112,8 +120,7 @@ class KerasBackend:
         norm = uniform(network, "norm", self.name)
         acts = activations(network, self.name)
         activation, se_activation = acts.default, acts.se
-        # Pools have a padding too, a number: the constant is the convolutions'.
-        padding = uniform(network, "padding", self.name, among=(ir.Conv,))
+        pads = paddings(network, self.name)
         conv_bias = uniform(network, "bias", self.name, among=(ir.Conv,))
         for value in (*acts.used, se_activation):
             if value is not None and value not in ACTIVATIONS:
@@ -153,7 +160,12 @@ class KerasBackend:
         use = {
             "groups": any(c.groups > 1 for c in convs),
             "depthwise": any(c.depthwise for c in convs),
+            # Depthwise convolutions with more than one filter per channel.
+            "multiplier": any(c.depthwise and c.out_channels > c.groups for c in convs),
             "grouped": any(c.groups > 1 and not c.depthwise for c in convs),
+            "paddings": pads.used,
+            # Stem or head convolutions that name a padding other than PADDING.
+            "per_layer_padding": pads.per_layer,
             "optional_norm": any(c.norm is None for c in convs),
             # SE layers with an activation of their own (SE_ACTIVATION).
             "se_activation": se_activation not in (None, activation),
@@ -165,7 +177,7 @@ class KerasBackend:
         }
         helpers = [
             getattr(layers, macro)(use)
-            if macro in ("conv", "squeeze_excitation")
+            if macro in ("pad", "conv", "squeeze_excitation")
             else getattr(layers, macro)()
             for macro, needed_by in HELPERS.items()
             if needed_by in used
@@ -181,7 +193,8 @@ class KerasBackend:
             norm=norm,
             # Keras's momentum weighs the old statistics: 1 - PyTorch's.
             bn_momentum=float(f"{1 - norm.momentum:.12g}") if norm else None,
-            padding=padding,
+            padding=pads.default,
+            default_padding=pads.default,
             activation=ACTIVATIONS.get(activation),
             default_activation=activation,
             se_activation=ACTIVATIONS[se_activation] if use["se_activation"] else None,

@@ -20,7 +20,14 @@ import jinja2
 
 from archspec import blocks, ir
 from archspec.errors import SpecError
-from archspec.render import Provenance, activations, environment, nodes, uniform
+from archspec.render import (
+    Provenance,
+    activations,
+    environment,
+    nodes,
+    paddings,
+    uniform,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -86,6 +93,7 @@ class TorchBackend:
             if value is not None and value not in ACTIVATIONS:
                 raise SpecError(f"activation {value!r} has no PyTorch equivalent here")
         _check_supported(network)
+        pads = paddings(network, self.name)
         stochastic_depth = any(type(b).stochastic_depth for b in network.blocks)
         classifier = network.head[-1]
         init_args = [f"num_classes: int = {classifier.out_features}"]
@@ -98,7 +106,8 @@ class TorchBackend:
             about=Provenance.of(network),
             kinds=kinds,
             norm=uniform(network, "norm", self.name),
-            padding=uniform(network, "padding", self.name),
+            padding=pads.default,
+            paddings=pads,
             conv_bias=bool(uniform(network, "bias", self.name, (ir.Conv, ir.Block))),
             activation=acts.default,
             se_activation=acts.se or acts.default,
