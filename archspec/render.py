@@ -179,7 +179,9 @@ def paddings(network: ir.Network, backend: str) -> Paddings:
     # stem and head layers may name another.
     for block in network.blocks:
         for layer in block.layers():
-            strided = isinstance(layer, ir.Conv) and layer.stride > 1 and layer.kernel > 1
+            strided = (
+                isinstance(layer, ir.Conv) and layer.stride > 1 and layer.kernel > 1
+            )
             if strided and layer.padding != default:
                 raise SpecError(
                     f"{backend} backend: {block.name}.{layer.name} pads "

@@ -41,10 +41,14 @@ def _pascal_identifier(value: str) -> str:
 def _ratio(value: object) -> object:
     # Keras writes some MobileNetV3 expansions as fractions (72.0 / 16): "72/16"
     # in a spec is that same float, where a decimal would have to be rounded.
-    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*/\s*\d+(\.\d+)?\s*", value):
+    if isinstance(value, str) and re.fullmatch(
+        r"\s*\d+(\.\d+)?\s*/\s*\d+(\.\d+)?\s*", value
+    ):
         top, bottom = (float(part) for part in value.split("/"))
         if bottom == 0:
-            raise ValueError(f"expected a ratio with a non-zero divisor, found {value!r}")
+            raise ValueError(
+                f"expected a ratio with a non-zero divisor, found {value!r}"
+            )
         return top / bottom
     return value
 

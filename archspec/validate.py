@@ -258,9 +258,7 @@ def _all_rows(
     variants = variants if isinstance(variants, dict) else {}
     tables: dict[str, tuple[StageRow, ...]] = {}
     if rule != "table":
-        rows = _stage_rows(
-            path, table[0], records, {}, None, (), document, diagnostics
-        )
+        rows = _stage_rows(path, table[0], records, {}, None, (), document, diagnostics)
         if rows is not None:
             tables[""] = rows
     for name, variant in variants.items():

@@ -39,13 +39,15 @@ from archspec.references.keras_applications import model as keras_model  # noqa:
 from archspec.references.torchvision import from_torchvision, state_dict_names  # noqa: E402
 
 WIDTHS = {"035": 0.35, "050": 0.5, "075": 0.75, "100": 1.0, "130": 1.3, "140": 1.4}
-TORCHVISION = [(MOBILENET_V2, f"mobilenet_v2_{w}", "mobilenet_v2") for w in WIDTHS] + [
-    (MNASNET, f"mnasnet{w}", "mnasnet") for w in ("0_5", "0_75", "1_0", "1_3")
-] + [
-    (MOBILENET_V3, f"mobilenet_v3_{size}_{w}", "mobilenet_v3")
-    for size in ("large", "small")
-    for w in ("075", "100")
-]
+TORCHVISION = (
+    [(MOBILENET_V2, f"mobilenet_v2_{w}", "mobilenet_v2") for w in WIDTHS]
+    + [(MNASNET, f"mnasnet{w}", "mnasnet") for w in ("0_5", "0_75", "1_0", "1_3")]
+    + [
+        (MOBILENET_V3, f"mobilenet_v3_{size}_{w}", "mobilenet_v3")
+        for size in ("large", "small")
+        for w in ("075", "100")
+    ]
+)
 IDS = [name for _, name, _ in TORCHVISION]
 # One native-size check per family.
 NATIVE = {"mobilenet_v2_100", "mnasnet1_0", "mobilenet_v3_large_100"}
@@ -160,7 +162,10 @@ def test_keras_mobilenet_v3_equals_keras_applications(name, tmp_path):
     assert arguments == {"alpha": net.source.width, "minimalistic": "minimal" in name}
     keras.utils.set_random_seed(0)
     app = getattr(keras.applications, constructor)(
-        weights=None, classifier_activation=None, input_shape=(size, size, 3), **arguments
+        weights=None,
+        classifier_activation=None,
+        input_shape=(size, size, 3),
+        **arguments,
     )
     x = images(np.random.default_rng(2), 4, size)  # 0-255: rescaled inside
     calibrate(app, np.random.default_rng(1), x)
@@ -188,7 +193,10 @@ MOBILENET_V1_WIDTHS = {"025": 0.25, "050": 0.5, "075": 0.75, "100": 1.0}
 def mobilenet_v1_pair(net, size: int, folder: Path, **arguments):
     keras.utils.set_random_seed(0)
     app = keras.applications.MobileNet(
-        weights=None, classifier_activation=None, input_shape=(size, size, 3), **arguments
+        weights=None,
+        classifier_activation=None,
+        input_shape=(size, size, 3),
+        **arguments,
     )
     x = images(np.random.default_rng(2), 4, size) / 127.5 - 1  # "tf" mode
     calibrate(app, np.random.default_rng(1), x)
@@ -243,7 +251,9 @@ def test_mobilenet_v1_depth_multiplier(tmp_path):
         net, {layer.name: layer.get_weights() for layer in ours.layers if layer.weights}
     )
     model = getattr(import_generated(net, "torch", tmp_path), net.class_name)().eval()
-    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+    model.load_state_dict(
+        {k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}
+    )
     with torch.no_grad():
         mine = model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
     # TensorFlow and PyTorch round float32 differently over 27 convolutions
@@ -271,7 +281,9 @@ def test_weights_import_command_for_keras_mobilenet_v3_minimal(tmp_path):
         "--backend", "keras", "-o", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    ours = getattr(load_module(emit(net, tmp_path)), net.module)(input_shape=(64, 64, 3))
+    ours = getattr(load_module(emit(net, tmp_path)), net.module)(
+        input_shape=(64, 64, 3)
+    )
     ours.load_weights(out)
     theirs = numpy(app(x, training=False))
     error = float(np.max(np.abs(numpy(ours(x, training=False)) - theirs)))

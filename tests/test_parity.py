@@ -184,7 +184,11 @@ FAMILY_CHECKS = [
     ("specs/mobilenet_v2_keras.yaml", "mobilenet_v2_100", None),
     ("specs/mobilenet_v2_keras.yaml", MOBILENET_V2, "64"),
     ("specs/mobilenet_v1.yaml", "mobilenet_v1_100", None),
-    ("specs/mobilenet_v1.yaml", "mobilenet_v1_025,mobilenet_v1_050,mobilenet_v1_075", "64"),
+    (
+        "specs/mobilenet_v1.yaml",
+        "mobilenet_v1_025,mobilenet_v1_050,mobilenet_v1_075",
+        "64",
+    ),
     ("specs/mobilenet_v3.yaml", "mobilenet_v3_large_100", None),
     (
         "specs/mobilenet_v3.yaml",
@@ -237,7 +241,11 @@ def test_check_every_family_variant(spec, variants, size):
 
 @pytest.mark.parametrize(
     "spec",
-    ["specs/mobilenet_v1.yaml", "specs/mobilenet_v2.yaml", "specs/mobilenet_v3_keras.yaml"],
+    [
+        "specs/mobilenet_v1.yaml",
+        "specs/mobilenet_v2.yaml",
+        "specs/mobilenet_v3_keras.yaml",
+    ],
 )
 def test_check_a_multiplier_no_one_published(spec):
     """`--width 0.6`: a width multiplier outside the spec's table compiles in

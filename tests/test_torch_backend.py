@@ -253,7 +253,8 @@ def test_torch_compile(b0_module):
 
 
 def test_mixed_settings_are_rejected():
-    """Norm, padding and activation are module constants: one per network."""
+    """Norm is a module constant: one per network. So is the blocks' padding
+    rule; only stem and head layers may name another (Keras's MobileNet)."""
     net = variant(B0, 0)
     odd = (
         net.stages[2]
@@ -267,10 +268,16 @@ def test_mixed_settings_are_rejected():
         match=r"torch backend: every layer must share one norm.*at stages\.2\.1",
     ):
         backends.get("torch").emit(mixed)
-    head = net.head[0].model_copy(update={"padding": "symmetric"})
-    with pytest.raises(SpecError, match=r"share one padding.*'symmetric' at head"):
+    strided = net.stages[1].blocks[0]  # stride 2
+    stage = net.stages[1].model_copy(
+        update={"blocks": (strided.model_copy(update={"padding": "symmetric"}),)}
+    )
+    with pytest.raises(
+        SpecError,
+        match=r"stages\.1\.0\.depthwise pads 'symmetric'.*only stem and head layers",
+    ):
         backends.get("torch").emit(
-            net.model_copy(update={"head": (head, *net.head[1:])})
+            net.model_copy(update={"stages": (net.stages[0], stage, *net.stages[2:])})
         )
 
 

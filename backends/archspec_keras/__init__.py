@@ -163,7 +163,8 @@ class KerasBackend:
             # Depthwise convolutions with more than one filter per channel.
             "multiplier": any(c.depthwise and c.out_channels > c.groups for c in convs),
             "grouped": any(c.groups > 1 and not c.depthwise for c in convs),
-            "paddings": pads.used,
+            # PADDING may be switched to "symmetric" in a generated module.
+            "paddings": ("symmetric", *pads.used),
             # Stem or head convolutions that name a padding other than PADDING.
             "per_layer_padding": pads.per_layer,
             "optional_norm": any(c.norm is None for c in convs),
@@ -195,6 +196,7 @@ class KerasBackend:
             bn_momentum=float(f"{1 - norm.momentum:.12g}") if norm else None,
             padding=pads.default,
             default_padding=pads.default,
+            paddings=pads.used,
             activation=ACTIVATIONS.get(activation),
             default_activation=activation,
             se_activation=ACTIVATIONS[se_activation] if use["se_activation"] else None,

@@ -15,6 +15,7 @@ BN_MOMENTUM = 0.99
 
 # "same": TensorFlow padding, (k//2 - 1, k//2) at stride 2 on even sizes, as in
 # keras.applications. "symmetric": k//2 on every side, as in torchvision.
+# "same_even": (k//2 - 1, k//2) on every size, as Keras's MobileNet.
 PADDING = "same_even"
 
 ACTIVATION = "relu6"
@@ -33,10 +34,16 @@ DENSE_INIT = keras.initializers.VarianceScaling(
 def pad(x, kernel_size: int, strides: int, name: str, padding: str = PADDING):
     """Padding for a convolution: returns (x, the convolution's `padding`).
 
+    With padding = "symmetric" a strided convolution gets kernel_size // 2 zeros
+    on every side, as in PyTorch;
     with "same_even" it gets (k//2 - 1, k//2) zeros, as Keras's MobileNet
     pads before its stride-2 depthwise convolutions whatever the size;
     otherwise Keras's "same" (TensorFlow's rule) applies.
     """
+    if padding == "symmetric" and strides > 1:
+        if kernel_size > 1:
+            x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
+        return x, "valid"
     if padding == "same_even" and strides > 1 and kernel_size > 1:
         k = kernel_size // 2
         x = keras.layers.ZeroPadding2D(((k - 1, k), (k - 1, k)), name=f"{name}_pad")(x)
