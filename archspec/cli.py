@@ -206,26 +206,33 @@ def summary(spec: str, **selection) -> None:
     base = analysis.flops(networks[0])
     first = networks[0].source.variant
     ratio = f"x{first}"
+    # Columns as wide as their longest entry (mobilenet_v3_large_minimal_100).
+    rows = [
+        (net, " ".join(map(str, analysis.layers_per_stage(net)))) for net in networks
+    ]
+    v = max(17, *(len(net.source.variant) for net in networks))
+    n = max(22, *(len(net.title) for net in networks))
+    lw = max(24, *(len(layers) for _, layers in rows))
+    rw = max(8, len(ratio))
     header = (
-        f"{'variant':<17} {'name':<22} {'depth':>5} {'width':>5} {'res':>4}  "
-        f"{'layers per stage':<24} {'params':>11} {'FLOPs':>8} {ratio:>{max(8, len(ratio))}}"
+        f"{'variant':<{v}} {'name':<{n}} {'depth':>5} {'width':>5} {'res':>4}  "
+        f"{'layers per stage':<{lw}} {'params':>11} {'FLOPs':>8} {ratio:>{rw}}"
         + (f" {'2^phi':>6}" if compound else "")
     )
     click.echo(header)
     click.echo("-" * len(header))
-    for net in networks:
+    for net, layers in rows:
         s = net.source
         flops = analysis.flops(net)
-        layers = " ".join(map(str, analysis.layers_per_stage(net)))
         doubling = (
             (f" {2**s.phi:>6.3g}" if s.phi is not None else f" {'-':>6}")
             if compound
             else ""
         )
         click.echo(
-            f"{s.variant:<17} {net.title:<22} {s.depth:>5.3g} {s.width:>5.3g} "
-            f"{s.resolution:>4}  {layers:<24} {analysis.params(net):>11,} "
-            f"{flops / 1e9:>7.3g}B {flops / base:>{max(8, len(ratio))}.2f}{doubling}"
+            f"{s.variant:<{v}} {net.title:<{n}} {s.depth:>5.3g} {s.width:>5.3g} "
+            f"{s.resolution:>4}  {layers:<{lw}} {analysis.params(net):>11,} "
+            f"{flops / 1e9:>7.3g}B {flops / base:>{rw}.2f}{doubling}"
         )
 
 

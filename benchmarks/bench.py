@@ -164,6 +164,11 @@ RESNETS = (
 MOBILE = {
     "mobilenet_v2_100": ("mobilenet_v2", "mobilenet_v2", "MobileNetV2"),
     "mnasnet1_0": ("mnasnet", "mnasnet1_0", "MNASNet1_0"),
+    "mobilenet_v3_large_100": (
+        "mobilenet_v3",
+        "mobilenet_v3_large",
+        "MobileNetV3Large",
+    ),
 }
 
 
