@@ -78,26 +78,40 @@ def _top(stem: tuple[str, str], head: tuple[str, str]) -> dict[str, str]:
     }
 
 
+def _features_top(last: int) -> dict[str, str]:
+    """The stem in `features.0`, the head convolution in `features.{last}`."""
+    return _top(
+        ("features.0.0", "features.0.1"),
+        (f"features.{last}.0", f"features.{last}.1"),
+    )
+
+
+def _block_parts(block: ir.Block) -> dict[str, str]:
+    """torchvision's MBConv and InvertedResidual (V3) number their layers in
+    `block`: expand (if any), depthwise, SE (if any), project."""
+    e = 1 if block.has_expand else 0
+    q = 1 if block.squeeze_channels else 0
+    parts = {
+        f"{name}.{inner}": f"block.{position}.{theirs}"
+        for name, position in (("expand", 0), ("depthwise", e), ("project", e + q + 1))
+        for inner, theirs in _CONV_BN.items()
+    }
+    return parts | {
+        "se.reduce": f"block.{e + 1}.fc1",
+        "se.expand": f"block.{e + 1}.fc2",
+    }
+
+
 def efficientnet(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str:
     if owner is None:
-        last = len(network.stages) + 1
-        top = _top(
-            ("features.0.0", "features.0.1"),
-            (f"features.{last}.0", f"features.{last}.1"),
-        )
+        top = _features_top(len(network.stages) + 1)
         return part(top, layer, "torchvision's EfficientNet")
     block = owner.block
     if block.kind != "mbconv":
         raise SpecError(f"torchvision's EfficientNet has no {block.kind!r} blocks")
-    e = 1 if block.has_expand else 0
-    parts = {
-        f"{name}.{inner}": f"block.{position}.{theirs}"
-        for name, position in (("expand", 0), ("depthwise", e), ("project", e + 2))
-        for inner, theirs in _CONV_BN.items()
-    }
-    parts |= {"se.reduce": f"block.{e + 1}.fc1", "se.expand": f"block.{e + 1}.fc2"}
     where = "torchvision's EfficientNet block"
-    return f"features.{owner.stage + 1}.{owner.index}.{part(parts, layer, where)}"
+    inner = part(_block_parts(block), layer, where)
+    return f"features.{owner.stage + 1}.{owner.index}.{inner}"
 
 
 def _mbconv(owner: Owner, where: str) -> None:
@@ -108,12 +122,7 @@ def _mbconv(owner: Owner, where: str) -> None:
 def mobilenet_v2(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str:
     where = "torchvision's MobileNetV2"
     if owner is None:
-        last = len(network.blocks) + 1
-        top = _top(
-            ("features.0.0", "features.0.1"),
-            (f"features.{last}.0", f"features.{last}.1"),
-        )
-        return part(top, layer, where)
+        return part(_features_top(len(network.blocks) + 1), layer, where)
     _mbconv(owner, where)
     e = 1 if owner.block.has_expand else 0
     parts = {
@@ -130,25 +139,14 @@ def mobilenet_v2(network: ir.Network, layer: ir.Weights, owner: Owner | None) ->
 def mobilenet_v3(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str:
     where = "torchvision's MobileNetV3"
     if owner is None:
-        last = len(network.blocks) + 1
-        top = _top(
-            ("features.0.0", "features.0.1"),
-            (f"features.{last}.0", f"features.{last}.1"),
-        )
+        top = _features_top(len(network.blocks) + 1)
         top |= {"hidden": "classifier.0", "classifier": "classifier.3"}
         return part(top, layer, where)
-    block = owner.block
-    if block.kind != "mbconv":
+    if owner.block.kind != "mbconv":
         raise SpecError(f"{where} has only inverted residual blocks")
-    e = 1 if block.has_expand else 0
-    q = 1 if block.squeeze_channels else 0
-    parts = {
-        f"{name}.{inner}": f"block.{position}.{theirs}"
-        for name, position in (("expand", 0), ("depthwise", e), ("project", e + q + 1))
-        for inner, theirs in _CONV_BN.items()
-    }
-    parts |= {"se.reduce": f"block.{e + 1}.fc1", "se.expand": f"block.{e + 1}.fc2"}
-    return f"features.{owner.position + 1}.{part(parts, layer, where)}"
+    return (
+        f"features.{owner.position + 1}.{part(_block_parts(owner.block), layer, where)}"
+    )
 
 
 MNASNET_PARTS = {
