@@ -63,8 +63,10 @@ def _networks(
     formula: bool = False,
     width: float | None = None,
     resolution: int | None = None,
+    size: int | None = None,
 ):
-    """(the loaded spec, the networks of the variants the options select)."""
+    """(the loaded spec, the networks of the variants the options select);
+    `size` replaces each variant's input resolution (profile --size)."""
     from . import ir
     from .expand import expand
     from .pipeline import select
@@ -78,6 +80,7 @@ def _networks(
                 ("--phi", phi),
                 ("--width", width),
                 ("--resolution", resolution),
+                ("--size", size),
             )
             if value is not None
         ]
@@ -96,6 +99,10 @@ def _networks(
         width=width,
         resolution=resolution,
     )
+    if size is not None:
+        import dataclasses
+
+        chosen = [dataclasses.replace(v, resolution=size) for v in chosen]
     return loaded, [expand(loaded, v) for v in chosen]
 
 
@@ -453,6 +460,92 @@ def _print_variant(found, label: str) -> None:
     click.echo(
         f"  tolerance (relative max error): {', '.join(f'{t:g}' for t in tolerances)}"
     )
+
+
+@cli.command(name="profile")
+@SPEC
+@variant_options
+@click.option(
+    "-b",
+    "--backend",
+    type=click.Choice(["torch", "keras"]),
+    default="torch",
+    show_default=True,
+)
+@click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16", "float16"]),
+    default="float32",
+    show_default=True,
+)
+@click.option("--batch", type=click.IntRange(1, 1 << 16), default=1, show_default=True)
+@click.option(
+    "--size",
+    type=click.IntRange(16, 4096),
+    help="Measure at this input size instead of each variant's resolution.",
+)
+@click.option("--warmup", type=click.IntRange(0, 1000), default=3, show_default=True)
+@click.option(
+    "--repeats",
+    type=click.IntRange(1, 10000),
+    default=10,
+    show_default=True,
+    help="Timed runs; the latency is their median.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    help="Write the results as JSON.",
+)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False),
+    help="Write the results as CSV.",
+)
+def profile_(
+    spec: str,
+    backend: str,
+    device: str,
+    dtype: str,
+    batch: int,
+    size: int | None,
+    warmup: int,
+    repeats: int,
+    json_path: str | None,
+    csv_path: str | None,
+    **selection,
+) -> None:
+    """Measure each variant on this machine: latency per batch (median of the
+    timed runs after warm-up, with min-max), images/s and peak memory."""
+    from . import profile
+    from .output import write_all
+
+    _, networks = _networks(spec, size=size, **selection)
+    settings = profile.Settings(backend, device, dtype, batch, warmup, repeats)
+    rows = []
+    with click.progressbar(
+        profile.run(networks, settings),
+        length=len(networks),
+        label=f"profiling ({backend}, {dtype} on {device}, batch {batch})",
+        file=sys.stderr,
+    ) as bar:
+        for row in bar:
+            rows.append(row)
+    click.echo(profile.table(rows))
+    files = {}
+    if json_path:
+        document = profile.report(spec, settings, rows)
+        files[Path(json_path)] = json.dumps(document, indent=2) + "\n"
+    if csv_path:
+        files[Path(csv_path)] = profile.csv_text(rows)
+    write_all(files)
+    for path in files:
+        click.echo(f"wrote {path}", err=True)
 
 
 @cli.group()
