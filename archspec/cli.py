@@ -548,6 +548,51 @@ def profile_(
         click.echo(f"wrote {path}", err=True)
 
 
+@cli.command(name="plot")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--x",
+    "x",
+    type=click.Choice(["flops", "params", "latency"]),
+    default="flops",
+    show_default=True,
+)
+@click.option(
+    "--y",
+    "y",
+    type=click.Choice(["accuracy", "params", "flops", "latency"]),
+    default="accuracy",
+    show_default=True,
+)
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="JSON written by `archspec profile --json` (for latency); repeatable.",
+)
+@click.option("-o", "--output", required=True, help="The figure: FILE.svg or FILE.png.")
+def plot_(
+    specs: tuple[str, ...], x: str, y: str, profiles: tuple[str, ...], output: str
+) -> None:
+    """Compare families in one figure: every variant a labelled point (log axes
+    for parameters, FLOPs and latency; accuracy is each spec's published top1)."""
+    from . import plot
+
+    out = plot.check_output(output)
+    if x == y:
+        raise SpecError(f"--x and --y are both {x}; choose two different quantities")
+    measured = plot.load_profiles(list(profiles))
+    families = [
+        plot.family(spec, _load(spec, Diagnostics()), measured) for spec in specs
+    ]
+    figure, notes = plot.figure(families, x, y)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    plot.save(figure, out)
+    click.echo(f"wrote {out}", err=True)
+
+
 @cli.group()
 def weights() -> None:
     """Move trained weights between the generated PyTorch and Keras models."""
