@@ -593,6 +593,23 @@ def plot_(
     click.echo(f"wrote {out}", err=True)
 
 
+@cli.command(name="draw")
+@SPEC
+@variant_options
+@click.option(
+    "-o", "--output", required=True, help="The picture: FILE.svg or FILE.png."
+)
+def draw_(spec: str, output: str, **selection) -> None:
+    """Draw one variant's architecture: stem, one box per stage (block kind,
+    kernel, expansion, channels, repeats, feature-map size) and head."""
+    from . import draw, plot
+
+    out = plot.check_output(output)
+    net = _one_network(spec, "draw shows one network", **selection)
+    plot.save(draw.figure(net), out)
+    click.echo(f"wrote {out}", err=True)
+
+
 @cli.group()
 def weights() -> None:
     """Move trained weights between the generated PyTorch and Keras models."""

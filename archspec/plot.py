@@ -72,6 +72,7 @@ def save(figure: Any, path: Path) -> None:
         buffer = io.StringIO()
         with pyplot().rc_context(STYLE):
             figure.savefig(buffer, format="svg", metadata={"Date": None})
+    pyplot().close(figure)
     write_all({path: buffer.getvalue()})
 
 
