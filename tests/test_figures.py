@@ -5,6 +5,8 @@ blank, and a clear message where matplotlib is missing."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -190,3 +192,26 @@ def test_without_matplotlib_the_message_names_the_extra(tmp_path):
         assert "pip install 'archspec[plot]'" in result.stderr
         assert "Traceback" not in result.stderr
         assert not (tmp_path / "x.svg").exists()
+
+
+def _readme_figure_commands() -> list[list[str]]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Figures in this README", 1)[1]
+    block = re.search(r"```sh\n(.+?)\n```", section, re.S).group(1)
+    return [shlex.split(line) for line in block.splitlines() if line.strip()]
+
+
+def test_readme_figures_are_what_their_commands_write(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the commands name files relative to the checkout
+    commands = _readme_figure_commands()
+    assert {c[1] for c in commands} == {"plot", "draw"}
+    for command in commands:
+        assert command[0] == "archspec"
+        args = command[1:]
+        at = args.index("-o") + 1
+        checked_in = ROOT / args[at]
+        args[at] = str(tmp_path / checked_in.name)
+        assert _cli(*args) == 0
+        assert (tmp_path / checked_in.name).read_bytes() == checked_in.read_bytes(), (
+            f"{checked_in} is stale: run {' '.join(command)}"
+        )
