@@ -507,8 +507,15 @@ def _print_variant(found, label: str) -> None:
     type=click.Path(dir_okay=False),
     help="Write the results as CSV.",
 )
+@click.option(
+    "--markdown",
+    "markdown_path",
+    type=click.Path(dir_okay=False),
+    help="Write the table as Markdown.",
+)
 def profile_(
     spec: str,
+    markdown_path: str | None,
     backend: str,
     device: str,
     dtype: str,
@@ -543,6 +550,8 @@ def profile_(
         files[Path(json_path)] = json.dumps(document, indent=2) + "\n"
     if csv_path:
         files[Path(csv_path)] = profile.csv_text(rows)
+    if markdown_path:
+        files[Path(markdown_path)] = profile.markdown(rows)
     write_all(files)
     for path in files:
         click.echo(f"wrote {path}", err=True)

@@ -475,5 +475,24 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def markdown(rows: list[Row]) -> str:
+    """The table as Markdown (`--markdown`), for READMEs and reports."""
+    lines = [
+        "| variant | resolution | params | FLOPs | images/s | latency ms, median (min-max) | peak memory MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        start = f"| {r.variant} | {r.resolution} | {r.params / 1e6:.1f}M | {r.flops / 1e9:.2f}B |"
+        if not r.ok:
+            lines.append(f"{start} {r.status}: {r.message} | | |")
+            continue
+        memory = "-" if r.peak_memory_mib is None else f"{r.peak_memory_mib:,.0f}"
+        lines.append(
+            f"{start} {r.images_per_s:.1f} | {r.latency_ms:.1f} "
+            f"({r.latency_min_ms:.1f}-{r.latency_max_ms:.1f}) | {memory} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
     sys.exit(_child(*sys.argv[1:]))

@@ -29,21 +29,25 @@ def _networks(spec, size):
 @pytest.fixture(scope="module")
 def mnasnet(tmp_path_factory):
     out = tmp_path_factory.mktemp("profile")
+    written = {suffix: out / f"p.{suffix}" for suffix in ("json", "csv", "md")}
     result = run_archspec(
         "profile",
         str(MNASNET),
         *QUICK,
         "--json",
-        str(out / "p.json"),
+        str(written["json"]),
         "--csv",
-        str(out / "p.csv"),
+        str(written["csv"]),
+        "--markdown",
+        str(written["md"]),
     )
     assert result.returncode == 0, result.stderr
-    return result, json.loads((out / "p.json").read_text()), (out / "p.csv").read_text()
+    report = json.loads(written["json"].read_text())
+    return result, report, written["csv"].read_text(), written["md"].read_text()
 
 
 def test_profile_measures_every_variant(mnasnet):
-    result, report, _ = mnasnet
+    result, report, _, _ = mnasnet
     networks = _networks(MNASNET, 64)
     rows = report["variants"]
     assert [r["variant"] for r in rows] == [n.source.variant for n in networks]
@@ -65,8 +69,14 @@ def test_profile_measures_every_variant(mnasnet):
     assert [line.split()[0] for line in lines[2:]] == [r["variant"] for r in rows]
 
 
-def test_profile_csv_matches_json(mnasnet):
-    _, report, text = mnasnet
+def test_profile_csv_and_markdown_match_json(mnasnet):
+    _, report, text, markdown = mnasnet
+    table = [line.split(" | ") for line in markdown.splitlines()[2:]]
+    assert [cells[0].lstrip("| ") for cells in table] == [
+        r["variant"] for r in report["variants"]
+    ]
+    for cells, full in zip(table, report["variants"], strict=True):
+        assert float(cells[4]) == pytest.approx(full["images_per_s"], abs=0.05)
     rows = list(csv.DictReader(text.splitlines()))
     assert [r["variant"] for r in rows] == [r["variant"] for r in report["variants"]]
     for row, full in zip(rows, report["variants"], strict=True):
