@@ -496,6 +496,11 @@ def _print_variant(found, label: str) -> None:
     help="Timed runs; the latency is their median.",
 )
 @click.option(
+    "--threads",
+    type=click.IntRange(1, 1024),
+    help="CPU threads for the framework (default: its own choice).",
+)
+@click.option(
     "--json",
     "json_path",
     type=click.Path(dir_okay=False),
@@ -515,7 +520,6 @@ def _print_variant(found, label: str) -> None:
 )
 def profile_(
     spec: str,
-    markdown_path: str | None,
     backend: str,
     device: str,
     dtype: str,
@@ -523,17 +527,19 @@ def profile_(
     size: int | None,
     warmup: int,
     repeats: int,
+    threads: int | None,
     json_path: str | None,
     csv_path: str | None,
+    markdown_path: str | None,
     **selection,
 ) -> None:
     """Measure each variant on this machine: latency per batch (median of the
     timed runs after warm-up, with min-max), images/s and peak memory."""
     from . import profile
-    from .output import write_all
+    from .output import WriteError, write_all
 
     _, networks = _networks(spec, size=size, **selection)
-    settings = profile.Settings(backend, device, dtype, batch, warmup, repeats)
+    settings = profile.Settings(backend, device, dtype, batch, warmup, repeats, threads)
     rows = []
     with click.progressbar(
         profile.run(networks, settings),
@@ -552,7 +558,10 @@ def profile_(
         files[Path(csv_path)] = profile.csv_text(rows)
     if markdown_path:
         files[Path(markdown_path)] = profile.markdown(rows)
-    write_all(files)
+    try:
+        write_all(files)
+    except WriteError as exc:
+        raise SpecError(str(exc)) from None
     for path in files:
         click.echo(f"wrote {path}", err=True)
 

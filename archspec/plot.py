@@ -63,7 +63,7 @@ def save(figure: Any, path: Path) -> None:
     """Write the figure atomically (nothing half-written on failure)."""
     import io
 
-    from .output import write_all
+    from .output import WriteError, write_all
 
     if path.suffix.lower() == ".png":
         buffer = io.BytesIO()
@@ -73,7 +73,10 @@ def save(figure: Any, path: Path) -> None:
         with pyplot().rc_context(STYLE):
             figure.savefig(buffer, format="svg", metadata={"Date": None})
     pyplot().close(figure)
-    write_all({path: buffer.getvalue()})
+    try:
+        write_all({path: buffer.getvalue()})
+    except WriteError as exc:
+        raise SpecError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,12 @@ def _latencies(spec: str, profiles: list[dict]) -> dict[str, float]:
     """Measured latency (ms) per variant, from the profiles of this spec."""
     found: dict[str, float] = {}
     for document in profiles:
-        if Path(document["spec"]).resolve() != Path(spec).resolve():
+        measured = Path(document["spec"])
+        # Paths are as given to `profile`: relative ones may be from elsewhere.
+        same = measured.resolve() == Path(spec).resolve() or (
+            not measured.exists() and measured.name == Path(spec).name
+        )
+        if not same:
             continue
         for row in document["variants"]:
             if row.get("status") == "ok" and row.get("latency_ms"):
@@ -174,7 +182,8 @@ def figure(families: list[Family], x: str, y: str) -> tuple[Any, list[str]]:
                 continue
             if missing:
                 notes.append(
-                    f"{fam.spec}: {', '.join(missing)} left out (no {_needs(x, y)})"
+                    f"{fam.spec}: {', '.join(missing)} left out (this plot needs "
+                    f"{_needs(x, y)})"
                 )
             points.sort(key=lambda p: (p.value(x), p.value(y)))
             xs = [p.value(x) for p in points]
@@ -257,7 +266,10 @@ def _overlap(a: tuple, b: tuple) -> bool:
 
 
 def _needs(x: str, y: str) -> str:
-    words = {"accuracy": "published top1", "latency": "measured latency (--profile)"}
+    words = {
+        "accuracy": "a published top1",
+        "latency": "a measured latency (--profile)",
+    }
     wanted = [words[m] for m in dict.fromkeys((x, y)) if m in words]
     return " and ".join(wanted) or "values"
 

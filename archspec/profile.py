@@ -55,6 +55,7 @@ class Settings:
     batch: int = 1
     warmup: int = 3
     repeats: int = 10
+    threads: int | None = None  # CPU threads; None: the framework's default
 
 
 @dataclass
@@ -228,6 +229,8 @@ def configure(settings: Settings) -> None:
 
         if settings.device == "cuda" and not torch.cuda.is_available():
             raise SpecError("--device cuda: torch sees no CUDA device on this machine")
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
         # One-time set-up (thread pools, kernel caches) must not count as the
         # first variant's memory: run a small convolution first.
         conv = torch.nn.Conv2d(3, 8, 3).to(settings.device)
@@ -342,6 +345,11 @@ def _in_child(network: ir.Network, settings: Settings, folder: Path) -> Row:
     path = folder / f"{network.module}.yaml"
     path.write_text(dump(network))
     env = dict(os.environ, PYDANTIC_DISABLE_PLUGINS="__all__")
+    if settings.threads:
+        n = str(settings.threads)
+        env.update(
+            OMP_NUM_THREADS=n, TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS="1"
+        )
     done = subprocess.run(
         [
             sys.executable,

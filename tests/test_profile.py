@@ -13,8 +13,10 @@ from archspec import analysis, profile
 from archspec.expand import expand
 from archspec.pipeline import load_spec, select
 
-# Small and quick: 64px inputs, batch 1, one warm-up, three timed runs.
+# Small and quick: 64px inputs, batch 1, one warm-up, three timed runs; one
+# thread (several threads stall each other on a busy machine).
 QUICK = ("--size", "64", "--batch", "1", "--warmup", "1", "--repeats", "3")
+QUICK += ("--threads", "1")
 
 
 def _networks(spec, size):
@@ -64,6 +66,7 @@ def test_profile_measures_every_variant(mnasnet):
         assert row["peak_memory_mib"] > row["params"] * 4 / 2**20
     assert report["settings"]["batch"] == 1
     assert report["machine"]["logical_cores"] >= 1
+    assert report["settings"]["threads"] == report["machine"]["torch_threads"] == 1
     # The printed table has one line per variant after its two header lines.
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines[2:]] == [r["variant"] for r in rows]
