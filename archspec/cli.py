@@ -63,8 +63,10 @@ def _networks(
     formula: bool = False,
     width: float | None = None,
     resolution: int | None = None,
+    size: int | None = None,
 ):
-    """(the loaded spec, the networks of the variants the options select)."""
+    """(the loaded spec, the networks of the variants the options select);
+    `size` replaces each variant's input resolution (profile --size)."""
     from . import ir
     from .expand import expand
     from .pipeline import select
@@ -78,6 +80,7 @@ def _networks(
                 ("--phi", phi),
                 ("--width", width),
                 ("--resolution", resolution),
+                ("--size", size),
             )
             if value is not None
         ]
@@ -96,6 +99,10 @@ def _networks(
         width=width,
         resolution=resolution,
     )
+    if size is not None:
+        import dataclasses
+
+        chosen = [dataclasses.replace(v, resolution=size) for v in chosen]
     return loaded, [expand(loaded, v) for v in chosen]
 
 
@@ -460,6 +467,172 @@ def _print_variant(found, label: str) -> None:
     click.echo(
         f"  tolerance (relative max error): {', '.join(f'{t:g}' for t in tolerances)}"
     )
+
+
+@cli.command(name="profile")
+@SPEC
+@variant_options
+@click.option(
+    "-b",
+    "--backend",
+    type=click.Choice(["torch", "keras"]),
+    default="torch",
+    show_default=True,
+)
+@click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16", "float16"]),
+    default="float32",
+    show_default=True,
+)
+@click.option("--batch", type=click.IntRange(1, 1 << 16), default=1, show_default=True)
+@click.option(
+    "--size",
+    type=click.IntRange(16, 4096),
+    help="Measure at this input size instead of each variant's resolution.",
+)
+@click.option("--warmup", type=click.IntRange(0, 1000), default=3, show_default=True)
+@click.option(
+    "--repeats",
+    type=click.IntRange(1, 10000),
+    default=10,
+    show_default=True,
+    help="Timed runs; the latency is their median.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 1024),
+    help="CPU threads for the framework (default: its own choice).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    help="Write the results as JSON.",
+)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False),
+    help="Write the results as CSV.",
+)
+@click.option(
+    "--markdown",
+    "markdown_path",
+    type=click.Path(dir_okay=False),
+    help="Write the table as Markdown.",
+)
+def profile_(
+    spec: str,
+    backend: str,
+    device: str,
+    dtype: str,
+    batch: int,
+    size: int | None,
+    warmup: int,
+    repeats: int,
+    threads: int | None,
+    json_path: str | None,
+    csv_path: str | None,
+    markdown_path: str | None,
+    **selection,
+) -> None:
+    """Measure each variant on this machine: latency per batch (median of the
+    timed runs after warm-up, with min-max), images/s and peak memory."""
+    from . import profile
+    from .output import WriteError, write_all
+
+    _, networks = _networks(spec, size=size, **selection)
+    settings = profile.Settings(backend, device, dtype, batch, warmup, repeats, threads)
+    rows = []
+    with click.progressbar(
+        profile.run(networks, settings),
+        length=len(networks),
+        label=f"profiling ({backend}, {dtype} on {device}, batch {batch})",
+        file=sys.stderr,
+    ) as bar:
+        for row in bar:
+            rows.append(row)
+    click.echo(profile.table(rows))
+    files = {}
+    if json_path:
+        document = profile.report(spec, settings, rows)
+        files[Path(json_path)] = json.dumps(document, indent=2) + "\n"
+    if csv_path:
+        files[Path(csv_path)] = profile.csv_text(rows)
+    if markdown_path:
+        files[Path(markdown_path)] = profile.markdown(rows)
+    try:
+        write_all(files)
+    except WriteError as exc:
+        raise SpecError(str(exc)) from None
+    for path in files:
+        click.echo(f"wrote {path}", err=True)
+
+
+@cli.command(name="plot")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--x",
+    "x",
+    type=click.Choice(["flops", "params", "latency"]),
+    default="flops",
+    show_default=True,
+)
+@click.option(
+    "--y",
+    "y",
+    type=click.Choice(["accuracy", "params", "flops", "latency"]),
+    default="accuracy",
+    show_default=True,
+)
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="JSON written by `archspec profile --json` (for latency); repeatable.",
+)
+@click.option("-o", "--output", required=True, help="The figure: FILE.svg or FILE.png.")
+def plot_(
+    specs: tuple[str, ...], x: str, y: str, profiles: tuple[str, ...], output: str
+) -> None:
+    """Compare families in one figure: every variant a labelled point (log axes
+    for parameters, FLOPs and latency; accuracy is each spec's published top1)."""
+    from . import plot
+
+    out = plot.check_output(output)
+    if x == y:
+        raise SpecError(f"--x and --y are both {x}; choose two different quantities")
+    measured = plot.load_profiles(list(profiles))
+    families = [
+        plot.family(spec, _load(spec, Diagnostics()), measured) for spec in specs
+    ]
+    figure, notes = plot.figure(families, x, y)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    plot.save(figure, out)
+    click.echo(f"wrote {out}", err=True)
+
+
+@cli.command(name="draw")
+@SPEC
+@variant_options
+@click.option(
+    "-o", "--output", required=True, help="The picture: FILE.svg or FILE.png."
+)
+def draw_(spec: str, output: str, **selection) -> None:
+    """Draw one variant's architecture: stem, one box per stage (block kind,
+    kernel, expansion, channels, repeats, feature-map size) and head."""
+    from . import draw, plot
+
+    out = plot.check_output(output)
+    net = _one_network(spec, "draw shows one network", **selection)
+    plot.save(draw.figure(net), out)
+    click.echo(f"wrote {out}", err=True)
 
 
 @cli.group()

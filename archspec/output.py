@@ -15,8 +15,9 @@ class WriteError(Exception):
         self.written = written
 
 
-def write_all(files: dict[Path, str]) -> list[Path]:
+def write_all(files: dict[Path, str | bytes]) -> list[Path]:
     """Write every file atomically (temporary file in the same folder, then rename).
+    Text is written as UTF-8 with its newlines as given; bytes as they are.
 
     All contents are staged before the first rename, so a failure while
     staging (full disk, no permission) leaves every existing file untouched.
@@ -27,8 +28,9 @@ def write_all(files: dict[Path, str]) -> list[Path]:
     try:
         for current, text in files.items():
             path = current
+            data = text if isinstance(text, bytes) else text.encode("utf-8")
             # Bytes, not text: an existing file need not be UTF-8 to be replaced.
-            if path.is_file() and path.read_bytes() == text.encode("utf-8"):
+            if path.is_file() and path.read_bytes() == data:
                 continue  # unchanged: keep the file and its timestamp
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(
@@ -37,8 +39,8 @@ def write_all(files: dict[Path, str]) -> list[Path]:
             staged.append((path, temp))
             # mkstemp makes 0600 files; give the mode a plain write would.
             os.chmod(temp, _mode(path))
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-                handle.write(text)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
     except BaseException as exc:
         # Whatever stopped the staging (full disk, no permission, Ctrl-C), no
         # temporary file stays behind and no target has been touched yet.

@@ -75,6 +75,8 @@ class Variant:
     title: str | None = None
     # Named in the spec (not a formula phi or a free width).
     listed: bool = True
+    # Published ImageNet top-1 (%), metadata from the spec for `archspec plot`.
+    top1: float | None = None
     # Where this variant's settings came from, for error positions.
     at: tuple = field(default=("scaling",))
     head: Head | None = None  # the variant's own head; None: the spec's
@@ -99,6 +101,7 @@ def named(valid: ValidSpec) -> dict[str, Variant]:
                 drop_path=reg.drop_path,
                 rows=valid.rows[""],
                 rounding=rounding,
+                top1=row.top1,
                 at=("scaling", "published"),
             )
             for phi, row in sorted(valid.published.items())
@@ -121,6 +124,7 @@ def _named(valid: ValidSpec, name: str, v: SpecVariant, rounding: Rounding) -> V
         rounding=rounding,
         class_name=v.class_name,
         title=v.title,
+        top1=v.top1,
         at=("scaling", "variants", name),
         head=v.head,
     )

@@ -36,6 +36,14 @@ Cell = bool | int | float | str | None
 Reference = Literal["torchvision", "timm", "keras.applications"]
 ReferenceScheme = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
 Coefficient = Annotated[float, Field(ge=1.0, le=100.0)]
+# Metadata only (`archspec plot`): a published figure, cited in the spec.
+Top1 = Annotated[
+    Annotated[float, Field(gt=0, le=100)] | None,
+    Field(
+        description="published ImageNet top-1 accuracy in percent, with its "
+        "source cited in a comment; never affects the network",
+    ),
+]
 
 
 class SpecModel(BaseModel):
@@ -252,7 +260,7 @@ class Compound(SpecModel):
     published: Table | None = Field(
         None,
         description="hand-rounded variants; columns phi, width, depth, resolution, "
-        "dropout",
+        "dropout and optionally top1 (published ImageNet accuracy)",
     )
 
 
@@ -283,6 +291,7 @@ class Variant(SpecModel):
     resolution: Annotated[int, Field(ge=8, le=4096)] | None = None
     dropout: Rate | None = None
     drop_path: Rate | None = None
+    top1: Top1 = None
 
 
 class TableRule(SpecModel):
@@ -323,6 +332,7 @@ class PublishedVariant(SpecModel):
     depth: Annotated[float, Field(gt=0, le=100)]
     resolution: Annotated[int, Field(ge=8, le=4096)]
     dropout: Rate
+    top1: Top1 = None
 
 
 class VariantOverride(SpecModel):
