@@ -20,7 +20,14 @@ import jinja2
 
 from archspec import blocks, ir
 from archspec.errors import SpecError
-from archspec.render import Provenance, activations, environment, nodes, uniform
+from archspec.render import (
+    Provenance,
+    activations,
+    environment,
+    features,
+    nodes,
+    uniform,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -87,10 +94,17 @@ class TorchBackend:
                 raise SpecError(f"activation {value!r} has no PyTorch equivalent here")
         _check_supported(network)
         stochastic_depth = any(type(b).stochastic_depth for b in network.blocks)
-        classifier = network.head[-1]
+        classifier = network.classifier
         init_args = [f"num_classes: int = {classifier.out_features}"]
-        if any(layer.kind == "dropout" for layer in network.head):
-            init_args.append(f"dropout: float = {network.dropout!r}")
+        # The dropout right before the classifier takes the `drop_rate` argument.
+        before = network.head[: network.head.index(classifier)]
+        dropouts = [layer for layer in before if isinstance(layer, ir.Dropout)]
+        if dropouts:
+            init_args.append(f"drop_rate: float = {network.dropout!r}")
+        # forward_features() ends at the global pool; forward_head() starts there.
+        pool = next(
+            i for i, layer in enumerate(network.head) if layer.kind == "global_pool"
+        )
         if stochastic_depth:
             init_args.append(f"drop_path_rate: float = {network.drop_path!r}")
         source = env.get_template("module.py.j2").render(
@@ -105,6 +119,10 @@ class TorchBackend:
             per_layer=acts.per_layer,
             used_activations=acts.used,
             classifier=classifier,
+            head_dropout=dropouts[-1] if dropouts else None,
+            feature_head=network.head[:pool],
+            pooled_head=network.head[pool:-1],
+            features=features(network),
             init_args=init_args,
             stochastic_depth=stochastic_depth,
             squeeze_excitation=any(
@@ -133,6 +151,8 @@ def _check_supported(network: ir.Network) -> None:
             refuse(f"a dense layer other than the final classifier ({layer.name})")
     if not isinstance(network.head[-1], ir.Dense):
         refuse("a head that does not end in a dense classifier")
+    if not any(layer.kind == "global_pool" for layer in network.head):
+        refuse("a head without a global pool")
     for node in nodes(network):
         if isinstance(node, ir.SqueezeExcite) and node.gate != "sigmoid":
             refuse(f"the squeeze-excitation gate {node.gate!r} ({node.name})")
