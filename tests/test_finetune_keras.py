@@ -5,7 +5,10 @@ fine-tuning API with the same weights."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
+from conftest import RESNET
 from families import FAMILIES, IDS, smallest, torch_before_tensorflow
 
 torch_before_tensorflow()
@@ -30,8 +33,12 @@ def relative(a, b) -> float:
 
 @pytest.fixture(scope="module", params=FAMILIES, ids=IDS)
 def family(request):
+    return pair(request.param)
+
+
+@functools.cache
+def pair(spec):
     """Both models of the family's smallest variant, holding the same weights."""
-    spec = request.param
     net = pipeline.network(pipeline.load_spec(spec), variant=smallest(spec))
     torch.manual_seed(0)
     ours = archspec.create_model(net).eval()
@@ -67,9 +74,18 @@ def test_feature_model_equals_torch_feature_maps(family):
         assert relative(keras.ops.convert_to_numpy(got), want) <= TOL
 
 
-@pytest.mark.parametrize("pooling", [None, "avg", "max"])
-def test_include_top_false_and_pooling(family, pooling):
-    ours, _, build, _, layers, x = family
+def test_include_top_false(family):
+    """Every family: the 4-D map of forward_features()."""
+    check_backbone(*family, pooling=None)
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_pooling(pooling):
+    """The same lines in every builder: one family."""
+    check_backbone(*pair(RESNET), pooling=pooling)
+
+
+def check_backbone(ours, _module, build, _model, layers, x, pooling):
     backbone = build(include_top=False, pooling=pooling, input_shape=(SIZE, SIZE, 3))
     assert "classifier" not in {layer.name for layer in backbone.layers}
     for layer in backbone.layers:
