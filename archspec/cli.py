@@ -303,12 +303,9 @@ def compile_(
             )
         files = {Path(output): next(iter(emitted.values()))}
     else:
-        # One folder per spec: two specs may name a variant alike (resnet50).
-        root = (
-            Path(output)
-            if output
-            else Path("generated") / chosen.name / Path(spec).stem
-        )
+        from .api import default_folder
+
+        root = Path(output) if output else default_folder(chosen.name, spec)
         files = {root / name: text for name, text in emitted.items()}
     if check:
         diffs = stale(files)

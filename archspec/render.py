@@ -191,6 +191,28 @@ def paddings(network: ir.Network, backend: str) -> Paddings:
     return Paddings(default, tuple(sorted(counts)))
 
 
+@dataclass(frozen=True)
+class Feature:
+    """One stage group's output, as the generated models list it
+    (`feature_info`): the stage that ends the group, its channels, and its
+    reduction (input size / map size)."""
+
+    stage: int
+    channels: int
+    reduction: int
+
+
+def features(network: ir.Network) -> list[Feature]:
+    """The last stage at each reduction, in order: the multi-scale maps of a
+    detection or segmentation backbone (timm's `feature_info`)."""
+    reduction = math.prod(getattr(layer, "stride", 1) for layer in network.stem)
+    ends: dict[int, Feature] = {}
+    for i, stage in enumerate(network.stages):
+        reduction *= math.prod(block.stride for block in stage.blocks)
+        ends[reduction] = Feature(i, stage.blocks[-1].out_channels, reduction)
+    return list(ends.values())
+
+
 class Code(str):
     """Source text passed through `call` unquoted (a name, an expression)."""
 
@@ -225,6 +247,7 @@ def environment(templates: Path) -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["literal"] = literal
+    env.filters["tuple"] = tuple
     env.globals["call"] = call
     env.globals["Code"] = Code
     return env

@@ -62,7 +62,9 @@ def test_accuracy_plot_has_exactly_the_published_variants(tmp_path):
 
 def test_accuracy_plot_without_any_accuracy_is_bad_input(capsys, tmp_path):
     assert _cli("plot", SE_RESNET, "-o", tmp_path / "x.svg") == 2
-    assert "no variant of the given specs has a published top1" in capsys.readouterr().err
+    assert (
+        "no variant of the given specs has a published top1" in capsys.readouterr().err
+    )
     assert not (tmp_path / "x.svg").exists()
 
 

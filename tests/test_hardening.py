@@ -485,6 +485,7 @@ ALLOWED_CALLS = {
     "super", "isinstance", "range", "len", "enumerate",
     "ConvBNAct", "SqueezeExcitation", "Preprocess", "MBConv", "drop_path",
     "fold_batch_norm",
+    "stage",  # feature_maps(): `for i, stage in enumerate(self.stages)`
 }  # fmt: skip
 
 

@@ -196,10 +196,11 @@ def test_header_and_constants(generated):
     ):
         assert f"\n{line}\n" in text
     assert (
-        "def efficientnet_b3(\n    num_classes: int = 1000,\n    dropout: float = 0.3,\n"
-        "    drop_path_rate: float = 0.2,\n"
+        "def efficientnet_b3(\n    include_top: bool = True,\n    weights: str | None = None,\n"
+        "    input_shape: tuple[int | None, int | None, int] = (300, 300, 3),\n"
+        "    pooling: str | None = None,\n    classes: int = 1000,\n"
         "    classifier_activation: str | None = None,\n"
-        "    input_shape: tuple[int | None, int | None, int] = (300, 300, 3),\n) -> keras.Model:"
+        "    drop_rate: float = 0.3,\n    drop_path_rate: float = 0.2,\n) -> keras.Model:"
     ) in text
     # Every block is a call with literal arguments from the IR; its drop rate
     # is an expression of the builder's drop_path_rate (block i of n: i / n).
@@ -219,16 +220,17 @@ def test_header_and_constants(generated):
     )
     assert (
         '    x = conv_bn_act(x, filters=1536, kernel_size=1, strides=1, name="head")\n'
-        '    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)\n'
-        "    if dropout > 0:\n"
-        '        x = keras.layers.Dropout(dropout, name="dropout")(x)\n'
-        "    x = keras.layers.Dense(\n"
-        "        num_classes,\n"
-        "        activation=classifier_activation,\n"
-        "        kernel_initializer=DENSE_INIT,\n"
-        '        name="classifier",\n'
-        "    )(x)\n"
-        '    return keras.Model(inputs, x, name="efficientnet_b3")\n'
+        "    if include_top:\n"
+        '        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)\n'
+        "        if drop_rate > 0:\n"
+        '            x = keras.layers.Dropout(drop_rate, name="dropout")(x)\n'
+        "        x = keras.layers.Dense(\n"
+        "            classes,\n"
+        "            activation=classifier_activation,\n"
+        "            kernel_initializer=DENSE_INIT,\n"
+        '            name="classifier",\n'
+        "        )(x)\n"
+        '    elif pooling == "avg":\n'
     ) in text
     assert text.count("x = mbconv(") == len(net.blocks)
     assert max(map(len, text.splitlines())) <= 88

@@ -293,7 +293,7 @@ def test_every_variant_builds_and_runs(spec, variant, every_variant):
     net = network(load_spec(SPECS / spec), variant=variant)
     module = load_module(every_variant[spec, variant])
     # Few classes: building the classifier is no part of what is checked.
-    model = getattr(module, net.module)(num_classes=10, input_shape=(64, 64, 3))
+    model = getattr(module, net.module)(classes=10, input_shape=(64, 64, 3))
     weighted = {layer.name for layer in model.layers if layer.weights}
     assert weighted == {w.path.replace(".", "_") for w in net.weights()}
     x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")

@@ -4,8 +4,9 @@ The generated module imports nothing but `keras` and uses only its public API,
 so it runs on the TensorFlow, JAX and torch backends. It holds the network-wide
 constants (BN_EPSILON, BN_MOMENTUM, PADDING, ACTIVATION, CONV_BIAS, the input
 preprocessing), one helper function per layer kind and block kind the network
-uses, and a builder named after the module (`resnet50(num_classes=1000,
-dropout=0.0, drop_path_rate=0.0, ...)`) that emits the stem and head layer by
+uses, and a builder named after the module (`resnet50(include_top=True,
+weights=None, input_shape=..., pooling=None, classes=1000, ...)`, as
+keras.applications.ResNet50, plus `drop_rate` and `drop_path_rate`) that emits the stem and head layer by
 layer from the IR and calls a helper for every block, with literal arguments.
 
 Layer naming: a Keras layer's name is the IR's dotted weight path with "."
@@ -41,6 +42,7 @@ from archspec.render import (
     Provenance,
     activations,
     environment,
+    features,
     nodes,
     paddings,
     uniform,
@@ -136,6 +138,9 @@ class KerasBackend:
                     f"supported (supported: {', '.join(GATES)})"
                 )
         roles = _check_layers(network)
+        pool = next(
+            i for i, node in enumerate(network.head) if node.kind == "global_pool"
+        )
 
         drop_rate = _drop_rates(network)
         kinds = {}
@@ -202,6 +207,10 @@ class KerasBackend:
             se_activation=ACTIVATIONS[se_activation] if use["se_activation"] else None,
             conv_bias=bool(conv_bias),
             dense=any(isinstance(node, ir.Dense) for node in everything),
+            features=features(network),
+            # include_top=False ends at the global pool.
+            feature_head=network.head[:pool],
+            pooled_head=network.head[pool:],
         )
         return {f"{network.module}.py": source}
 

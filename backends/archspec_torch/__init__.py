@@ -24,6 +24,7 @@ from archspec.render import (
     Provenance,
     activations,
     environment,
+    features,
     nodes,
     paddings,
     uniform,
@@ -95,10 +96,17 @@ class TorchBackend:
         _check_supported(network)
         pads = paddings(network, self.name)
         stochastic_depth = any(type(b).stochastic_depth for b in network.blocks)
-        classifier = network.head[-1]
+        classifier = network.classifier
         init_args = [f"num_classes: int = {classifier.out_features}"]
-        if any(layer.kind == "dropout" for layer in network.head):
-            init_args.append(f"dropout: float = {network.dropout!r}")
+        # The dropout right before the classifier takes the `drop_rate` argument.
+        before = network.head[: network.head.index(classifier)]
+        dropouts = [layer for layer in before if isinstance(layer, ir.Dropout)]
+        if dropouts:
+            init_args.append(f"drop_rate: float = {network.dropout!r}")
+        # forward_features() ends at the global pool; forward_head() starts there.
+        pool = next(
+            i for i, layer in enumerate(network.head) if layer.kind == "global_pool"
+        )
         if stochastic_depth:
             init_args.append(f"drop_path_rate: float = {network.drop_path!r}")
         source = env.get_template("module.py.j2").render(
@@ -115,6 +123,10 @@ class TorchBackend:
             per_layer=acts.per_layer,
             used_activations=acts.used,
             classifier=classifier,
+            head_dropout=dropouts[-1] if dropouts else None,
+            feature_head=network.head[:pool],
+            pooled_head=network.head[pool:-1],
+            features=features(network),
             init_args=init_args,
             stochastic_depth=stochastic_depth,
             squeeze_excitation=any(
@@ -141,6 +153,8 @@ def _check_supported(network: ir.Network) -> None:
             refuse(f"dense layers both as 1x1 convolutions and not ({layer.name})")
     if not isinstance(network.head[-1], ir.Dense):
         refuse("a head that does not end in a dense classifier")
+    if not any(layer.kind == "global_pool" for layer in network.head):
+        refuse("a head without a global pool")
     if len({b.stride_on for b in network.blocks if b.kind == "bottleneck"}) > 1:
         refuse("bottlenecks striding on different convolutions in one network")
 

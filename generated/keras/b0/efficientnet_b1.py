@@ -161,22 +161,43 @@ def mbconv(
     return x
 
 
+# The output of every stage group (the last stage at each reduction): the
+# block that ends it, channels and reduction (input size / map size).
+FEATURE_INFO = (
+    {"block": "stages_0_1", "num_chs": 16, "reduction": 2},
+    {"block": "stages_1_2", "num_chs": 24, "reduction": 4},
+    {"block": "stages_2_2", "num_chs": 40, "reduction": 8},
+    {"block": "stages_4_3", "num_chs": 112, "reduction": 16},
+    {"block": "stages_6_1", "num_chs": 320, "reduction": 32},
+)
+
+
 def efficientnet_b1(
-    num_classes: int = 1000,
-    dropout: float = 0.2,
-    drop_path_rate: float = 0.2,
-    classifier_activation: str | None = None,
+    include_top: bool = True,
+    weights: str | None = None,
     input_shape: tuple[int | None, int | None, int] = (240, 240, 3),
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = None,
+    drop_rate: float = 0.2,
+    drop_path_rate: float = 0.2,
 ) -> keras.Model:
-    """Build EfficientNet-B1 as a functional model (channels last).
+    """Build EfficientNet-B1 as a functional model (channels last), with
+    keras.applications' arguments.
 
     Inputs are images with values in [0, 255]; scaling and normalisation happen
     inside the model. Outputs are logits unless `classifier_activation` is set.
 
-    `dropout` is the dropout rate before the classifier. `drop_path_rate` sets
-    stochastic depth: while training, block i of the network's n = 23 blocks
-    drops its residual branch with probability drop_path_rate * i / n.
+    `include_top=False` ends at the last feature map (1280 channels), pooled
+    by `pooling` ("avg", "max", or None for the 4-D map). `weights`: a
+    .weights.h5 file saved from a model built with the same arguments.
+    `drop_rate` is the dropout rate before the classifier. `drop_path_rate`
+    sets stochastic depth: while training, block i of the network's n = 23
+    blocks drops its residual branch with probability drop_path_rate * i / n.
+    feature_model() turns the model into a multi-scale backbone.
     """
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling: expected None, 'avg' or 'max'; found {pooling!r}")
     inputs = keras.Input(shape=input_shape, name="input")
     x = keras.layers.Rescaling(INPUT_SCALE, name="preprocess_rescale")(inputs)
     x = keras.layers.Normalization(
@@ -431,13 +452,34 @@ def efficientnet_b1(
     )
 
     x = conv_bn_act(x, filters=1280, kernel_size=1, strides=1, name="head")
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    if dropout > 0:
-        x = keras.layers.Dropout(dropout, name="dropout")(x)
-    x = keras.layers.Dense(
-        num_classes,
-        activation=classifier_activation,
-        kernel_initializer=DENSE_INIT,
-        name="classifier",
-    )(x)
-    return keras.Model(inputs, x, name="efficientnet_b1")
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+        if drop_rate > 0:
+            x = keras.layers.Dropout(drop_rate, name="dropout")(x)
+        x = keras.layers.Dense(
+            classes,
+            activation=classifier_activation,
+            kernel_initializer=DENSE_INIT,
+            name="classifier",
+        )(x)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
+    model = keras.Model(inputs, x, name="efficientnet_b1")
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+def feature_model(model: keras.Model) -> keras.Model:
+    """A model from `model`'s input to the output of every stage group, in
+    FEATURE_INFO's order, sharing its layers and weights: the multi-scale
+    backbone of a detection or segmentation network (FPN, U-Net)."""
+    outputs = []
+    for info in FEATURE_INFO:
+        # Layers are in graph order: a block's last layer gives its output.
+        prefix = info["block"] + "_"
+        block = [layer for layer in model.layers if layer.name.startswith(prefix)]
+        outputs.append(block[-1].output)
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")

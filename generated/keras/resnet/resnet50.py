@@ -126,22 +126,42 @@ def bottleneck(
     return keras.layers.Activation(ACTIVATION, name=f"{name}_out")(x)
 
 
+# The output of every stage group (the last stage at each reduction): the
+# block that ends it, channels and reduction (input size / map size).
+FEATURE_INFO = (
+    {"block": "stages_0_2", "num_chs": 256, "reduction": 4},
+    {"block": "stages_1_3", "num_chs": 512, "reduction": 8},
+    {"block": "stages_2_5", "num_chs": 1024, "reduction": 16},
+    {"block": "stages_3_2", "num_chs": 2048, "reduction": 32},
+)
+
+
 def resnet50(
-    num_classes: int = 1000,
-    dropout: float = 0.0,
-    drop_path_rate: float = 0.0,
-    classifier_activation: str | None = None,
+    include_top: bool = True,
+    weights: str | None = None,
     input_shape: tuple[int | None, int | None, int] = (224, 224, 3),
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = None,
+    drop_rate: float = 0.0,
+    drop_path_rate: float = 0.0,
 ) -> keras.Model:
-    """Build ResNet-50 as a functional model (channels last).
+    """Build ResNet-50 as a functional model (channels last), with
+    keras.applications' arguments.
 
     Inputs are used as given (no preprocessing layers). Outputs are logits
     unless `classifier_activation` is set.
 
-    `dropout` is the dropout rate before the classifier. `drop_path_rate` sets
-    stochastic depth: while training, block i of the network's n = 16 blocks
-    drops its residual branch with probability drop_path_rate * i / n.
+    `include_top=False` ends at the last feature map (2048 channels), pooled
+    by `pooling` ("avg", "max", or None for the 4-D map). `weights`: a
+    .weights.h5 file saved from a model built with the same arguments.
+    `drop_rate` is the dropout rate before the classifier. `drop_path_rate`
+    sets stochastic depth: while training, block i of the network's n = 16
+    blocks drops its residual branch with probability drop_path_rate * i / n.
+    feature_model() turns the model into a multi-scale backbone.
     """
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling: expected None, 'avg' or 'max'; found {pooling!r}")
     inputs = keras.Input(shape=input_shape, name="input")
     x = inputs
     x = conv_bn_act(x, filters=64, kernel_size=7, strides=2, name="stem")
@@ -283,13 +303,34 @@ def resnet50(
         name="stages_3_2",
     )
 
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    if dropout > 0:
-        x = keras.layers.Dropout(dropout, name="dropout")(x)
-    x = keras.layers.Dense(
-        num_classes,
-        activation=classifier_activation,
-        kernel_initializer=DENSE_INIT,
-        name="classifier",
-    )(x)
-    return keras.Model(inputs, x, name="resnet50")
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+        if drop_rate > 0:
+            x = keras.layers.Dropout(drop_rate, name="dropout")(x)
+        x = keras.layers.Dense(
+            classes,
+            activation=classifier_activation,
+            kernel_initializer=DENSE_INIT,
+            name="classifier",
+        )(x)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
+    model = keras.Model(inputs, x, name="resnet50")
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+def feature_model(model: keras.Model) -> keras.Model:
+    """A model from `model`'s input to the output of every stage group, in
+    FEATURE_INFO's order, sharing its layers and weights: the multi-scale
+    backbone of a detection or segmentation network (FPN, U-Net)."""
+    outputs = []
+    for info in FEATURE_INFO:
+        # Layers are in graph order: a block's last layer gives its output.
+        prefix = info["block"] + "_"
+        block = [layer for layer in model.layers if layer.name.startswith(prefix)]
+        outputs.append(block[-1].output)
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")

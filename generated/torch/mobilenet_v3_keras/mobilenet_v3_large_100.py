@@ -185,13 +185,32 @@ class MobileNetV3Large_100(nn.Module):
     """MobileNetV3-Large-1.0: 5,483,032 trainable parameters with 1000 classes.
 
     Takes images with values in 0-255, NCHW (rescaled and normalized inside).
-    Returns logits. In eval mode every batch norm is folded into its
-    convolution on each call; prepare_for_inference() folds them once, for
-    serving.
+    Returns logits; with num_classes=0, the pooled features. In eval mode
+    every batch norm is folded into its convolution on each call;
+    prepare_for_inference() folds them once, for serving.
+
+    For fine-tuning and as a backbone (timm's conventions): forward_features()
+    gives the last feature map, forward_head() the logits from it (or, with
+    pre_logits=True, the classifier's input), reset_classifier() a new
+    classifier, and feature_maps() the output of every stage group, described
+    by feature_info.
     """
 
+    # The output of every stage group (the last stage at each reduction):
+    # channels, reduction (input size / map size) and the stage that ends it.
+    feature_info = (
+        {"num_chs": 16, "reduction": 2, "module": "stages.0"},
+        {"num_chs": 24, "reduction": 4, "module": "stages.2"},
+        {"num_chs": 40, "reduction": 8, "module": "stages.5"},
+        {"num_chs": 112, "reduction": 16, "module": "stages.11"},
+        {"num_chs": 160, "reduction": 32, "module": "stages.14"},
+    )
+
     def __init__(
-        self, num_classes: int = 1000, dropout: float = 0.2, drop_path_rate: float = 0.0
+        self,
+        num_classes: int = 1000,
+        drop_rate: float = 0.2,
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         self.preprocess = Preprocess(
@@ -311,37 +330,75 @@ class MobileNetV3Large_100(nn.Module):
         self.head = ConvBNAct(160, 960, kernel_size=1)
         self.hidden = nn.Conv2d(960, 1280, 1)
         self.hidden_act = nn.Hardswish(inplace=True)
-        self.dropout = nn.Dropout(dropout, inplace=True)
-        self.classifier = nn.Conv2d(1280, num_classes, 1)
-        self._init_weights()
+        self.dropout = nn.Dropout(drop_rate, inplace=True)
+        self.num_features = 960  # channels of forward_features()
+        self.head_hidden_size = 1280  # features into the classifier
+        self.reset_classifier(num_classes)
+        for m in self.modules():
+            self._init_weights(m)
         # Stochastic depth grows linearly with the block's index in the network.
         blocks = [block for stage in self.stages for block in stage]
         for i, block in enumerate(blocks):
             block.drop_path = drop_path_rate * i / len(blocks)
 
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                bound = 1.0 / math.sqrt(m.out_features)
-                nn.init.uniform_(m.weight, -bound, bound)
-                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            bound = 1.0 / math.sqrt(m.out_features)
+            nn.init.uniform_(m.weight, -bound, bound)
+            nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new, freshly initialized classifier for num_classes (0: none, and
+        the model returns the pooled features)."""
+        self.num_classes = num_classes
+        # A 1x1 convolution on the pooled map, as keras.applications has it.
+        self.classifier = (
+            nn.Conv2d(self.head_hidden_size, num_classes, 1)
+            if num_classes > 0
+            else nn.Identity()
+        )
+        self._init_weights(self.classifier)
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(x)
-        x = self.stem(x)
-        x = self.stages(x)
-        x = self.head(x)
+        return self.stem(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map, before global pooling: NCHW, num_features channels."""
+        x = self.stages(self.forward_stem(x))
+        return self.head(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Logits from forward_features()'s map; with pre_logits, the
+        classifier's input (1280 features per image)."""
         x = x.mean((2, 3), keepdim=True)
         x = self.hidden_act(self.hidden(x))
         x = self.dropout(x)
-        return self.classifier(x).flatten(1)
+        # The dense layers work on the pooled 1x1 map; the result is flat.
+        return (x if pre_logits else self.classifier(x)).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every stage group, in feature_info's order: the
+        multi-scale maps a detection or segmentation network (FPN, U-Net)
+        builds on."""
+        x = self.forward_stem(x)
+        maps = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in (0, 2, 5, 11, 14):
+                maps.append(x)
+        return maps
 
     @torch.no_grad()
     def prepare_for_inference(self) -> "MobileNetV3Large_100":

@@ -1,0 +1,100 @@
+"""Deployment: every family's generated PyTorch model exports to ONNX and
+onnxruntime reproduces it to float32 rounding; every generated Keras model
+exports as a SavedModel (model.export) and the reloaded artefact reproduces it.
+One variant per family (its smallest), 64x64 inputs."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from families import FAMILIES, IDS, smallest, torch_before_tensorflow
+
+torch_before_tensorflow()
+torch = pytest.importorskip("torch")
+np = pytest.importorskip("numpy")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")  # torch.onnx.export's exporter
+
+from generated_code import ROUNDING_FACTOR, ROUNDING_FLOOR, relative_error  # noqa: E402
+
+import archspec  # noqa: E402
+from archspec import pipeline, runtime  # noqa: E402
+from archspec.parity import randomize  # noqa: E402
+from archspec.render import uniform  # noqa: E402
+
+SIZE = 64
+
+
+def network(spec):
+    return pipeline.network(pipeline.load_spec(spec), variant=smallest(spec))
+
+
+def images(net, batch: int, seed: int = 0) -> np.ndarray:
+    scale = 255 if net.input.preprocess else 1
+    rng = np.random.default_rng(seed)
+    return (rng.random((batch, 3, SIZE, SIZE)) * scale).astype("float32")
+
+
+@pytest.mark.parametrize("spec", FAMILIES, ids=IDS)
+def test_onnx_export_runs_in_onnxruntime(spec, tmp_path):
+    """Exported with a dynamic batch, run at another batch size: no further
+    from the float64 model than the float32 PyTorch model itself is."""
+    net = network(spec)
+    torch.manual_seed(0)
+    model = archspec.create_model(net).eval()
+    randomize(model, SIZE, seed=0)
+    path = tmp_path / f"{net.module}.onnx"
+    batch = torch.export.Dim("batch", min=1, max=64)
+    torch.onnx.export(
+        model,
+        (torch.from_numpy(images(net, 2)),),
+        path,
+        dynamo=True,
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_shapes=({0: batch},),
+    )
+    options = ort.SessionOptions()
+    if uniform(net, "padding", "onnx") == "same":
+        # onnxruntime 1.31's graph optimizer loses the Pad of a zero-padded
+        # kernel ("Node input 'pad_4' is not a graph input"): TensorFlow's
+        # "same" padding shifts stride-2 kernels so. Unoptimized, it runs.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(
+        str(path), options, providers=["CPUExecutionProvider"]
+    )
+    x = images(net, 3, seed=1)
+    (got,) = session.run(["logits"], {"images": x})
+    with torch.no_grad():
+        ours = model(torch.from_numpy(x))
+        truth = copy.deepcopy(model).double()(torch.from_numpy(x).double())
+    error = relative_error(torch.from_numpy(got), truth)
+    own = relative_error(ours, truth)
+    assert error <= ROUNDING_FACTOR * own + ROUNDING_FLOOR, (error, own)
+    assert relative_error(truth[0], truth[1]) > 1e-3  # the input matters
+
+
+@pytest.mark.parametrize("spec", FAMILIES, ids=IDS)
+def test_keras_saved_model_export_reloads(spec, tmp_path):
+    keras = pytest.importorskip("keras")
+    tf = pytest.importorskip("tensorflow")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("SavedModel export needs Keras's TensorFlow backend")
+    net = network(spec)
+    keras.utils.set_random_seed(0)
+    model = runtime.keras_model(net)  # any input size
+    path = str(tmp_path / "saved_model")
+    model.export(path, format="tf_saved_model", verbose=False)
+    reloaded = tf.saved_model.load(path)
+    x = images(net, 2).transpose(0, 2, 3, 1)
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    got = reloaded.serve(tf.constant(x)).numpy()
+    assert got.shape == expected.shape == (2, net.classifier.out_features)
+    # The same TensorFlow kernels, traced: equal up to oneDNN's summation order.
+    assert relative_error(torch.from_numpy(got), torch.from_numpy(expected)) <= 1e-5
+    smaller = images(net, 1, seed=2)[:, :, :40, :48].transpose(0, 2, 3, 1)
+    assert reloaded.serve(tf.constant(smaller)).shape == (
+        1,
+        net.classifier.out_features,
+    )
