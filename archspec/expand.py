@@ -68,6 +68,8 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
         )
     at[:] = ("stem",), ("stem",)
     s = spec.stem
+    if variant.stem is not None:
+        s = s.model_copy(update=variant.stem.model_dump(exclude_none=True))
     stem: list[ir.Layer] = [
         ir.Conv(
             name="stem",
@@ -121,9 +123,9 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
     for i, (row, count) in enumerate(zip(variant.rows, layers, strict=True)):
         kind = blocks.get(row.block)
         at[:] = ("stages", "rows", i), ("stages", i)
-        out_channels = row.output_channels(channels(row.channels))
         stage = []
         for b in range(count):
+            out_channels = row.block_channels(width, channels)
             block = kind.build(
                 row,
                 blocks.BlockContext(
@@ -146,6 +148,12 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
 
     at[:] = ("head",), ("head",)
     head: list[ir.Layer] = []
+    if spec.head.norm:
+        head.append(
+            ir.NormAct(
+                name="head_norm", channels=width, norm=norm, activation=activation
+            )
+        )
     if spec.head.channels is not None:
         scaled = {"always": True, "above_one": variant.width > 1, "never": False}
         head.append(

@@ -22,6 +22,7 @@ from .spec import Rounding
 
 if TYPE_CHECKING:
     from .blocks import StageRow
+    from .spec import StemChanges
     from .spec import Variant as SpecVariant
     from .validate import ValidSpec
 
@@ -74,6 +75,7 @@ class Variant:
     title: str | None = None
     # Named in the spec (not a formula phi or a free width).
     listed: bool = True
+    stem: StemChanges | None = None
     # Where this variant's settings came from, for error positions.
     at: tuple = field(default=("scaling",))
 
@@ -119,6 +121,7 @@ def _named(valid: ValidSpec, name: str, v: SpecVariant, rounding: Rounding) -> V
         rounding=rounding,
         class_name=v.class_name,
         title=v.title,
+        stem=v.stem,
         at=("scaling", "variants", name),
     )
 

@@ -179,6 +179,11 @@ class Head(SpecModel):
         description="whether the head width follows the width multiplier: always "
         "(EfficientNet), only when it exceeds 1 (MobileNetV2), never (MNASNet)",
     )
+    norm: bool = Field(
+        False,
+        description="a batch norm and the activation after the last stage "
+        "(DenseNet's norm5, whose layers put the norm before the convolution)",
+    )
     classes: Annotated[int, Field(gt=0, le=1 << 20)] = 1000
     pool: Literal["avg"] = "avg"
 
@@ -206,6 +211,14 @@ class Compound(SpecModel):
     )
 
 
+class StemChanges(SpecModel):
+    """A variant's changes to the stem (EfficientNetV2-L: 32 channels)."""
+
+    channels: Channels | None = None
+    kernel: OddKernel | None = None
+    stride: Stride | None = None
+
+
 class Variant(SpecModel):
     """One named variant of a table or width rule: what differs from the spec."""
 
@@ -221,6 +234,12 @@ class Variant(SpecModel):
     set: dict[str, Cell] = Field(
         {}, description="stage-table cells that every row of this variant takes"
     )
+    stages: Table | None = Field(
+        None,
+        description="this variant's own stage table, in place of the spec's "
+        "(EfficientNetV2-S/M/L); `layers` and `set` then apply to it",
+    )
+    stem: StemChanges | None = Field(None, description="changes to the stem")
     width: Annotated[float, Field(gt=0, le=16)] = Field(
         1.0, description="channel multiplier, rounded by the rule's rounding"
     )

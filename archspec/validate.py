@@ -270,22 +270,31 @@ def _all_rows(
         layers = variant.get("layers")
         if not isinstance(cells, dict):
             continue
-        if isinstance(layers, list) and len(layers) != len(records):
+        # A variant may bring its own stage table (EfficientNetV2-S/M/L).
+        own: DataPath = (*at, "stages")
+        table_path, table_columns, table_records = path, columns, records
+        if "stages" in variant:
+            if _table(data, own) is None:
+                continue  # the Spec model reports the table's shape
+            table_path, table_columns = own, _table(data, own)[0]
+            table_records = _records(own, data, document, diagnostics)
+        if isinstance(layers, list) and len(layers) != len(table_records):
             diagnostics.error(
-                f"expected {len(records)} layer counts, one per stage row; "
+                f"expected {len(table_records)} layer counts, one per stage row; "
                 f"found {len(layers)}",
                 document.position((*at, "layers")),
                 format_path((*at, "layers")),
             )
             continue
         rows = _stage_rows(
-            columns,
-            records,
+            table_columns,
+            table_records,
             cells,
             layers if isinstance(layers, list) else None,
             at,
             document,
             diagnostics,
+            table_path,
         )
         if rows is not None:
             tables[str(name)] = rows
@@ -300,13 +309,14 @@ def _stage_rows(
     variant: DataPath,
     document: Document,
     diagnostics: Diagnostics,
+    path: DataPath = ("stages",),
 ) -> tuple[StageRow, ...] | None:
-    """Validate each row, with a variant's `set` cells and `layers` applied.
+    """Validate each row of the table at `path`, with a variant's `set` cells
+    and `layers` applied.
 
     Errors point at whatever supplied the bad value: the row's cell, or the
     variant's entry.
     """
-    path: DataPath = ("stages",)
     given = [*columns, *(c for c in cells if c not in columns)]
     # Block kinds load lazily: first the fields of the kinds this table names;
     # only a column none of them has needs every kind (and the plugins).
@@ -324,7 +334,7 @@ def _stage_rows(
             f"expected a 'block' column naming each row's block kind "
             f"(one of {', '.join(blocks.names())}), or a variant setting it",
             document.position((*path, "columns")),
-            "stages.columns",
+            format_path((*path, "columns")),
         )
         return None
     for column in given:

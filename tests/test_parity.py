@@ -195,6 +195,11 @@ FAMILY_CHECKS = [
     ("specs/resnet_keras.yaml", "resnet101,resnet152", "64"),
     ("specs/se_resnet.yaml", "seresnet50", None),
     ("specs/se_resnet.yaml", "seresnet18,seresnet34,seresnet101,seresnet152", "64"),
+    # EfficientNetV2's random weights lose their signal below ~128 px (its deep
+    # stages see too few pixels to calibrate batch norm), and 384-480 px costs
+    # minutes: S (with train mode and gradients) at 128, M and L at 96.
+    ("specs/efficientnet_v2.yaml", "efficientnet_v2_s", "128"),
+    ("specs/efficientnet_v2.yaml", "efficientnet_v2_m,efficientnet_v2_l", "96"),
 ]
 
 

@@ -12,6 +12,9 @@ efficientnet (torchvision's EfficientNet):
     head.conv / head.bn                  features.{stages+1}.0 / .1
     classifier                           classifier.1
   where e is 1 when the block has an expand convolution and 0 when it has not.
+  EfficientNetV2's fused blocks (fused_mbconv):
+    stages.S.B.expand.conv / .bn         features.{S+1}.B.block.0.0 / .0.1
+    stages.S.B.project.conv / .bn        features.{S+1}.B.block.{e}.0 / .{e}.1
 
 mobilenet_v2 (torchvision's MobileNetV2, one flat `features`; i = 1 + the
 block's position in the network):
@@ -77,15 +80,25 @@ def efficientnet(network: ir.Network, layer: ir.Weights, owner: Owner | None) ->
         )
         return part(top, layer, "torchvision's EfficientNet")
     block = owner.block
-    if block.kind != "mbconv":
+    if block.kind not in ("mbconv", "fused_mbconv"):
         raise SpecError(f"torchvision's EfficientNet has no {block.kind!r} blocks")
     e = 1 if block.has_expand else 0
-    parts = {
-        f"{name}.{inner}": f"block.{position}.{theirs}"
-        for name, position in (("expand", 0), ("depthwise", e), ("project", e + 2))
-        for inner, theirs in _CONV_BN.items()
-    }
-    parts |= {"se.reduce": f"block.{e + 1}.fc1", "se.expand": f"block.{e + 1}.fc2"}
+    if block.kind == "fused_mbconv":  # EfficientNetV2's FusedMBConv
+        parts = {
+            f"{name}.{inner}": f"block.{position}.{theirs}"
+            for name, position in (("expand", 0), ("project", e))
+            for inner, theirs in _CONV_BN.items()
+        }
+    else:
+        parts = {
+            f"{name}.{inner}": f"block.{position}.{theirs}"
+            for name, position in (("expand", 0), ("depthwise", e), ("project", e + 2))
+            for inner, theirs in _CONV_BN.items()
+        }
+        parts |= {
+            "se.reduce": f"block.{e + 1}.fc1",
+            "se.expand": f"block.{e + 1}.fc2",
+        }
     where = "torchvision's EfficientNet block"
     return f"features.{owner.stage + 1}.{owner.index}.{part(parts, layer, where)}"
 
