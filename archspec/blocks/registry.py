@@ -30,6 +30,8 @@ BUILTIN = {
     "fused_mbconv": "archspec.blocks.fused_mbconv:FUSED_MBCONV",
     "basic": "archspec.blocks.resnet:BASIC",
     "bottleneck": "archspec.blocks.resnet:BOTTLENECK",
+    "dense": "archspec.blocks.dense:DENSE",
+    "transition": "archspec.blocks.dense:TRANSITION",
 }
 
 

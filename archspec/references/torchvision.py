@@ -40,6 +40,16 @@ resnet (torchvision's ResNet and Wide ResNet; timm's resnet*, seresnet*):
     stages.S.B.se.reduce / .expand       layer{S+1}.B.se.fc1 / .fc2   (timm)
     classifier                           fc
 
+densenet (torchvision's DenseNet, timm's densenet*; b counts the dense blocks,
+t the transitions, i the layers of a block, all from 1):
+    stem.conv / stem.bn                  features.conv0 / features.norm0
+    stages.S.B.norm1.bn / conv1 / norm2.bn / conv2 (dense)
+                                         features.denseblock{b}.denselayer{i}.norm1 / ...
+    stages.S.0.norm.bn / conv (transition)
+                                         features.transition{t}.norm / .conv
+    head_norm.bn                         features.norm5
+    classifier                           classifier
+
 This is what makes the references' (and so pretrained) weights usable:
 
     model.load_state_dict(from_torchvision(network, reference.state_dict(), "resnet"))
@@ -175,7 +185,42 @@ def resnet(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str:
     return f"layer{owner.stage + 1}.{owner.index}.{part(RESNET_PARTS, layer, where)}"
 
 
+DENSENET_TOP = {
+    "stem.conv": "features.conv0",
+    "stem.bn": "features.norm0",
+    "head_norm.bn": "features.norm5",
+    "classifier": "classifier",
+}
+DENSENET_PARTS = {
+    "dense": {
+        "norm1.bn": "norm1",
+        "conv1": "conv1",
+        "norm2.bn": "norm2",
+        "conv2": "conv2",
+    },
+    "transition": {"norm.bn": "norm", "conv": "conv"},
+}
+
+
+def densenet(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str:
+    where = "torchvision's DenseNet"
+    if owner is None:
+        return part(DENSENET_TOP, layer, where)
+    kind = owner.block.kind
+    if kind not in DENSENET_PARTS:
+        raise SpecError(f"{where} has no {kind!r} blocks")
+    # Dense blocks and transitions count separately, from 1.
+    number = sum(
+        stage.blocks[0].kind == kind for stage in network.stages[: owner.stage + 1]
+    )
+    inner = part(DENSENET_PARTS[kind], layer, where)
+    if kind == "transition":
+        return f"features.transition{number}.{inner}"
+    return f"features.denseblock{number}.denselayer{owner.index + 1}.{inner}"
+
+
 SCHEMES = {
+    "densenet": densenet,
     "efficientnet": efficientnet,
     "mnasnet": mnasnet,
     "mobilenet_v2": mobilenet_v2,
