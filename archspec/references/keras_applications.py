@@ -24,6 +24,10 @@ names its scheme under `references: {keras.applications: ...}`.
   `conv1_conv`, `conv1_bn`, `conv{S+2}_block{B+1}_{1,2,3}_{conv,bn}` (S, B:
   0-based stage and block), the projection shortcut `..._0_{conv,bn}`, and
   `predictions`.
+- "densenet" (`keras/src/applications/densenet.py`, DenseNet121/169/201):
+  `conv1_conv`, `conv1_bn`, the dense layers `conv{b+1}_block{i}_{0_bn,
+  1_conv,1_bn,2_conv}` (b: the dense block, i: the layer, from 1), the
+  transitions `pool{t+1}_{bn,conv}`, the final `bn` and `predictions`.
 - "mobilenet_v2" (`keras/src/applications/mobilenet_v2.py`, any alpha):
   `Conv1`, `bn_Conv1`, the first block `expanded_conv_{depthwise,project}`
   (+ `_BN`), then `block_{i}_{expand,depthwise,project}` (+ `_BN`; i counts
@@ -74,6 +78,14 @@ def mobilenet_v2_block(stage: int, index: int, position: int) -> str:
     return "expanded_conv" if position == 0 else f"block_{position}"
 
 
+def densenet_block(stage: int, index: int, position: int = 0) -> str:
+    """keras.applications DenseNet's prefix: dense blocks (even stages) and
+    transitions (odd stages) alternate, numbered after the stem's conv1 /
+    pool1: `conv2_block1`, ..., `pool2`, `conv3_block1`, ..."""
+    number = stage // 2 + 2
+    return f"conv{number}_block{index + 1}" if stage % 2 == 0 else f"pool{number}"
+
+
 @dataclass(frozen=True)
 class Scheme:
     """How one family of keras.applications models names its layers."""
@@ -118,6 +130,32 @@ def _conv_bn(pairs: Mapping[str, str]) -> dict[str, str]:
 
 
 SCHEMES = {
+    "densenet": Scheme(
+        top={
+            "stem.conv": "conv1_conv",
+            "stem.bn": "conv1_bn",
+            "head_norm.bn": "bn",
+            "classifier": "predictions",
+        },
+        block=densenet_block,
+        model=by_depths(
+            "densenet",
+            {
+                ((6, 1, 12, 1, 24, 1, 16), 1024): "DenseNet121",
+                ((6, 1, 12, 1, 32, 1, 32), 1664): "DenseNet169",
+                ((6, 1, 12, 1, 48, 1, 32), 1920): "DenseNet201",
+            },
+        ),
+        parts={
+            "dense": {
+                "norm1.bn": "0_bn",
+                "conv1": "1_conv",
+                "norm2.bn": "1_bn",
+                "conv2": "2_conv",
+            },
+            "transition": {"norm.bn": "bn", "conv": "conv"},
+        },
+    ),
     "efficientnet": Scheme(
         top={
             "stem.conv": "stem_conv",
