@@ -177,7 +177,7 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
         ir.Dense(name="classifier", in_features=width, out_features=spec.head.classes),
     ]
     at[:] = variant.at, variant.at
-    pre = spec.input.preprocess
+    pre = _preprocess(valid, variant)
     module, class_name, title = _names(valid, variant)
     return ir.Network(
         module=module,
@@ -217,15 +217,27 @@ def _settings(valid: ValidSpec, variant: Variant) -> tuple[str, str, ir.Norm]:
     d = valid.spec.defaults
     activation, padding, norm = d.activation, d.padding, d.norm
     for override in valid.spec.per_variant:
-        named = variant.listed and (
-            variant.name in override.variants
-            or (variant.rule == "compound" and variant.phi in override.phi)
-        )
-        if named:
+        if _named(override, variant):
             activation = override.activation or activation
             padding = override.padding or padding
             norm = override.norm or norm
     return activation, padding, ir.Norm(eps=norm.eps, momentum=norm.momentum)
+
+
+def _preprocess(valid: ValidSpec, variant: Variant):
+    """The spec's in-model preprocessing, or a per-variant override's."""
+    pre = valid.spec.input.preprocess
+    for override in valid.spec.per_variant:
+        if override.preprocess and _named(override, variant):
+            pre = override.preprocess
+    return pre
+
+
+def _named(override, variant: Variant) -> bool:
+    return variant.listed and (
+        variant.name in override.variants
+        or (variant.rule == "compound" and variant.phi in override.phi)
+    )
 
 
 def _names(valid: ValidSpec, variant: Variant) -> tuple[str, str, str]:

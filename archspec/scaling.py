@@ -113,7 +113,7 @@ def _named(valid: ValidSpec, name: str, v: SpecVariant, rounding: Rounding) -> V
         name=name,
         rule=spec.scaling.rule,
         width=v.width,
-        depth=1.0,
+        depth=v.depth,
         resolution=v.resolution or spec.input.resolution,
         dropout=reg.dropout if v.dropout is None else v.dropout,
         drop_path=reg.drop_path if v.drop_path is None else v.drop_path,

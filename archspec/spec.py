@@ -243,6 +243,11 @@ class Variant(SpecModel):
     width: Annotated[float, Field(gt=0, le=16)] = Field(
         1.0, description="channel multiplier, rounded by the rule's rounding"
     )
+    depth: Annotated[float, Field(gt=0, le=16)] = Field(
+        1.0,
+        description="layer multiplier: each stage's blocks, rounded up "
+        "(Keras's EfficientNetV2-B1: 1.1)",
+    )
     resolution: Annotated[int, Field(ge=8, le=4096)] | None = None
     dropout: Rate | None = None
     drop_path: Rate | None = None
@@ -298,6 +303,11 @@ class VariantOverride(SpecModel):
     activation: Activation | None = None
     padding: Padding | None = None
     norm: Norm | None = None
+    preprocess: Preprocess | None = Field(
+        None,
+        description="in-model input preprocessing of these variants (Keras's "
+        "EfficientNetV2-S/M/L rescale differently from B0-B3)",
+    )
 
     @model_validator(mode="after")
     def _names_some(self) -> VariantOverride:

@@ -204,6 +204,17 @@ FAMILY_CHECKS = [
         "efficientnet_v2_s,efficientnet_v2_m,efficientnet_v2_l",
         "128",
     ),
+    ("specs/efficientnet_v2_keras.yaml", "efficientnet_v2_b0", None),
+    (
+        "specs/efficientnet_v2_keras.yaml",
+        "efficientnet_v2_b1,efficientnet_v2_b2,efficientnet_v2_b3",
+        "64",
+    ),
+    (
+        "specs/efficientnet_v2_keras.yaml",
+        "efficientnet_v2_s,efficientnet_v2_m,efficientnet_v2_l",
+        "128",
+    ),
     ("specs/densenet.yaml", "densenet121", None),
     ("specs/densenet.yaml", "densenet161,densenet169,densenet201", "64"),
     # The first variant also compares input gradients, which ReLU and max

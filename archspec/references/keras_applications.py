@@ -20,6 +20,9 @@ names its scheme under `references: {keras.applications: ...}`.
   `predictions`. Its Normalization layer is left out: it is auto-named
   ("normalization", "normalization_1", ...) and its statistics are constants
   in the generated module.
+- "efficientnet_v2" (`keras/src/applications/efficientnet_v2.py`, B0-B3,
+  S/M/L): as "efficientnet", with `dwconv2` for the depthwise convolution and
+  the fused blocks' `expand_{conv,bn}` (kxk) and `project_{conv,bn}`.
 - "resnet" (`keras/src/applications/resnet.py`, ResNet50/101/152, v1):
   `conv1_conv`, `conv1_bn`, `conv{S+2}_block{B+1}_{1,2,3}_{conv,bn}` (S, B:
   0-based stage and block), the projection shortcut `..._0_{conv,bn}`, and
@@ -189,6 +192,45 @@ SCHEMES = {
                 "project.conv": "project_conv",
                 "project.bn": "project_bn",
             }
+        },
+    ),
+    "efficientnet_v2": Scheme(
+        top={
+            "stem.conv": "stem_conv",
+            "stem.bn": "stem_bn",
+            "head.conv": "top_conv",
+            "head.bn": "top_bn",
+            "classifier": "predictions",
+        },
+        block=efficientnet_block,
+        model=by_depths(
+            "efficientnet_v2",
+            {
+                ((1, 2, 2, 3, 5, 8), 1280): "EfficientNetV2B0",
+                ((2, 3, 3, 4, 6, 9), 1280): "EfficientNetV2B1",
+                ((2, 3, 3, 4, 6, 10), 1408): "EfficientNetV2B2",
+                ((2, 3, 3, 5, 7, 12), 1536): "EfficientNetV2B3",
+                ((2, 4, 4, 6, 9, 15), 1280): "EfficientNetV2S",
+                ((3, 5, 5, 7, 14, 18, 5), 1280): "EfficientNetV2M",
+                ((4, 7, 7, 10, 19, 25, 7), 1280): "EfficientNetV2L",
+            },
+        ),
+        parts={
+            "fused_mbconv": {
+                f"{part}.{tensor}": f"{part}_{tensor}"
+                for part in ("expand", "project")
+                for tensor in ("conv", "bn")
+            },
+            "mbconv": {
+                "expand.conv": "expand_conv",
+                "expand.bn": "expand_bn",
+                "depthwise.conv": "dwconv2",
+                "depthwise.bn": "bn",
+                "se.reduce": "se_reduce",
+                "se.expand": "se_expand",
+                "project.conv": "project_conv",
+                "project.bn": "project_bn",
+            },
         },
     ),
     "resnet": Scheme(
