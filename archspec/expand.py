@@ -68,6 +68,8 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
         )
     at[:] = ("stem",), ("stem",)
     s = spec.stem
+    if variant.stem is not None:
+        s = s.model_copy(update=variant.stem.model_dump(exclude_none=True))
     stem: list[ir.Layer] = [
         ir.Conv(
             name="stem",
@@ -124,9 +126,9 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
     for i, (row, count) in enumerate(zip(variant.rows, layers, strict=True)):
         kind = blocks.get(row.block)
         at[:] = ("stages", "rows", i), ("stages", i)
-        out_channels = row.output_channels(channels(row.channels))
         stage = []
         for b in range(count):
+            out_channels = row.block_channels(width, channels)
             block = kind.build(
                 row,
                 blocks.BlockContext(
@@ -152,6 +154,12 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
     h = variant.head or spec.head
     scaled = {"always": True, "above_one": variant.width > 1, "never": False}
     head: list[ir.Layer] = []
+    if h.norm:  # DenseNet's norm5: its layers put the norm before the conv
+        head.append(
+            ir.NormAct(
+                name="head_norm", channels=width, norm=norm, activation=activation
+            )
+        )
     if h.channels is not None or h.expand is not None:
         if h.expand is not None:  # a multiple of the last stage (MobileNetV3: 6)
             out = round_channels(h.expand * width, variant.rounding)
@@ -193,7 +201,7 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
         ),
     ]
     at[:] = variant.at, variant.at
-    pre = spec.input.preprocess
+    pre = _preprocess(valid, variant)
     module, class_name, title = _names(valid, variant)
     return ir.Network(
         module=module,
@@ -233,15 +241,27 @@ def _settings(valid: ValidSpec, variant: Variant) -> tuple[str, str, ir.Norm]:
     d = valid.spec.defaults
     activation, padding, norm = d.activation, d.padding, d.norm
     for override in valid.spec.per_variant:
-        named = variant.listed and (
-            variant.name in override.variants
-            or (variant.rule == "compound" and variant.phi in override.phi)
-        )
-        if named:
+        if _named(override, variant):
             activation = override.activation or activation
             padding = override.padding or padding
             norm = override.norm or norm
     return activation, padding, ir.Norm(eps=norm.eps, momentum=norm.momentum)
+
+
+def _preprocess(valid: ValidSpec, variant: Variant):
+    """The spec's in-model preprocessing, or a per-variant override's."""
+    pre = valid.spec.input.preprocess
+    for override in valid.spec.per_variant:
+        if override.preprocess and _named(override, variant):
+            pre = override.preprocess
+    return pre
+
+
+def _named(override, variant: Variant) -> bool:
+    return variant.listed and (
+        variant.name in override.variants
+        or (variant.rule == "compound" and variant.phi in override.phi)
+    )
 
 
 def _names(valid: ValidSpec, variant: Variant) -> tuple[str, str, str]:

@@ -22,7 +22,7 @@ from .spec import Rounding
 
 if TYPE_CHECKING:
     from .blocks import StageRow
-    from .spec import Head
+    from .spec import Head, StemChanges
     from .spec import Variant as SpecVariant
     from .validate import ValidSpec
 
@@ -77,6 +77,7 @@ class Variant:
     listed: bool = True
     # Published ImageNet top-1 (%), metadata from the spec for `archspec plot`.
     top1: float | None = None
+    stem: StemChanges | None = None
     # Where this variant's settings came from, for error positions.
     at: tuple = field(default=("scaling",))
     head: Head | None = None  # the variant's own head; None: the spec's
@@ -116,7 +117,7 @@ def _named(valid: ValidSpec, name: str, v: SpecVariant, rounding: Rounding) -> V
         name=name,
         rule=spec.scaling.rule,
         width=v.width,
-        depth=1.0,
+        depth=v.depth,
         resolution=v.resolution or spec.input.resolution,
         dropout=reg.dropout if v.dropout is None else v.dropout,
         drop_path=reg.drop_path if v.drop_path is None else v.drop_path,
@@ -125,6 +126,7 @@ def _named(valid: ValidSpec, name: str, v: SpecVariant, rounding: Rounding) -> V
         class_name=v.class_name,
         title=v.title,
         top1=v.top1,
+        stem=v.stem,
         at=("scaling", "variants", name),
         head=v.head,
     )

@@ -226,6 +226,11 @@ class Head(SpecModel):
         "(EfficientNet), only when it exceeds 1 (MobileNetV2), never (MNASNet)",
     )
     hidden: Hidden | None = None
+    norm: bool = Field(
+        False,
+        description="a batch norm and the activation after the last stage "
+        "(DenseNet's norm5, whose layers put the norm before the convolution)",
+    )
     classes: Annotated[int, Field(gt=0, le=1 << 20)] = 1000
     pool: Literal["avg"] = "avg"
     as_conv: bool = Field(
@@ -264,6 +269,14 @@ class Compound(SpecModel):
     )
 
 
+class StemChanges(SpecModel):
+    """A variant's changes to the stem (EfficientNetV2-L: 32 channels)."""
+
+    channels: Channels | None = None
+    kernel: OddKernel | None = None
+    stride: Stride | None = None
+
+
 class Variant(SpecModel):
     """One named variant of a table or width rule: what differs from the spec."""
 
@@ -285,8 +298,14 @@ class Variant(SpecModel):
         {}, description="stage-table cells that every row of this variant takes"
     )
     head: Head | None = Field(None, description="this variant's own head")
+    stem: StemChanges | None = Field(None, description="changes to the stem")
     width: Annotated[float, Field(gt=0, le=16)] = Field(
         1.0, description="channel multiplier, rounded by the rule's rounding"
+    )
+    depth: Annotated[float, Field(gt=0, le=16)] = Field(
+        1.0,
+        description="layer multiplier: each stage's blocks, rounded up "
+        "(Keras's EfficientNetV2-B1: 1.1)",
     )
     resolution: Annotated[int, Field(ge=8, le=4096)] | None = None
     dropout: Rate | None = None
@@ -345,6 +364,11 @@ class VariantOverride(SpecModel):
     activation: Activation | None = None
     padding: Padding | None = None
     norm: Norm | None = None
+    preprocess: Preprocess | None = Field(
+        None,
+        description="in-model input preprocessing of these variants (Keras's "
+        "EfficientNetV2-S/M/L rescale differently from B0-B3)",
+    )
 
     @model_validator(mode="after")
     def _names_some(self) -> VariantOverride:

@@ -144,6 +144,9 @@ class Model:
     weights: str | None  # from_torchvision scheme where gen takes tv's weights
     targets: tuple[tuple[str, str, str, float], ...]
     keras_app: str | None  # keras.applications builder, None: no Keras contender
+    # Largest forward peak memory allowed, as a multiple of torchvision's (in
+    # each memory format); None: not a target.
+    memory_limit: float | None = None
 
     def spec(self, family: str) -> str:
         return dict(self.families)[family]
@@ -160,7 +163,8 @@ RESNETS = (
 )
 
 
-# Mobile variants at width 1.0: (spec stem, torchvision builder, scheme).
+# Mobile variants at width 1.0 and other torchvision models: (spec stem,
+# torchvision builder, report name).
 MOBILE = {
     "mobilenet_v2_100": ("mobilenet_v2", "mobilenet_v2", "MobileNetV2"),
     "mnasnet1_0": ("mnasnet", "mnasnet1_0", "MNASNet1_0"),
@@ -169,7 +173,13 @@ MOBILE = {
         "mobilenet_v3_large",
         "MobileNetV3Large",
     ),
+    "densenet121": ("densenet", "densenet121", "DenseNet121"),
+    "efficientnet_v2_s": ("efficientnet_v2", "efficientnet_v2_s", "EfficientNetV2S"),
 }
+# The torchvision naming scheme, where it is not the spec's name.
+SCHEMES = {"efficientnet_v2": "efficientnet"}
+# DenseNet's growing feature map: its peak memory must not exceed torchvision's.
+MEMORY_LIMITS = {"densenet121": 1.0}
 
 
 def model(text: str) -> Model:
@@ -209,9 +219,10 @@ def model(text: str) -> Model:
             reference=reference,
             families=(("gen", spec),),
             raw_input=(),
-            weights=spec,  # the torchvision naming scheme has the spec's name
+            weights=SCHEMES.get(spec, spec),
             targets=RESNET_TARGETS,
             keras_app=None,
+            memory_limit=MEMORY_LIMITS.get(t),
         )
     raise SystemExit(
         f"bench.py: unknown model {text!r}; expected b0..b7 (or 0..7) or one of "
@@ -687,6 +698,22 @@ def targets(report: dict) -> list[dict]:
                         "met": r >= minimum,
                     }
                 )
+    for name, memory in report.get("torch_memory", {}).items():
+        limit = model(name).memory_limit
+        for layout in ("", "_cl") if limit is not None else ():
+            r = memory[f"gen{layout}"]["forward_peak_mb"] / max(
+                memory[f"tv{layout}"]["forward_peak_mb"], 1e-9
+            )
+            fmt = "channels_last" if layout else "contiguous"
+            rows.append(
+                {
+                    "target": f"{name}: generated forward peak memory <= "
+                    f"{limit:g}x torchvision, {fmt}",
+                    "value": r,
+                    "unit": "x",
+                    "met": r <= limit,
+                }
+            )
     for name, keras_results in report.get("keras", {}).items():
         r = ratio(keras_results, "keras_gen", "keras_app")
         rows.append(

@@ -18,6 +18,20 @@ import pytest
 from conftest import ROOT
 from families import FAMILIES, smallest
 
+# One spec per family (the issue asks no more of these two backends, and JAX
+# takes ~20 s to build a model): between them every block kind, padding
+# rule, activation, gate and head form; TensorFlow runs every spec.
+ONE_PER_FAMILY = {
+    "b0",
+    "efficientnet_v2",
+    "resnet_keras",
+    "se_resnet",
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "mobilenet_v3_keras",
+    "mnasnet",
+    "densenet_keras",
+}
 SIZE = 64  # at 48, EfficientNet-B0 (torchvision) on JAX drifts to 9.6e-5 > 5e-5
 
 WORKER = """
@@ -44,7 +58,9 @@ print(json.dumps(results))
 def test_every_family_on_keras_backend(backend):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed: Keras's {backend} backend cannot run")
-    cases = [(str(spec), smallest(spec)) for spec in FAMILIES]
+    cases = [
+        (str(spec), smallest(spec)) for spec in FAMILIES if spec.stem in ONE_PER_FAMILY
+    ]
     proc = subprocess.run(
         [sys.executable, "-c", WORKER, json.dumps(cases)],
         cwd=ROOT,

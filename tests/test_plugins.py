@@ -87,14 +87,23 @@ def test_an_unknown_block_kind_names_the_plugins_too(plugins, tmp_path):
         load_spec(spec_with_block(tmp_path, "fancier"), diagnostics)
     (error,) = diagnostics.errors
     assert error.message.startswith("unknown block kind 'fancier'")
-    assert error.message.endswith("(known: basic, bottleneck, fancy, mbconv)")
+    assert error.message.endswith(
+        "(known: basic, bottleneck, dense, fancy, fused_mbconv, mbconv, transition)"
+    )
 
 
 def test_a_plugin_cannot_replace_a_built_in_block_kind(plugins, tmp_path):
     installed, _ = plugins
     impostor = dataclasses.replace(MBCONV, build=None)
     installed["archspec.blocks"] = [FakeEntryPoint("mbconv", impostor)]
-    assert blocks.names() == ["basic", "bottleneck", "mbconv"]
+    assert blocks.names() == [
+        "basic",
+        "bottleneck",
+        "dense",
+        "fused_mbconv",
+        "mbconv",
+        "transition",
+    ]
     assert blocks.get("mbconv") is MBCONV
 
 

@@ -27,9 +27,12 @@ ENTRY_POINT_GROUP = "archspec.blocks"
 
 BUILTIN = {
     "mbconv": "archspec.blocks.mbconv:MBCONV",
+    "fused_mbconv": "archspec.blocks.fused_mbconv:FUSED_MBCONV",
     "basic": "archspec.blocks.resnet:BASIC",
     "bottleneck": "archspec.blocks.resnet:BOTTLENECK",
     "separable": "archspec.blocks.separable:SEPARABLE",
+    "dense": "archspec.blocks.dense:DENSE",
+    "transition": "archspec.blocks.dense:TRANSITION",
 }
 
 
@@ -46,6 +49,12 @@ class StageRow(BaseModel):
     def output_channels(self, channels: int) -> int:
         """The blocks' output width, given the row's scaled `channels`."""
         return channels
+
+    def block_channels(self, in_channels: int, scale: Callable[[float], int]) -> int:
+        """The output width of one block of this row, given its input width;
+        `scale` applies the variant's width multiplier and rounding. Most
+        kinds ignore the input (DenseNet's layers add to it)."""
+        return self.output_channels(scale(self.channels))
 
 
 @dataclass(frozen=True)

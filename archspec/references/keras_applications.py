@@ -20,10 +20,17 @@ names its scheme under `references: {keras.applications: ...}`.
   `predictions`. Its Normalization layer is left out: it is auto-named
   ("normalization", "normalization_1", ...) and its statistics are constants
   in the generated module.
+- "efficientnet_v2" (`keras/src/applications/efficientnet_v2.py`, B0-B3,
+  S/M/L): as "efficientnet", with `dwconv2` for the depthwise convolution and
+  the fused blocks' `expand_{conv,bn}` (kxk) and `project_{conv,bn}`.
 - "resnet" (`keras/src/applications/resnet.py`, ResNet50/101/152, v1):
   `conv1_conv`, `conv1_bn`, `conv{S+2}_block{B+1}_{1,2,3}_{conv,bn}` (S, B:
   0-based stage and block), the projection shortcut `..._0_{conv,bn}`, and
   `predictions`.
+- "densenet" (`keras/src/applications/densenet.py`, DenseNet121/169/201):
+  `conv1_conv`, `conv1_bn`, the dense layers `conv{b+1}_block{i}_{0_bn,
+  1_conv,1_bn,2_conv}` (b: the dense block, i: the layer, from 1), the
+  transitions `pool{t+1}_{bn,conv}`, the final `bn` and `predictions`.
 - "mobilenet_v2" (`keras/src/applications/mobilenet_v2.py`, any alpha):
   `Conv1`, `bn_Conv1`, the first block `expanded_conv_{depthwise,project}`
   (+ `_BN`), then `block_{i}_{expand,depthwise,project}` (+ `_BN`; i counts
@@ -127,6 +134,14 @@ def mobilenet_v3_model(network: ir.Network) -> tuple[str, dict]:
     }
 
 
+def densenet_block(stage: int, index: int, position: int = 0) -> str:
+    """keras.applications DenseNet's prefix: dense blocks (even stages) and
+    transitions (odd stages) alternate, numbered after the stem's conv1 /
+    pool1: `conv2_block1`, ..., `pool2`, `conv3_block1`, ..."""
+    number = stage // 2 + 2
+    return f"conv{number}_block{index + 1}" if stage % 2 == 0 else f"pool{number}"
+
+
 @dataclass(frozen=True)
 class Scheme:
     """How one family of keras.applications models names its layers."""
@@ -171,6 +186,32 @@ def _conv_bn(pairs: Mapping[str, str]) -> dict[str, str]:
 
 
 SCHEMES = {
+    "densenet": Scheme(
+        top={
+            "stem.conv": "conv1_conv",
+            "stem.bn": "conv1_bn",
+            "head_norm.bn": "bn",
+            "classifier": "predictions",
+        },
+        block=densenet_block,
+        model=by_depths(
+            "densenet",
+            {
+                ((6, 1, 12, 1, 24, 1, 16), 1024): "DenseNet121",
+                ((6, 1, 12, 1, 32, 1, 32), 1664): "DenseNet169",
+                ((6, 1, 12, 1, 48, 1, 32), 1920): "DenseNet201",
+            },
+        ),
+        parts={
+            "dense": {
+                "norm1.bn": "0_bn",
+                "conv1": "1_conv",
+                "norm2.bn": "1_bn",
+                "conv2": "2_conv",
+            },
+            "transition": {"norm.bn": "bn", "conv": "conv"},
+        },
+    ),
     "efficientnet": Scheme(
         top={
             "stem.conv": "stem_conv",
@@ -204,6 +245,45 @@ SCHEMES = {
                 "project.conv": "project_conv",
                 "project.bn": "project_bn",
             }
+        },
+    ),
+    "efficientnet_v2": Scheme(
+        top={
+            "stem.conv": "stem_conv",
+            "stem.bn": "stem_bn",
+            "head.conv": "top_conv",
+            "head.bn": "top_bn",
+            "classifier": "predictions",
+        },
+        block=efficientnet_block,
+        model=by_depths(
+            "efficientnet_v2",
+            {
+                ((1, 2, 2, 3, 5, 8), 1280): "EfficientNetV2B0",
+                ((2, 3, 3, 4, 6, 9), 1280): "EfficientNetV2B1",
+                ((2, 3, 3, 4, 6, 10), 1408): "EfficientNetV2B2",
+                ((2, 3, 3, 5, 7, 12), 1536): "EfficientNetV2B3",
+                ((2, 4, 4, 6, 9, 15), 1280): "EfficientNetV2S",
+                ((3, 5, 5, 7, 14, 18, 5), 1280): "EfficientNetV2M",
+                ((4, 7, 7, 10, 19, 25, 7), 1280): "EfficientNetV2L",
+            },
+        ),
+        parts={
+            "fused_mbconv": {
+                f"{part}.{tensor}": f"{part}_{tensor}"
+                for part in ("expand", "project")
+                for tensor in ("conv", "bn")
+            },
+            "mbconv": {
+                "expand.conv": "expand_conv",
+                "expand.bn": "expand_bn",
+                "depthwise.conv": "dwconv2",
+                "depthwise.bn": "bn",
+                "se.reduce": "se_reduce",
+                "se.expand": "se_expand",
+                "project.conv": "project_conv",
+                "project.bn": "project_bn",
+            },
         },
     ),
     "resnet": Scheme(

@@ -12,6 +12,9 @@ efficientnet (torchvision's EfficientNet):
     head.conv / head.bn                  features.{stages+1}.0 / .1
     classifier                           classifier.1
   where e is 1 when the block has an expand convolution and 0 when it has not.
+  EfficientNetV2's fused blocks (fused_mbconv):
+    stages.S.B.expand.conv / .bn         features.{S+1}.B.block.0.0 / .0.1
+    stages.S.B.project.conv / .bn        features.{S+1}.B.block.{e}.0 / .{e}.1
 
 mobilenet_v2 (torchvision's MobileNetV2, one flat `features`; i = 1 + the
 block's position in the network):
@@ -46,6 +49,16 @@ resnet (torchvision's ResNet and Wide ResNet; timm's resnet*, seresnet*):
     stages.S.B.shortcut.conv / .bn       layer{S+1}.B.downsample.0 / .1
     stages.S.B.se.reduce / .expand       layer{S+1}.B.se.fc1 / .fc2   (timm)
     classifier                           fc
+
+densenet (torchvision's DenseNet, timm's densenet*; b counts the dense blocks,
+t the transitions, i the layers of a block, all from 1):
+    stem.conv / stem.bn                  features.conv0 / features.norm0
+    stages.S.B.norm1.bn / conv1 / norm2.bn / conv2 (dense)
+                                         features.denseblock{b}.denselayer{i}.norm1 / ...
+    stages.S.0.norm.bn / conv (transition)
+                                         features.transition{t}.norm / .conv
+    head_norm.bn                         features.norm5
+    classifier                           classifier
 
 This is what makes the references' (and so pretrained) weights usable:
 
@@ -107,10 +120,19 @@ def efficientnet(network: ir.Network, layer: ir.Weights, owner: Owner | None) ->
         top = _features_top(len(network.stages) + 1)
         return part(top, layer, "torchvision's EfficientNet")
     block = owner.block
-    if block.kind != "mbconv":
+    if block.kind not in ("mbconv", "fused_mbconv"):
         raise SpecError(f"torchvision's EfficientNet has no {block.kind!r} blocks")
+    if block.kind == "fused_mbconv":  # EfficientNetV2's FusedMBConv
+        e = 1 if block.has_expand else 0
+        parts = {
+            f"{name}.{inner}": f"block.{position}.{theirs}"
+            for name, position in (("expand", 0), ("project", e))
+            for inner, theirs in _CONV_BN.items()
+        }
+    else:
+        parts = _block_parts(block)
     where = "torchvision's EfficientNet block"
-    inner = part(_block_parts(block), layer, where)
+    inner = part(parts, layer, where)
     return f"features.{owner.stage + 1}.{owner.index}.{inner}"
 
 
@@ -194,7 +216,42 @@ def resnet(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str:
     return f"layer{owner.stage + 1}.{owner.index}.{part(RESNET_PARTS, layer, where)}"
 
 
+DENSENET_TOP = {
+    "stem.conv": "features.conv0",
+    "stem.bn": "features.norm0",
+    "head_norm.bn": "features.norm5",
+    "classifier": "classifier",
+}
+DENSENET_PARTS = {
+    "dense": {
+        "norm1.bn": "norm1",
+        "conv1": "conv1",
+        "norm2.bn": "norm2",
+        "conv2": "conv2",
+    },
+    "transition": {"norm.bn": "norm", "conv": "conv"},
+}
+
+
+def densenet(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str:
+    where = "torchvision's DenseNet"
+    if owner is None:
+        return part(DENSENET_TOP, layer, where)
+    kind = owner.block.kind
+    if kind not in DENSENET_PARTS:
+        raise SpecError(f"{where} has no {kind!r} blocks")
+    # Dense blocks and transitions count separately, from 1.
+    number = sum(
+        stage.blocks[0].kind == kind for stage in network.stages[: owner.stage + 1]
+    )
+    inner = part(DENSENET_PARTS[kind], layer, where)
+    if kind == "transition":
+        return f"features.transition{number}.{inner}"
+    return f"features.denseblock{number}.denselayer{owner.index + 1}.{inner}"
+
+
 SCHEMES = {
+    "densenet": densenet,
     "efficientnet": efficientnet,
     "mnasnet": mnasnet,
     "mobilenet_v2": mobilenet_v2,

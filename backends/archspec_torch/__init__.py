@@ -49,7 +49,7 @@ ACTIVATION_NAMES = {
     "gelu": "GELU",
 }
 # Stem and head layers that become a module attribute (the rest are inline).
-MODULES = ("conv", "pool", "dropout", "dense")
+MODULES = ("conv", "norm_act", "pool", "dropout", "dense")
 TOP_LEVEL = (*MODULES, "global_pool")
 
 
@@ -132,6 +132,7 @@ class TorchBackend:
             squeeze_excitation=any(
                 isinstance(node, ir.SqueezeExcite) for node in nodes(network)
             ),
+            norm_act=any(isinstance(node, ir.NormAct) for node in nodes(network)),
         )
         return {f"{network.module}.py": source}
 

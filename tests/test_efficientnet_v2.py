@@ -1,0 +1,68 @@
+"""EfficientNetV2 (specs/efficientnet_v2.yaml) against torchvision's
+efficientnet_v2_s/_m/_l: parameter counts, and outputs with torchvision's
+weights brought in by name (`archspec weights import --from torchvision`).
+
+"Equal to float32 rounding" is measured as for the other families
+(tests/generated_code.py): no further from torchvision's float64 output than
+about torchvision's own float32 output is. S runs at its native 384, M and L
+at a small odd size to keep the suite inside its budget.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")  # before TensorFlow, always
+torchvision = pytest.importorskip("torchvision")
+
+from conftest import SPECS, run_archspec  # noqa: E402
+from generated_code import (  # noqa: E402
+    assert_float32_rounding,
+    import_generated,
+    variant,
+)
+
+from archspec import analysis  # noqa: E402
+from archspec.parity import randomize  # noqa: E402
+from archspec.references.torchvision import from_torchvision, state_dict_names  # noqa: E402
+
+SPEC = SPECS / "efficientnet_v2.yaml"
+VARIANTS = ["efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l"]
+SIZES = {"efficientnet_v2_s": 384, "efficientnet_v2_m": 65, "efficientnet_v2_l": 33}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_parameter_count_equals_torchvision(name, tmp_path):
+    net = variant(SPEC, name)
+    cls = getattr(import_generated(net, "torch", tmp_path), net.class_name)
+    with torch.device("meta"):
+        ours, theirs = cls(), getattr(torchvision.models, name)()
+    count = sum(p.numel() for p in ours.parameters())
+    assert count == sum(p.numel() for p in theirs.parameters()) == analysis.params(net)
+    assert set(state_dict_names(net, "efficientnet")) == set(theirs.state_dict())
+    # torchvision's dropout before the classifier, per variant.
+    assert ours.dropout.p == theirs.classifier[0].p
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_torchvision_weights_give_torchvision_outputs(name, tmp_path):
+    """M's weights go through `archspec weights import`, as a user's would."""
+    size = SIZES[name]
+    torch.manual_seed(0)
+    theirs = getattr(torchvision.models, name)()
+    randomize(theirs, size, seed=0)
+    net = variant(SPEC, name)
+    ours = getattr(import_generated(net, "torch", tmp_path), net.class_name)().eval()
+    if name == "efficientnet_v2_m":
+        torch.save(theirs.state_dict(), tmp_path / "theirs.pt")
+        result = run_archspec(
+            "weights", "import", "--spec", str(SPEC), "--variant", name,
+            "--from", "torchvision", str(tmp_path / "theirs.pt"),
+            "-o", str(tmp_path / "ours.pt"),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        state = torch.load(tmp_path / "ours.pt", weights_only=True)
+    else:
+        state = from_torchvision(net, theirs.state_dict(), "efficientnet")
+    ours.load_state_dict(state, strict=True)
+    assert_float32_rounding(ours, theirs, torch.randn(2, 3, size, size))
