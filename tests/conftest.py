@@ -25,6 +25,19 @@ MOBILENET_V3 = SPECS / "mobilenet_v3.yaml"
 MOBILENET_V3_KERAS = SPECS / "mobilenet_v3_keras.yaml"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_keras_state():
+    """Keras keeps every model a process builds in its global state: release
+    it after each test module, or the suite's one process outgrows the
+    machine's memory (it was killed at 13 GB)."""
+    yield
+    if "keras" in sys.modules:
+        import gc
+
+        sys.modules["keras"].backend.clear_session()
+        gc.collect()
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

@@ -5,8 +5,6 @@ fine-tuning API with the same weights."""
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 from conftest import RESNET
 from families import FAMILIES, IDS, smallest, torch_before_tensorflow
@@ -36,22 +34,24 @@ def family(request):
     return pair(request.param)
 
 
-@functools.cache
 def pair(spec):
     """Both models of the family's smallest variant, holding the same weights."""
     net = pipeline.network(pipeline.load_spec(spec), variant=smallest(spec))
+    # EfficientNetV2-S's random weights lose their signal below ~128 px (its
+    # deep stages see too few pixels to calibrate batch norm).
+    size = 128 if spec.stem == "efficientnet_v2" else SIZE
     torch.manual_seed(0)
     ours = archspec.create_model(net).eval()
-    randomize(ours, SIZE, seed=0)
+    randomize(ours, size, seed=0)
     state = {k: v.numpy() for k, v in ours.state_dict().items()}
     module = runtime.import_generated(net, "keras")
     build = getattr(module, net.module)
-    model = build(input_shape=(SIZE, SIZE, 3))
+    model = build(input_shape=(size, size, 3))
     layers = torch_to_keras(net, state)
     for name, arrays in layers.items():
         model.get_layer(name).set_weights(arrays)
     scale = 255 if net.input.preprocess else 1
-    x = np.random.default_rng(0).random((2, SIZE, SIZE, 3)).astype("float32") * scale
+    x = np.random.default_rng(0).random((2, size, size, 3)).astype("float32") * scale
     return ours, module, build, model, layers, x
 
 
@@ -86,7 +86,7 @@ def test_pooling(pooling):
 
 
 def check_backbone(ours, _module, build, _model, layers, x, pooling):
-    backbone = build(include_top=False, pooling=pooling, input_shape=(SIZE, SIZE, 3))
+    backbone = build(include_top=False, pooling=pooling, input_shape=x.shape[1:])
     assert "classifier" not in {layer.name for layer in backbone.layers}
     for layer in backbone.layers:
         if layer.weights:

@@ -32,6 +32,10 @@ TIMM = {
     "mobilenet_v1": ("mobilenetv1_100", 0.25),
     "mobilenet_v3": "mobilenetv3_small_075",
     "mobilenet_v3_keras": "tf_mobilenetv3_small_075",
+    "densenet": "densenet121",
+    "densenet_keras": "densenet121",
+    "efficientnet_v2": "tf_efficientnetv2_s",  # torchvision's S is TF's
+    "efficientnet_v2_keras": "tf_efficientnetv2_b0",
     "mobilenet_v2": "mobilenetv2_035",
     "mobilenet_v2_keras": "mobilenetv2_035",
     "resnet": "resnet18",
@@ -89,7 +93,7 @@ def test_feature_maps_match_feature_info_and_timm(family):
     theirs = [
         (int(f["num_chs"] * scale), f["reduction"])
         for f in theirs
-        if f["module"] not in ("act1", "bn1")  # the stem
+        if f["module"] not in ("act1", "bn1", "features.norm0")  # the stem
     ]
     ours = [(f["num_chs"], f["reduction"]) for f in info]
     if spec.stem in HEAD_IN_LAST_STAGE:

@@ -78,7 +78,10 @@ def conv_bn_act(
 
 
 def norm_act(x, name: str, activation: bool = True):
-    """Batch norm -> ACTIVATION (unless activation=False): layers {name}_bn, {name}_act."""
+    """Batch norm -> ACTIVATION (unless activation=False).
+
+    Layers {name}_bn and {name}_act.
+    """
     x = keras.layers.BatchNormalization(
         epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn"
     )(x)

@@ -87,7 +87,8 @@ def conv_bn_act(
 
 
 def squeeze_excitation(x, squeeze_filters: int, name: str):
-    """Global pool -> 1x1 reduce (ACTIVATION) -> 1x1 expand (sigmoid) -> rescale x."""
+    """Global pool -> 1x1 reduce (ACTIVATION) -> 1x1 expand (sigmoid)
+    -> rescale x."""
     s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_squeeze")(x)
     s = keras.layers.Conv2D(
         squeeze_filters,

@@ -55,7 +55,8 @@ def conv_bn_act(
     groups: int = 1,
     activation: bool | str = True,
 ):
-    """Convolution -> batch norm -> ACTIVATION (unless activation=False; or the Keras activation named).
+    """Convolution -> batch norm -> ACTIVATION (unless activation=False; or the
+    Keras activation named).
 
     Layers {name}_conv, {name}_bn and {name}_act. A convolution with one group per
     channel (groups == filters == the input's channels) is a DepthwiseConv2D.
@@ -90,7 +91,8 @@ def conv_bn_act(
 
 
 def squeeze_excitation(x, squeeze_filters: int, name: str):
-    """Global pool -> 1x1 reduce (SE_ACTIVATION) -> 1x1 expand (hard_sigmoid) -> rescale x."""
+    """Global pool -> 1x1 reduce (SE_ACTIVATION) -> 1x1 expand (hard_sigmoid)
+    -> rescale x."""
     s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_squeeze")(x)
     s = keras.layers.Conv2D(
         squeeze_filters,
@@ -135,9 +137,10 @@ def mbconv(
     1x1 expand (only when expanded_filters differs from the input channels) ->
     depthwise kernel_size x kernel_size, with the stride ->
     squeeze-and-excitation (none when squeeze_filters is 0) ->
-    1x1 project, no activation. The expand and depthwise convolutions take `activation` (True: ACTIVATION). The identity shortcut, with per-sample drop path
-    at drop_rate, exists only when the block keeps stride 1 and its channel
-    count; otherwise drop_rate is unused.
+    1x1 project, no activation. The expand and depthwise convolutions take
+    `activation` (True: ACTIVATION). The identity shortcut, with per-sample
+    drop path at drop_rate, exists only when the block keeps stride 1 and its
+    channel count; otherwise drop_rate is unused.
     """
     inputs = x
     in_filters = x.shape[-1]
