@@ -12,9 +12,10 @@ loading triton in a process that already holds TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,27 +37,34 @@ from .weights import keras_name, torch_to_keras
 # (Against its own reference, each backend stays within 1e-5: tests/
 # test_torch_backend.py and tests/test_keras_backend.py.)
 #
+# Deeper networks round more. Measured, torch float32 against float64 on the
+# same weights and batch: ResNet-101 logits at 64px 4.9e-5, ResNet-152
+# (Keras's v1) at 96px 3.5e-4. So every float32 comparison is held to the
+# larger of the bound here and ROUNDING_FACTOR times torch's own float32 error
+# against float64, measured on the same batch. Two float32 results can differ
+# by the sum of their own errors, and TensorFlow's was up to 2.3x torch's (B7,
+# above): 1 + 2.3 < 4. Measured worst so far: SE-ResNet-101 at 65px, Keras vs
+# torch 2.3x torch's own error. A broken transfer is off by ~100%, far beyond.
+#
 # bfloat16 keeps 8 bits of mantissa (2^-8 = 3.9e-3 per rounding) and the two
 # frameworks round in different places (Keras's bfloat16 policy also rounds the
 # preprocessing and batch norm). Measured on B0 against float32: torch bfloat16
 # 4.6%, Keras bfloat16 13%, Keras vs torch 9.7%. The bound of 0.2 still fails a
 # broken transfer, which is off by ~40% at the logits.
 #
-# Input gradients in float32: torch's float32 gradient of B0 differs from its
-# float64 one by 8e-6, so the two frameworks can differ by a few times that.
-#
-# Deeper networks round more, and ReLU and max pooling make input gradients
-# discontinuous in the inputs (rounding flips which pixel a max pool routes
-# to). Measured, torch float32 against float64 on the same weights and batch:
-# ResNet-101 logits at 64px 4.9e-5, ResNet-152 (Keras's v1) at 96px 3.5e-4;
-# the input gradient of ResNet-50 15% (SE-ResNet-50 3.5%), and Keras differs
-# from torch by as much. So every float32 comparison is held to the larger of
-# the bound here and ROUNDING_FACTOR times torch's own float32 error against
-# float64, measured on the same batch. Two float32 results can differ by the
-# sum of their own errors, and TensorFlow's was up to 2.3x torch's (B7, above):
-# 1 + 2.3 < 4. Measured worst so far: SE-ResNet-101 at 65px, Keras vs torch
-# 2.3x torch's own error. A broken transfer is off by ~100%, far beyond.
-TOLERANCE = {"float32": 5e-5, "bfloat16": 0.2, "gradient": 5e-5}
+# float64: training mode and input gradients are compared on float64 copies of
+# both models (same weights), where the frameworks agree to 1e-14. In float32
+# neither has a bound that a broken model would fail: batch statistics over
+# the few pixels of a deep stage turn rounding into errors of order one
+# (MobileNetV3-Large-0.75 at 64px: torch's own float32 train-mode logits 30%
+# off float64), and ReLU, max pooling and hardswish make input gradients
+# discontinuous, so rounding flips branches (the same network: one hardswish
+# flip put Keras's float32 gradient 2.4e-3 off torch's while torch's own error
+# was 2e-5; SE-ResNet-50's float32 gradients differed by 13%). The one float64
+# difference seen: ATen's float64 hardsigmoid backward uses the float constant
+# 1/6 (3e-8 relative), 4e-8 at the input. Hence 1e-6.
+# ("gradient": parameter gradients against torchvision, tests/test_torch_backend.py.)
+TOLERANCE = {"float32": 5e-5, "bfloat16": 0.2, "gradient": 5e-5, "float64": 1e-6}
 ROUNDING_FACTOR = 4.0
 
 
@@ -147,12 +155,14 @@ class Pair:
     # (shown name, torch attribute or None for a stage, Keras layer-name prefix)
     boundaries: list[tuple[str, str | None, str]]
     float64: Any = None  # a float64 copy of torch_model (float32 pairs)
+    folder: Path | None = None  # where both modules were compiled
+    _keras64: Any = field(default=None, repr=False)  # built on first use
 
     @classmethod
     def build(
         cls,
         network: ir.Network,
-        folder: Path,
+        folder: Path | None,
         *,
         device: str = "cpu",
         dtype: str = "float32",
@@ -194,40 +204,51 @@ class Pair:
                 if isinstance(layer, ir.Conv)
             ),
         ]
-        outputs = [_last_map(keras_model, prefix) for *_, prefix in boundaries]
-        features = keras.Model(keras_model.inputs, [*outputs, keras_model.outputs[0]])
+        features = _features(keras_model, boundaries)
 
         if dtype == "bfloat16":
             model = model.to(torch.bfloat16)
         model = model.to(device)
         # The yardstick of float32 comparisons (see TOLERANCE), made before any
         # comparison can touch the model's batch-norm statistics.
-        float64 = copy.deepcopy(model).double() if dtype == "float32" else None
-        return cls(network, model, keras_model, features, boundaries, float64)
+        float64 = _float64_copy(model, network, folder) if dtype == "float32" else None
+        return cls(network, model, keras_model, features, boundaries, float64, folder)
 
     def compare(
         self, size: int, *, batch: int = 2, seed: int = 0, train: bool = False
     ) -> Result:
+        """Feature maps and logits of both models on one batch. Training mode
+        (batch statistics) runs on the float64 copies of a float32 pair: over
+        the few pixels of a deep stage at a small size, batch statistics turn
+        float32 rounding into errors of order one (MobileNetV3-Large-0.75 at
+        64 px: torch's own float32 train-mode logits 30% off its float64)."""
         import numpy as np
         import torch
 
         net = self.network
         x = _images(net, np.random.default_rng(seed), batch, size)
-        param = next(self.torch_model.parameters())
+        exact = train and self.float64 is not None
+        if exact:
+            # A copy: a training pass updates the batch-norm running statistics.
+            torch_model = copy.deepcopy(self.float64)
+            keras_model, keras_features = self._keras_float64()
+            x = x.astype(np.float64)
+        else:
+            torch_model = self.torch_model
+            keras_model, keras_features = self.keras_model, self.keras_features
+        param = next(torch_model.parameters())
         torch_x = torch.from_numpy(x).to(device=param.device, dtype=param.dtype)
 
         if train:
-            # A training pass updates BN running statistics, and the frameworks
-            # update them differently (unbiased vs biased batch variance): put
-            # them back afterwards so later comparisons see the same weights.
-            saved_torch = {
-                k: v.clone() for k, v in self.torch_model.state_dict().items()
-            }
-            saved_keras = self.keras_model.get_weights()
+            # Put Keras's running statistics back afterwards (the frameworks
+            # update them differently: unbiased vs biased batch variance) so
+            # later comparisons see the same weights; torch's likewise.
+            saved_torch = {k: v.clone() for k, v in torch_model.state_dict().items()}
+            saved_keras = keras_model.get_weights()
         captured: list[Any] = []
-        stages = iter(self.torch_model.stages)
+        stages = iter(torch_model.stages)
         modules = [
-            next(stages) if attribute is None else getattr(self.torch_model, attribute)
+            next(stages) if attribute is None else getattr(torch_model, attribute)
             for _, attribute, _ in self.boundaries
         ]
         hooks = [
@@ -235,90 +256,162 @@ class Pair:
             for m in modules
         ]
         try:
-            self.torch_model.train(train)
+            torch_model.train(train)
             if train:  # batch statistics, but no randomness: drop path and dropout off
-                self._deterministic_training()
+                _deterministic_training(torch_model, keras_model)
             with torch.no_grad():
-                logits = self.torch_model(torch_x)
+                logits = torch_model(torch_x)
         finally:
             for hook in hooks:
                 hook.remove()
-            self.torch_model.eval()
-        tolerance = TOLERANCE[_dtype(param)]
-        if _dtype(param) == "float32":
+            torch_model.eval()
+        if exact:
+            tolerance = TOLERANCE["float64"]
+        elif _dtype(param) == "float32":
 
             @torch.no_grad()
             def forward(model: Any, x: Any) -> Any:
-                return model.train(train)(x)
+                return model(x)
 
-            own = self._own_rounding(forward, torch_x, logits, fresh=train)
-            tolerance = max(tolerance, ROUNDING_FACTOR * own)
-        keras_out = self.keras_features([x.transpose(0, 2, 3, 1)], training=train)
+            own = self._own_rounding(forward, torch_x, logits)
+            tolerance = max(TOLERANCE["float32"], ROUNDING_FACTOR * own)
+        else:
+            tolerance = TOLERANCE[_dtype(param)]
+        with _keras_float64() if exact else contextlib.nullcontext():
+            keras_out = keras_features([x.transpose(0, 2, 3, 1)], training=train)
         if train:
-            self.torch_model.load_state_dict(saved_torch)
-            self.keras_model.set_weights(saved_keras)
+            torch_model.load_state_dict(saved_torch)
+            keras_model.set_weights(saved_keras)
         result = Result(net, size, "train" if train else "eval", tolerance=tolerance)
         for (where, *_), ours, theirs in zip(
             self.boundaries, captured, keras_out, strict=False
         ):
-            ours = ours.float().cpu().numpy().transpose(0, 2, 3, 1)
+            ours = ours.double().cpu().numpy().transpose(0, 2, 3, 1)
             result.rows.append(_error(where, _numpy(theirs), ours))
         result.rows.append(
-            _error("logits", _numpy(keras_out[-1]), logits.float().cpu().numpy())
+            _error("logits", _numpy(keras_out[-1]), logits.double().cpu().numpy())
         )
         return result
 
     def compare_input_gradients(
         self, size: int, *, batch: int = 2, seed: int = 0
     ) -> Result:
-        """d(sum(logits * w)) / d(input) through both models (eval mode)."""
+        """d(sum(logits * w)) / d(input) through float64 copies of both models
+        (eval mode; see TOLERANCE for why float64). Float32 pairs only."""
         import numpy as np
         import torch
 
+        if self.float64 is None:
+            raise ValueError("input gradients are compared for float32 pairs only")
         net = self.network
         rng = np.random.default_rng(seed)
-        x = _images(net, rng, batch, size)
-        w = rng.standard_normal((batch, net.classifier.out_features)).astype(np.float32)
-        param = next(self.torch_model.parameters())
+        x = _images(net, rng, batch, size).astype(np.float64)
+        w = rng.standard_normal((batch, net.classifier.out_features))
 
-        def gradient(model: Any, x: Any) -> Any:
-            x = x.detach().clone().requires_grad_(True)
-            (model(x) * torch.from_numpy(w).to(x)).sum().backward()
-            return x.grad
-
-        torch_x = torch.from_numpy(x).to(param.device)
-        grad = gradient(self.torch_model, torch_x)
-        own = (
-            0.0 if self.float64 is None else self._own_rounding(gradient, torch_x, grad)
-        )
-        ours = grad.cpu().numpy().transpose(0, 2, 3, 1)
-        theirs = _keras_input_gradient(self.keras_model, x.transpose(0, 2, 3, 1), w)
-        tolerance = max(TOLERANCE["gradient"], ROUNDING_FACTOR * own)
-        result = Result(net, size, "input gradient", tolerance=tolerance)
+        param = next(self.float64.parameters())
+        torch_x = torch.from_numpy(x).to(param.device).requires_grad_(True)
+        (self.float64(torch_x) * torch.from_numpy(w).to(torch_x)).sum().backward()
+        ours = torch_x.grad.cpu().numpy().transpose(0, 2, 3, 1)
+        keras_model = self._keras_float64()[0]
+        with _keras_float64():
+            theirs = _keras_input_gradient(keras_model, x.transpose(0, 2, 3, 1), w)
+        result = Result(net, size, "input gradient", tolerance=TOLERANCE["float64"])
         result.rows.append(_error("d logits / d input", theirs, ours))
         return result
 
-    def _own_rounding(
-        self, run: Callable, x: Any, float32: Any, fresh: bool = False
-    ) -> float:
+    def _keras_float64(self) -> tuple[Any, Any]:
+        """A float64 copy of the Keras model and its feature model."""
+        import numpy as np
+
+        if self._keras64 is None:
+            with _keras_float64():
+                model = runtime.keras_model(self.network, self.folder)
+            model.set_weights(
+                [w.astype(np.float64) for w in self.keras_model.get_weights()]
+            )
+            _exact_constants(model)
+            self._keras64 = (model, _features(model, self.boundaries))
+        return self._keras64
+
+    def _own_rounding(self, run: Callable, x: Any, float32: Any) -> float:
         """torch's own float32 error: `run(model, x)` on the float64 copy of
-        the model against `float32`. `fresh`: on a copy of that copy (training
-        mode would change its batch-norm statistics)."""
-        model = copy.deepcopy(self.float64) if fresh else self.float64
-        exact = run(model, x.double())
+        the model against `float32`."""
+        exact = run(self.float64, x.double())
         return _error("float64", float32.cpu().numpy(), exact.cpu().numpy()).max_rel
 
-    def _deterministic_training(self) -> None:
-        import torch
 
-        for m in self.torch_model.modules():
-            if hasattr(m, "drop_path") and isinstance(m.drop_path, float):
-                m.drop_path = 0.0
-            if isinstance(m, torch.nn.Dropout):
-                m.p = 0.0
-        for layer in self.keras_model.layers:
-            if hasattr(layer, "rate"):  # Dropout layers, drop path included
-                layer.rate = 0.0
+@contextlib.contextmanager
+def _keras_float64() -> Iterator[None]:
+    """float64 as Keras's dtype policy and floatx: else its Input layer (and,
+    on the torch backend, its conversion of a float64 batch) rounds to float32."""
+    import keras
+
+    policy, floatx = keras.config.dtype_policy(), keras.config.floatx()
+    keras.config.set_dtype_policy("float64")
+    keras.config.set_floatx("float64")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(policy)
+        keras.config.set_floatx(floatx)
+
+
+def _exact_constants(model: Any) -> None:
+    """Keras turns the Python floats of a Rescaling's scale and offset and a
+    Normalization's mean and variance into float32 constants whatever the
+    dtype policy (7e-8 off, as much as float32 rounding): give a float64
+    model the doubles torch's float64 copy holds."""
+    import keras
+    import numpy as np
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Rescaling):
+            layer.scale = np.float64(layer.scale)
+            layer.offset = np.float64(layer.offset)
+        elif isinstance(layer, keras.layers.Normalization) and (
+            layer.input_mean is not None
+        ):
+            layer.input_mean = np.asarray(layer.input_mean, np.float64)
+            layer.input_variance = np.asarray(layer.input_variance, np.float64)
+            layer.build(layer.input.shape)
+
+
+def _float64_copy(model: Any, network: ir.Network, folder: Path | None) -> Any:
+    """`model` in float64, built so: its constants (the input normalisation's
+    mean and std) are then the doubles of the literals, as in Keras's float64
+    copy, not float32-rounded ones (7e-8 apart, which rounds like float32)."""
+    import torch
+
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        exact = runtime.torch_model(network, folder)
+    finally:
+        torch.set_default_dtype(default)
+    exact.load_state_dict(model.state_dict())
+    return exact.to(next(model.parameters()).device).eval()
+
+
+def _deterministic_training(torch_model: Any, keras_model: Any) -> None:
+    """Drop path and dropout off in both models."""
+    import torch
+
+    for m in torch_model.modules():
+        if hasattr(m, "drop_path") and isinstance(m.drop_path, float):
+            m.drop_path = 0.0
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    for layer in keras_model.layers:
+        if hasattr(layer, "rate"):  # Dropout layers, drop path included
+            layer.rate = 0.0
+
+
+def _features(keras_model: Any, boundaries: list[tuple[str, str | None, str]]) -> Any:
+    """A Keras model returning the maps at `boundaries` and the logits."""
+    import keras
+
+    outputs = [_last_map(keras_model, prefix) for *_, prefix in boundaries]
+    return keras.Model(keras_model.inputs, [*outputs, keras_model.outputs[0]])
 
 
 def _images(net: ir.Network, rng: Any, batch: int, size: int) -> Any:
@@ -339,7 +432,7 @@ def _dtype(param: Any) -> str:
 def _numpy(value: Any) -> Any:
     import keras
 
-    return keras.ops.convert_to_numpy(keras.ops.cast(value, "float32"))
+    return keras.ops.convert_to_numpy(keras.ops.cast(value, "float64"))
 
 
 def _last_map(model: Any, name: str) -> Any:
@@ -380,6 +473,15 @@ def _keras_input_gradient(model: Any, x: Any, w: Any) -> Any:
 
         return jax.device_get(jax.grad(loss)(jnp.asarray(x)))
     raise RuntimeError(f"no input gradient for the Keras backend {backend!r}")
+
+
+def float64_supported() -> bool:
+    """Whether the float64 comparisons can run: on Keras's TensorFlow backend.
+    On its JAX and torch backends Keras rounds float64 inputs and constants to
+    float32 in places (a float64 Normalization layer on torch: 7.5e-8 off)."""
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
 
 
 def configure(device: str) -> None:

@@ -88,7 +88,8 @@ def test_an_unknown_block_kind_names_the_plugins_too(plugins, tmp_path):
     (error,) = diagnostics.errors
     assert error.message.startswith("unknown block kind 'fancier'")
     assert error.message.endswith(
-        "(known: basic, bottleneck, dense, fancy, fused_mbconv, mbconv, transition)"
+        "(known: basic, bottleneck, dense, fancy, fused_mbconv, mbconv, separable, "
+        "transition)"
     )
 
 
@@ -102,6 +103,7 @@ def test_a_plugin_cannot_replace_a_built_in_block_kind(plugins, tmp_path):
         "dense",
         "fused_mbconv",
         "mbconv",
+        "separable",
         "transition",
     ]
     assert blocks.get("mbconv") is MBCONV
