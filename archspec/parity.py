@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -66,6 +67,10 @@ from .weights import keras_name, torch_to_keras
 # ("gradient": parameter gradients against torchvision, tests/test_torch_backend.py.)
 TOLERANCE = {"float32": 5e-5, "bfloat16": 0.2, "gradient": 5e-5, "float64": 1e-6}
 ROUNDING_FACTOR = 4.0
+# Training mode and input gradients run on float64 copies at most this size:
+# they test the arithmetic, which a smaller image covers, and float64 training
+# passes of B7 at 600 px took more than the 24 GB of a CI machine.
+FLOAT64_MAX_SIZE = 224
 
 
 @dataclass
@@ -278,7 +283,7 @@ class Pair:
         else:
             tolerance = TOLERANCE[_dtype(param)]
         with _keras_float64() if exact else contextlib.nullcontext():
-            keras_out = keras_features([x.transpose(0, 2, 3, 1)], training=train)
+            keras_out = _run(keras_features, x.transpose(0, 2, 3, 1), training=train)
         if train:
             torch_model.load_state_dict(saved_torch)
             keras_model.set_weights(saved_keras)
@@ -414,6 +419,19 @@ def _features(keras_model: Any, boundaries: list[tuple[str, str | None, str]]) -
     return keras.Model(keras_model.inputs, [*outputs, keras_model.outputs[0]])
 
 
+def _run(model: Any, x: Any, *, training: bool) -> Any:
+    """`model(x)`, compiled on the TensorFlow backend: called eagerly, a Keras
+    functional model holds every intermediate map until it returns (B7 at
+    600 px: 7.7 GB, against 0.4 GB compiled)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(lambda t: model(t, training=training))(x)
+    return model(x, training=training)
+
+
 def _images(net: ir.Network, rng: Any, batch: int, size: int) -> Any:
     """A float32 NCHW batch in the model's input range: images in 0-255 when the
     model normalises inside, else normalised ones."""
@@ -453,11 +471,14 @@ def _keras_input_gradient(model: Any, x: Any, w: Any) -> Any:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        tx = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(tx)
-            loss = tf.reduce_sum(model(tx, training=False) * w)
-        return tape.gradient(loss, tx).numpy()
+        @tf.function  # eagerly, the tape holds every map twice over
+        def gradient(tx):
+            with tf.GradientTape() as tape:
+                tape.watch(tx)
+                loss = tf.reduce_sum(model(tx, training=False) * w)
+            return tape.gradient(loss, tx)
+
+        return gradient(tf.constant(x)).numpy()
     if backend == "torch":
         import torch
 
@@ -473,6 +494,21 @@ def _keras_input_gradient(model: Any, x: Any, w: Any) -> Any:
 
         return jax.device_get(jax.grad(loss)(jnp.asarray(x)))
     raise RuntimeError(f"no input gradient for the Keras backend {backend!r}")
+
+
+def release() -> None:
+    """Free the models of pairs no longer referenced: Keras holds every model
+    a process builds in its global state (checking B0-B7 in one process grew
+    to 11 GB)."""
+    import gc
+
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+    # glibc keeps what was freed in the process; give it back to the machine.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def float64_supported() -> bool:
@@ -493,6 +529,9 @@ def configure(device: str) -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    # TensorFlow's C++ notices (oneDNN, and grappler's on float64 graphs) are
+    # not the comparison's business; errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
     backend = keras.backend.backend()

@@ -3,8 +3,6 @@ process: the CUDA build of torch segfaults loading triton after TensorFlow."""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import subprocess
 import sys
@@ -28,20 +26,29 @@ MOBILENET_V3_KERAS = SPECS / "mobilenet_v3_keras.yaml"
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _release_keras_state():
+def _release_keras_state(request):
     """Keras keeps every model a process builds in its global state: release
     it after each test module, or the suite's one process outgrows the
-    machine's memory (it was killed at 13 GB)."""
+    machine's memory (it was killed at 13 GB). ARCHSPEC_MEMLOG=FILE records
+    each module's peak memory there (the suite runs two workers in 24 GB)."""
     yield
     if "keras" in sys.modules:
-        import gc
+        from archspec import parity
 
-        sys.modules["keras"].backend.clear_session()
-        gc.collect()
-        # glibc keeps freed memory in the process; hand it back to the
-        # machine, which runs two test workers.
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        parity.release()
+    if log := os.environ.get("ARCHSPEC_MEMLOG"):
+        status = dict(
+            line.split(":", 1)
+            for line in Path("/proc/self/status").read_text().splitlines()
+        )
+        peak, now = (int(status[k].split()[0]) // 1024 for k in ("VmHWM", "VmRSS"))
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with open(log, "a") as out:
+            out.write(
+                f"{worker} {request.module.__name__} peak {peak} MB, after {now} MB\n"
+            )
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")  # the next module's peak from here
 
 
 @pytest.fixture(scope="session")
