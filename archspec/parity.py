@@ -283,7 +283,9 @@ class Pair:
         else:
             tolerance = TOLERANCE[_dtype(param)]
         with _keras_float64() if exact else contextlib.nullcontext():
-            keras_out = _run(keras_features, x.transpose(0, 2, 3, 1), training=train)
+            keras_out = keras_call(
+                keras_features, x.transpose(0, 2, 3, 1), training=train
+            )
         if train:
             torch_model.load_state_dict(saved_torch)
             keras_model.set_weights(saved_keras)
@@ -419,17 +421,45 @@ def _features(keras_model: Any, boundaries: list[tuple[str, str | None, str]]) -
     return keras.Model(keras_model.inputs, [*outputs, keras_model.outputs[0]])
 
 
-def _run(model: Any, x: Any, *, training: bool) -> Any:
-    """`model(x)`, compiled on the TensorFlow backend: called eagerly, a Keras
-    functional model holds every intermediate map until it returns (B7 at
-    600 px: 7.7 GB, against 0.4 GB compiled)."""
+def keras_call(model: Any, x: Any, *, training: bool) -> Any:
+    """`model(x)`, as a graph on the TensorFlow and JAX backends: called eagerly, a
+    Keras functional model holds every intermediate map until it returns (B7
+    at 600 px: 7.7 GB, against 0.4 GB as a graph). Grappler off: its fused
+    kernels round differently from the eager ones users run (EfficientNetV2-L's
+    ill-conditioned last stages at 129 px: 2.9e-2 against 1.4e-2)."""
     import keras
 
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+    backend = keras.backend.backend()
+    graphs = model.__dict__.setdefault("_archspec_graphs", {})
+    if backend == "jax":
+        # One XLA program per input shape: called eagerly, every layer's op
+        # compiles on its own (B0 on a GPU: minutes). Updated batch-norm
+        # statistics of a training pass are dropped, as callers restore them.
+        import jax
 
-        return tf.function(lambda t: model(t, training=training))(x)
-    return model(x, training=training)
+        if training not in graphs:
+            graphs[training] = jax.jit(
+                lambda trainable, other, t: model.stateless_call(
+                    trainable, other, t, training=training
+                )[0]
+            )
+        return graphs[training](
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            x,
+        )
+    if backend != "tensorflow":
+        return model(x, training=training)
+    import tensorflow as tf
+
+    if training not in graphs:
+        graphs[training] = tf.function(lambda t: model(t, training=training))
+    options = tf.config.optimizer.get_experimental_options()
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        return graphs[training](x)
+    finally:
+        tf.config.optimizer.set_experimental_options(options)
 
 
 def _images(net: ir.Network, rng: Any, batch: int, size: int) -> Any:
@@ -532,6 +562,9 @@ def configure(device: str) -> None:
     # TensorFlow's C++ notices (oneDNN, and grappler's on float64 graphs) are
     # not the comparison's business; errors still show.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # oneDNN's own allocator keeps the peak of every pass for the life of the
+    # process (8 GB after one of B7 at 600 px); the system's gives it back.
+    os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
     import keras
 
     backend = keras.backend.backend()

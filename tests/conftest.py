@@ -1,14 +1,29 @@
 """Shared fixtures. torch is imported before TensorFlow anywhere in a test
-process: the CUDA build of torch segfaults loading triton after TensorFlow."""
+process: the CUDA build of torch segfaults loading triton after TensorFlow
+(seen when pytest was given a Keras test file first)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# Here, before any test module is collected: whatever order pytest is given
+# the files in, torch and torchvision (which loads triton) come first. The
+# suite without them still runs.
+with contextlib.suppress(ImportError):
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
+
+# TensorFlow's oneDNN allocator keeps the peak of every pass for the life of
+# the process: a test worker that ran B7 at 600 px held 12 GB to the end of
+# the suite. The system allocator gives memory back; set before any import of
+# TensorFlow, and inherited by the CLI's subprocesses.
+os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
