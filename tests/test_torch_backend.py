@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
+from conftest import MOBILENET_V1, MOBILENET_V3_KERAS  # noqa: E402
 from generated_code import B0, B0_TV, import_generated, relative_error, variant  # noqa: E402
 
 from archspec import backends, ir  # noqa: E402
@@ -141,6 +142,38 @@ def test_same_padding_differs_from_symmetric_on_even_sizes(tmp_path):
         assert relative_error(same.stem(pre), sym.stem(pre)) > 0.1
         pre = same.preprocess(torch.rand(1, 3, ODD_SIZE, ODD_SIZE) * 255)
         assert relative_error(same.stem(pre), sym.stem(pre)) < 1e-6
+
+
+class _OnCuda(torch.Tensor):
+    """A CPU tensor that says it is on a GPU, so the generated models take
+    their CUDA code paths here, and ops on it return the same kind."""
+
+    @property
+    def is_cuda(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("spec", "name"),
+    [
+        (B0, "b0"),  # "same"
+        (MOBILENET_V1, "mobilenet_v1_025"),  # "same_even" stem, per-layer rules
+        (MOBILENET_V3_KERAS, "mobilenet_v3_small_075"),  # "same", kernels 3 and 5
+    ],
+)
+def test_cuda_padding_path_equals_the_cpu_one(spec, name, tmp_path):
+    """On a GPU, stride-2 convolutions pad their input instead of shifting the
+    kernel (cuDNN is fast for odd kernels only); both give the same numbers."""
+    net = variant(spec, name)
+    model = getattr(import_generated(net, "torch", tmp_path), net.class_name)().eval()
+    randomize(model, 64)
+    for size in (64, 65):
+        x = torch.rand(2, 3, size, size) * 255
+        with torch.no_grad():
+            cpu = model(x)
+            cuda = model(x.as_subclass(_OnCuda))
+        assert type(cuda) is _OnCuda  # the CUDA branch ran
+        assert relative_error(cuda.as_subclass(torch.Tensor), cpu) < 1e-6
 
 
 def test_same_padding_matches_tensorflow_rule():
