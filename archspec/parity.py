@@ -430,6 +430,8 @@ def keras_call(model: Any, x: Any, *, training: bool) -> Any:
     import keras
 
     backend = keras.backend.backend()
+    if backend not in ("jax", "tensorflow"):
+        return model(x, training=training)
     graphs = model.__dict__.setdefault("_archspec_graphs", {})
     if backend == "jax":
         # One XLA program per input shape: called eagerly, every layer's op
@@ -448,8 +450,6 @@ def keras_call(model: Any, x: Any, *, training: bool) -> Any:
             [v.value for v in model.non_trainable_variables],
             x,
         )
-    if backend != "tensorflow":
-        return model(x, training=training)
     import tensorflow as tf
 
     if training not in graphs:

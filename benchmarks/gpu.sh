@@ -40,9 +40,11 @@ for phase in "$@"; do
   start=$(date +%s)
   case $phase in
     wheels)
-      # The compiler's own stack, and Keras, for the GPU image's Python 3.12.
-      for req in keras==3.15.1 namex optree pydantic==2.14.4 pydantic_core==2.50.5 \
-        annotated-types typing-inspection typing_extensions==4.16.0 ruamel.yaml==0.19.1; do
+      # The compiler's own stack, and Keras, for the GPU image's Python 3.12:
+      # CI's pins where it has them, so both machines run the same versions.
+      pins=$(grep -E '^(keras|pydantic|pydantic_core|ruamel\.yaml)==' .ci/constraints.txt)
+      [ "$(echo "$pins" | wc -l)" = 4 ] || { echo "gpu.sh: pins missing from .ci/constraints.txt" >&2; exit 1; }
+      for req in $pins namex optree annotated-types typing-inspection typing_extensions; do
         "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
           --implementation cp --platform manylinux_2_28_x86_64 \
           --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "$req" || exit 1
