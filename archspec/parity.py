@@ -452,12 +452,18 @@ def keras_call(model: Any, x: Any, *, training: bool) -> Any:
         )
     import tensorflow as tf
 
-    if training not in graphs:
-        graphs[training] = tf.function(lambda t: model(t, training=training))
+    key = (training, str(x.dtype), x.shape[-1])
+    if key not in graphs:
+        # One graph for every batch and image size: tracing a deep Keras model
+        # costs seconds (EfficientNetV2-L: 5 s), and check runs two sizes.
+        spec = tf.TensorSpec((None, None, None, x.shape[-1]), x.dtype)
+        graphs[key] = tf.function(
+            lambda t: model(t, training=training), input_signature=[spec]
+        )
     options = tf.config.optimizer.get_experimental_options()
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     try:
-        return graphs[training](x)
+        return graphs[key](x)
     finally:
         tf.config.optimizer.set_experimental_options(options)
 
