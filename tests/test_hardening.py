@@ -484,7 +484,7 @@ ALLOWED_CALLS = {
     # the code as code would show up as a call to something else.
     "super", "isinstance", "range", "len", "enumerate",
     "ConvBNAct", "SqueezeExcitation", "Preprocess", "MBConv", "drop_path",
-    "fold_batch_norm", "shifted_padding",
+    "fold_batch_norm", "shifted_padding", "computing_layout", "layout_of",
     "stage",  # feature_maps(): `for i, stage in enumerate(self.stages)`
 }  # fmt: skip
 

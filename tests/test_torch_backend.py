@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from conftest import MOBILENET_V1, MOBILENET_V3_KERAS  # noqa: E402
+from conftest import MOBILENET_V1, MOBILENET_V3_KERAS, SPECS  # noqa: E402
 from generated_code import B0, B0_TV, import_generated, relative_error, variant  # noqa: E402
 
 from archspec import backends, ir  # noqa: E402
@@ -174,6 +174,50 @@ def test_cuda_padding_path_equals_the_cpu_one(spec, name, tmp_path):
             cuda = model(x.as_subclass(_OnCuda))
         assert type(cuda) is _OnCuda  # the CUDA branch ran
         assert relative_error(cuda.as_subclass(torch.Tensor), cpu) < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("spec", "name"),
+    [
+        (MOBILENET_V3_KERAS, "mobilenet_v3_small_100"),
+        (SPECS / "densenet.yaml", "densenet121"),
+    ],
+)
+def test_cpu_inference_computes_channels_last_and_hands_back_the_input_layout(
+    spec, name, tmp_path
+):
+    """Outside training on a CPU the model computes in channels-last (oneDNN's
+    layout), whatever the input's layout; the maps it returns are in the
+    input's layout, and the numbers do not depend on it."""
+    net = variant(spec, name)
+    model = getattr(import_generated(net, "torch", tmp_path), net.class_name)().eval()
+    randomize(model, 64)
+    seen = []
+    model.stages[0].register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    x = torch.randn(2, 3, 64, 64)
+    last = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        logits, logits_last = model(x), model(last)
+        features, features_last = (
+            model.forward_features(x),
+            model.forward_features(last),
+        )
+        maps, maps_last = model.feature_maps(x), model.feature_maps(last)
+    assert all(t.is_contiguous(memory_format=torch.channels_last) for t in seen)
+    assert torch.equal(logits, logits_last)
+    for ours, theirs in zip(
+        [features, *maps], [features_last, *maps_last], strict=True
+    ):
+        assert ours.is_contiguous()
+        assert theirs.is_contiguous(memory_format=torch.channels_last)
+        assert not theirs.is_contiguous()
+        assert torch.equal(ours, theirs)
+    # Training keeps the caller's layout (autograd's memory is the caller's).
+    seen.clear()
+    model.train()(x)
+    assert seen[0].is_contiguous() and not seen[0].is_contiguous(
+        memory_format=torch.channels_last
+    )
 
 
 def test_same_padding_matches_tensorflow_rule():

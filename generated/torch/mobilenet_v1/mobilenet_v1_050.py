@@ -38,6 +38,24 @@ def shifted_padding(
     return F.pad(x, (padding - shift_w, padding, padding - shift_h, padding))
 
 
+def computing_layout(x: torch.Tensor, training: bool) -> torch.Tensor:
+    """x in the memory format the model computes in: channels-last on a CPU
+    outside training. oneDNN's CPU convolutions work on NHWC maps and reorder
+    NCHW ones into and out of every layer (MobileNetV3-Large, batch 8: twice
+    the time)."""
+    if training or x.device.type != "cpu":
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def layout_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for a channels-last map, else contiguous_format: the
+    layout the maps a caller gets back are in."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def fold_batch_norm(
     conv: nn.Conv2d, bn: nn.BatchNorm2d
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,7 +159,9 @@ class MobileNetV1_050(nn.Module):
     Takes normalized images, NCHW.
     Returns logits; with num_classes=0, the pooled features. In eval mode
     every batch norm is folded into its convolution on each call;
-    prepare_for_inference() folds them once, for serving.
+    prepare_for_inference() folds them once, for serving. Outside training,
+    on a CPU, it computes in channels-last whatever the input's layout, and
+    hands maps back in that layout.
 
     For fine-tuning and as a backbone (timm's conventions): forward_features()
     gives the last feature map, forward_head() the logits from it (or, with
@@ -239,11 +259,15 @@ class MobileNetV1_050(nn.Module):
         self._init_weights(self.classifier)
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = computing_layout(x, self.training)
         return self.stem(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map, before global pooling: NCHW, num_features channels."""
-        return self.stages(self.forward_stem(x))
+        """The last feature map, before global pooling: NCHW, num_features
+        channels, in the input's memory format."""
+        layout = layout_of(x)
+        x = self.stages(self.forward_stem(x))
+        return x.contiguous(memory_format=layout)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Logits from forward_features()'s map; with pre_logits, the
@@ -260,12 +284,13 @@ class MobileNetV1_050(nn.Module):
         """The output of every stage group, in feature_info's order: the
         multi-scale maps a detection or segmentation network (FPN, U-Net)
         builds on."""
+        layout = layout_of(x)
         x = self.forward_stem(x)
         maps = []
         for i, stage in enumerate(self.stages):
             x = stage(x)
             if i in (0, 2, 4, 6, 8):
-                maps.append(x)
+                maps.append(x.contiguous(memory_format=layout))
         return maps
 
     @torch.no_grad()
