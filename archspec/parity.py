@@ -462,9 +462,15 @@ def keras_call(model: Any, x: Any, *, training: bool) -> Any:
         )
     options = tf.config.optimizer.get_experimental_options()
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    # Each model traces once, but TensorFlow counts the first traces of many
+    # functions as "excessive retracing" and warns at length.
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
     try:
         return graphs[key](x)
     finally:
+        logger.setLevel(level)
         tf.config.optimizer.set_experimental_options(options)
 
 
