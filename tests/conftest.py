@@ -12,6 +12,17 @@ from pathlib import Path
 
 import pytest
 
+# Each xdist worker gets its share of the cores, its CLI subprocesses too (set
+# before torch or TensorFlow starts a thread pool): two workers that each use
+# every core slow each other down more than twofold (two `archspec check` runs
+# side by side on 2 cores: 104 s, against 49 s with one thread each).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if _WORKERS:
+    _THREADS = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        os.environ.setdefault(_name, _THREADS)
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
 # Here, before any test module is collected: whatever order pytest is given
 # the files in, torch and torchvision (which loads triton) come first. The
 # suite without them still runs.
