@@ -27,10 +27,14 @@ def dump(network: ir.Network) -> str:
 
 
 def _commented(value: Any, depth: int) -> Any:
-    """Plain data -> ruamel nodes; blocks and small mappings on one line each."""
+    """Plain data -> ruamel nodes: a block's fields one a line and its graph
+    one node a line; layers and small mappings on one line each."""
     if isinstance(value, dict):
+        # A layer of the stem or head reads the one before: no inputs to list.
+        value = {k: v for k, v in value.items() if not (k == "inputs" and not v)}
         node = CommentedMap((k, _commented(v, depth + 1)) for k, v in value.items())
-        if "kind" in value or set(value) <= {"eps", "momentum"}:
+        flow = "kind" in value and "graph" not in value
+        if flow or set(value) <= {"eps", "momentum"}:
             node.fa.set_flow_style()
         return node
     if isinstance(value, list):

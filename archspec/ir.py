@@ -25,7 +25,15 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 FORMAT = "archspec.network/2"
 
@@ -172,9 +180,19 @@ def conv_out_size(size: int, kernel: int, stride: int, padding: Padding) -> int:
 # owner, so every tensor path is owner + name + the tensor's part.
 
 
+# A node's name inside its block: what other nodes name as their inputs.
+NodeName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+# The name by which a block's nodes read the block's input.
+BLOCK_INPUT = "x"
+
+
 class Layer(Node):
     kind: str
     name: LayerName
+    # The nodes this one reads, by name inside its block (BLOCK_INPUT: the
+    # block's input). Empty: the node listed before it, or the block's input
+    # for the first; the stem and the head are plain sequences.
+    inputs: tuple[NodeName, ...] = ()
 
     def weights(self, owner: str = "") -> list[Weights]:
         return []
@@ -333,8 +351,112 @@ class SqueezeExcite(Layer):
         return 2 * self.channels * self.squeeze_channels  # on a 1x1 map
 
 
+# Nodes that only route and combine maps inside a block: no weights, no
+# multiply-adds counted. `channels` is each one's output width, checked
+# against its inputs (`check_graph`).
+
+
+class Act(Layer):
+    """An activation on its own (after a residual add: ResNet's ReLU)."""
+
+    kind: Literal["act"] = "act"
+    channels: Size
+    activation: Activation
+
+
+class Identity(Layer):
+    """Its input, unchanged: a named alias (a shortcut that is the input)."""
+
+    kind: Literal["identity"] = "identity"
+    channels: Size
+
+
+class DropPath(Layer):
+    """Stochastic depth on a residual branch: while training, zero it for a
+    whole sample. Its rate is the block's, from its place in the network
+    (`Network.drop_path`)."""
+
+    kind: Literal["drop_path"] = "drop_path"
+    channels: Size
+
+
+class Add(Layer):
+    """The sum of two or more maps of one shape."""
+
+    kind: Literal["add"] = "add"
+    channels: Size
+
+
+class Concat(Layer):
+    """Maps of one size stacked along channels, in the order of `inputs`."""
+
+    kind: Literal["concat"] = "concat"
+    channels: Size
+
+
+class Multiply(Layer):
+    """The first input scaled by the second (a gate, of the same shape or 1x1)."""
+
+    kind: Literal["multiply"] = "multiply"
+    channels: Size
+
+
+class Pad(Layer):
+    """Zeros around the map: (top, bottom, left, right) rows and columns.
+    Maps are square, so top + bottom must equal left + right."""
+
+    kind: Literal["pad"] = "pad"
+    channels: Size
+    pad: tuple[
+        Annotated[int, Field(ge=0, le=16)],
+        Annotated[int, Field(ge=0, le=16)],
+        Annotated[int, Field(ge=0, le=16)],
+        Annotated[int, Field(ge=0, le=16)],
+    ]
+    in_size: Size
+    out_size: Size
+
+    @model_validator(mode="after")
+    def _square(self) -> Pad:
+        top, bottom, left, right = self.pad
+        if top + bottom != left + right:
+            raise ValueError(
+                f"maps are square: top + bottom ({top + bottom}) must equal "
+                f"left + right ({left + right})"
+            )
+        if self.out_size != self.in_size + top + bottom:
+            raise ValueError(
+                f"out_size must be in_size + top + bottom = "
+                f"{self.in_size + top + bottom}, found {self.out_size}"
+            )
+        return self
+
+
+class Shift(Layer):
+    """The map moved one pixel up and left, a zero row and column filling in
+    at the bottom and right: NASNet's factorized reduction
+    (`ZeroPadding2D(((0, 1), (0, 1)))` then `Cropping2D(((1, 0), (1, 0)))`)."""
+
+    kind: Literal["shift"] = "shift"
+    channels: Size
+
+
 AnyLayer = Annotated[
-    Conv | Pool | GlobalPool | NormAct | Dropout | Dense | SqueezeExcite,
+    Conv
+    | Pool
+    | GlobalPool
+    | NormAct
+    | Dropout
+    | Dense
+    | SqueezeExcite
+    | Act
+    | Identity
+    | DropPath
+    | Add
+    | Concat
+    | Multiply
+    | Pad
+    | Shift,
     Field(discriminator="kind"),
 ]
 
@@ -345,8 +467,12 @@ AnyLayer = Annotated[
 class Block(Node):
     """Base of every block kind in a stage; kinds live in archspec.blocks.
 
-    A kind adds its own fields and `layers()`: its weight-bearing (and other)
-    sub-layers, named relative to the block, in forward order.
+    A block is a small dataflow graph (`graph()`): layer nodes and the merges
+    between them, in topological order, each naming its inputs; the last
+    node is the block's output. A kind adds its own fields and states its
+    graph once, in `graph()`; its weights, FLOPs and sub-layers derive from
+    that. Kinds written in a spec (archspec.blocks.graph) hold their graph as
+    data instead.
     """
 
     kind: str
@@ -362,14 +488,187 @@ class Block(Node):
     # Blocks whose `activation` may differ from the rest of the network's.
     per_layer_activation: ClassVar[bool] = False
 
-    def layers(self) -> list[Layer]:
+    def graph(self) -> list[Layer]:
         raise NotImplementedError
 
+    def layers(self) -> list[Layer]:
+        """Every node of the graph, in its order."""
+        return self.graph()
+
     def weights(self) -> list[Weights]:
-        return [w for layer in self.layers() for w in layer.weights(self.name)]
+        return [w for layer in self.graph() for w in layer.weights(self.name)]
 
     def flops(self) -> int:
-        return sum(layer.flops() for layer in self.layers())
+        return sum(layer.flops() for layer in self.graph())
+
+    def check(self) -> list[tuple[int | None, str]]:
+        """What is wrong with the block's graph (`check_graph`): empty if sound."""
+        return check_graph(
+            self.graph(),
+            {BLOCK_INPUT: Shape(self.in_channels, self.in_size)},
+            Shape(self.out_channels, self.out_size),
+        )
+
+    @property
+    def drops_path(self) -> bool:
+        """Whether the block has a stochastic-depth node."""
+        return any(isinstance(node, DropPath) for node in self.graph())
+
+    @model_serializer(mode="wrap")
+    def _with_graph(self, handler: SerializerFunctionWrapHandler, info) -> dict:
+        # An expanded network shows every block's graph; kinds that compute
+        # theirs from their fields get it written out (and checked on reading
+        # back, archspec.validate).
+        data = handler(self)
+        if "graph" not in type(self).model_fields:
+            data["graph"] = [
+                {"kind": node.kind, "name": node.name}
+                | node.model_dump(mode=info.mode, exclude_defaults=True)
+                for node in self.graph()
+            ]
+        return data
+
+
+@dataclass(frozen=True)
+class Shape:
+    channels: int
+    size: int
+
+
+# What each node kind needs of its inputs: how many (None: two or more).
+ARITY = {"add": None, "concat": None, "multiply": 2}
+# Node kinds that may stand inside a block (the rest are stem and head only).
+BLOCK_NODES = (
+    "conv",
+    "pool",
+    "norm_act",
+    "se",
+    "act",
+    "identity",
+    "drop_path",
+    "add",
+    "concat",
+    "multiply",
+    "pad",
+    "shift",
+)
+
+
+def check_graph(
+    nodes: list[Layer], given: dict[str, Shape], output: Shape | None = None
+) -> list[tuple[int | None, str]]:
+    """Check a block's graph, inferring every node's output shape: inputs
+    that exist and come earlier (so no cycle), widths and sizes that fit at
+    every node, every node used, and the last node of shape `output`.
+
+    Returns (index of the node or None for the block, message) pairs: empty
+    when the graph is sound.
+    """
+    errors: list[tuple[int | None, str]] = []
+    shapes: dict[str, Shape] = dict(given)
+    used: set[str] = set()
+    previous = next(iter(given)) if given else None
+    for i, node in enumerate(nodes):
+        if node.kind not in BLOCK_NODES:
+            errors.append((i, f"a {node.kind!r} node cannot stand inside a block"))
+            continue
+        if node.name in shapes:
+            errors.append((i, f"the name {node.name!r} is taken by an earlier node"))
+        names = node.inputs or ((previous,) if previous else ())
+        unknown = [n for n in names if n not in shapes]
+        if unknown:
+            later = {n.name for n in nodes[i:]}
+            errors.append(
+                (
+                    i,
+                    f"input {unknown[0]!r} "
+                    + (
+                        "comes later in the graph (a cycle, or nodes out of order)"
+                        if unknown[0] in later
+                        else f"is no node of the block (known: {', '.join(shapes)})"
+                    ),
+                )
+            )
+            previous = node.name
+            continue
+        used.update(names)
+        shape = _node_shape(node, [shapes[n] for n in names], errors, i)
+        shapes[node.name] = shape or Shape(getattr(node, "channels", 1), 1)
+        previous = node.name
+    for i, node in enumerate(nodes[:-1]):
+        if node.name not in used:
+            errors.append((i, f"node {node.name!r} is not used by any other node"))
+    if nodes and output is not None and not errors:
+        last = shapes[nodes[-1].name]
+        if last != output:
+            errors.append(
+                (
+                    len(nodes) - 1,
+                    f"the block's output {_shape(output)} was expected from its "
+                    f"last node {nodes[-1].name!r}, found {_shape(last)}",
+                )
+            )
+    return errors
+
+
+def _shape(shape: Shape) -> str:
+    return f"{shape.channels} channels at {shape.size}x{shape.size}"
+
+
+def _node_shape(node: Layer, inputs: list[Shape], errors: list, i: int) -> Shape | None:
+    def fail(message: str) -> None:
+        errors.append((i, message))
+
+    arity = ARITY.get(node.kind, 1)
+    if arity is None and len(inputs) < 2:
+        return fail(
+            f"a {node.kind!r} node takes two or more inputs, found {len(inputs)}"
+        )
+    if arity is not None and len(inputs) != arity:
+        return fail(f"a {node.kind!r} node takes {arity} input(s), found {len(inputs)}")
+    first = inputs[0]
+    if isinstance(node, Conv):
+        if first.channels != node.in_channels or first.size != node.in_size:
+            return fail(
+                f"the convolution takes {node.in_channels} channels at "
+                f"{node.in_size}x{node.in_size}, its input has {_shape(first)}"
+            )
+        return Shape(node.out_channels, node.out_size)
+    if isinstance(node, Add):
+        if len(set(inputs)) > 1:
+            found = ", ".join(_shape(s) for s in inputs)
+            return fail(f"an add needs inputs of one shape, found {found}")
+        if first.channels != node.channels:
+            return fail(
+                f"the add has {node.channels} channels, its inputs {first.channels}"
+            )
+        return first
+    if isinstance(node, Concat):
+        if len({s.size for s in inputs}) > 1:
+            found = ", ".join(_shape(s) for s in inputs)
+            return fail(f"a concat needs inputs of one size, found {found}")
+        total = sum(s.channels for s in inputs)
+        if total != node.channels:
+            return fail(f"the concat has {node.channels} channels, its inputs {total}")
+        return Shape(total, first.size)
+    if isinstance(node, Multiply):
+        gate = inputs[1]
+        if gate.channels != first.channels or gate.size not in (1, first.size):
+            return fail(
+                f"a multiply scales {_shape(first)} by a gate of the same shape "
+                f"(or 1x1), found {_shape(gate)}"
+            )
+    channels = getattr(node, "channels", None)
+    if channels is not None and first.channels != channels:
+        return fail(f"the node has {channels} channels, its input {first.channels}")
+    if isinstance(node, Pool | Pad):
+        if first.size != node.in_size:
+            return fail(
+                f"the node takes a {node.in_size}x{node.in_size} map, its input "
+                f"is {first.size}x{first.size}"
+            )
+        return Shape(first.channels, node.out_size)
+    return Shape(first.channels, first.size)
 
 
 class Stage(Node):

@@ -176,6 +176,9 @@ def _stages_check(net: ir.Network, previous: int, error) -> int:
                     f"found {block.in_channels}",
                     (*at, "in_channels"),
                 )
+            for index, message in block.check():
+                where = (*at, "graph") if index is None else (*at, "graph", index)
+                error(f"{block.kind} block: {message}", where)
             previous = block.out_channels
     return previous
 
@@ -191,10 +194,51 @@ def _stage_with_blocks(
         value = block.get("kind") if isinstance(block, dict) else None
         kind = _block_kind(value, (*at, "kind"), document, diagnostics)
         if kind is not None:
-            built.append(check(kind.ir, block, document, diagnostics, at=at))
+            built.append(_block(kind, block, at, document, diagnostics))
     # On errors, let the stage validate without blocks so other fields still report.
     ok = all(b is not None for b in built) and len(built) == len(stage["blocks"])
     return {**stage, "blocks": built if ok else []}
+
+
+def _block(
+    kind: blocks.BlockKind,
+    data: dict,
+    at: DataPath,
+    document: Document,
+    diagnostics: Diagnostics,
+) -> ir.Block | None:
+    """One block of an expanded network. A kind that computes its graph from
+    its fields shows it in the file (`archspec expand`): the graph read back
+    must be the one the fields give, or the file says one thing and the
+    model would do another."""
+    computed = "graph" not in kind.ir.model_fields
+    shown = data.get("graph") if computed else None
+    if computed:
+        data = {k: v for k, v in data.items() if k != "graph"}
+    block = check(kind.ir, data, document, diagnostics, at=at)
+    if block is None or shown is None:
+        return block
+    expected = block.model_dump(mode="json")["graph"]
+    if not isinstance(shown, list) or len(shown) != len(expected):
+        diagnostics.error(
+            f"the graph of a {kind.name!r} block follows from its fields: "
+            f"expected {len(expected)} nodes, found "
+            f"{len(shown) if isinstance(shown, list) else describe(shown)}",
+            document.position((*at, "graph")),
+            format_path((*at, "graph")),
+        )
+        return block
+    for i, (node, want) in enumerate(zip(shown, expected, strict=True)):
+        if node != want:
+            where = (*at, "graph", i)
+            diagnostics.error(
+                f"the graph of a {kind.name!r} block follows from its fields; "
+                f"node {i} should be {want}, found {node}",
+                document.position(where),
+                format_path(where),
+            )
+            break
+    return block
 
 
 # Stage and published tables --------------------------------------------------

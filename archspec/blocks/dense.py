@@ -88,20 +88,26 @@ class Dense(PreActivation):
     def growth(self) -> int:
         return self.out_channels - self.in_channels
 
-    def layers(self) -> list[ir.Layer]:
+    def graph(self) -> list[ir.Layer]:
         c, mid, size = self.in_channels, self.bottleneck_channels, self.in_size
         return [
             self.norm_act("norm1", c),
             self.conv("conv1", c, mid, 1, size),
             self.norm_act("norm2", mid),
             self.conv("conv2", mid, self.growth, 3, size),
+            # The new features after the layer's input: the block grows.
+            ir.Concat(
+                name="concat",
+                channels=self.out_channels,
+                inputs=(ir.BLOCK_INPUT, "conv2"),
+            ),
         ]
 
 
 class Transition(PreActivation):
     kind: Literal["transition"] = "transition"
 
-    def layers(self) -> list[ir.Layer]:
+    def graph(self) -> list[ir.Layer]:
         c_in, c_out = self.in_channels, self.out_channels
         return [
             self.norm_act("norm", c_in),

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from .. import ir
 from ..types import OddKernel
+from .mbconv import residual_add
 from .registry import BlockContext, BlockKind, StageRow, register
 
 
@@ -47,7 +48,13 @@ class FusedMBConv(ir.Block):
     def residual(self) -> bool:
         return self.stride == 1 and self.in_channels == self.out_channels
 
-    def layers(self) -> list[ir.Layer]:
+    def graph(self) -> list[ir.Layer]:
+        layers = self._convs()
+        if self.residual:
+            layers += residual_add(self.out_channels, "project")
+        return layers
+
+    def _convs(self) -> list[ir.Layer]:
         conv = dict(
             padding=self.padding,
             norm=self.norm,

@@ -1,8 +1,9 @@
 """MBConv: the mobile inverted bottleneck with squeeze-and-excitation.
 
 expand 1x1 (only when it widens) -> depthwise kxk (the stride sits here) ->
-squeeze-and-excitation -> project 1x1 (no activation) -> drop-path + identity,
-the last only when the block keeps stride 1 and its channel count.
+squeeze-and-excitation -> project 1x1 (no activation) -> drop path -> add the
+block's input, the last two only when the block keeps stride 1 and its
+channel count.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class MBConv(ir.Block):
     def residual(self) -> bool:
         return self.stride == 1 and self.in_channels == self.out_channels
 
-    def layers(self) -> list[ir.Layer]:
+    def graph(self) -> list[ir.Layer]:
         mid = self.expanded_channels
         conv = dict(padding=self.padding, norm=self.norm, bias=self.bias)
         layers: list[ir.Layer] = []
@@ -127,7 +128,17 @@ class MBConv(ir.Block):
                 **conv,
             )
         )
+        if self.residual:
+            layers += residual_add(self.out_channels, "project")
         return layers
+
+
+def residual_add(channels: int, branch: str) -> list[ir.Layer]:
+    """Drop path on the residual branch, then the identity shortcut added."""
+    return [
+        ir.DropPath(name="drop_path", channels=channels, inputs=(branch,)),
+        ir.Add(name="add", channels=channels, inputs=("drop_path", ir.BLOCK_INPUT)),
+    ]
 
 
 def build(row: MBConvRow, at: BlockContext) -> MBConv:

@@ -1,7 +1,8 @@
 """The residual blocks of ResNet (He et al., 2016) and its descendants.
 
-basic:      3x3 (stride) -> 3x3 -> [SE] -> + shortcut -> activation
-bottleneck: 1x1 reduce -> 3x3 -> 1x1 expand -> [SE] -> + shortcut -> activation
+basic:      3x3 (stride) -> 3x3 -> [SE] -> drop path -> + shortcut -> activation
+bottleneck: 1x1 reduce -> 3x3 -> 1x1 expand -> [SE] -> drop path -> + shortcut
+            -> activation
 
 The shortcut is the identity, or a 1x1 projection with batch norm when the
 block changes stride or width. The activation comes after the add
@@ -87,46 +88,57 @@ class Residual(ir.Block):
             **kw,
         )
 
-    def tail(self) -> list[ir.Layer]:
-        """Squeeze-excitation and the projection shortcut, where present."""
-        layers: list[ir.Layer] = []
+    def tail(self, branch: list[ir.Layer]) -> list[ir.Layer]:
+        """The residual branch, then squeeze-excitation, drop path, the
+        shortcut (a projection where present), the add and the activation."""
+        c = self.out_channels
+        layers = list(branch)
         if self.squeeze_channels:
             layers.append(
                 ir.SqueezeExcite(
                     name="se",
-                    channels=self.out_channels,
+                    channels=c,
                     squeeze_channels=self.squeeze_channels,
                     activation=self.se_activation,
                     gate=self.se_gate,
                 )
             )
+        layers.append(ir.DropPath(name="drop_path", channels=c))
+        shortcut = ir.BLOCK_INPUT
         if self.has_shortcut_conv:
+            shortcut = "shortcut"
             layers.append(
                 self.conv(
                     "shortcut",
                     self.in_channels,
-                    self.out_channels,
+                    c,
                     1,
                     stride=self.stride,
                     activation=None,
                     in_size=self.in_size,
+                    inputs=(ir.BLOCK_INPUT,),
                 )
             )
-        return layers
+        return [
+            *layers,
+            ir.Add(name="add", channels=c, inputs=("drop_path", shortcut)),
+            ir.Act(name="act", channels=c, activation=self.activation),
+        ]
 
 
 class Basic(Residual):
     kind: Literal["basic"] = "basic"
 
-    def layers(self) -> list[ir.Layer]:
+    def graph(self) -> list[ir.Layer]:
         c_in, c_out = self.in_channels, self.out_channels
-        return [
-            self.conv(
-                "conv1", c_in, c_out, 3, stride=self.stride, in_size=self.in_size
-            ),
-            self.conv("conv2", c_out, c_out, 3, activation=None),
-            *self.tail(),
-        ]
+        return self.tail(
+            [
+                self.conv(
+                    "conv1", c_in, c_out, 3, stride=self.stride, in_size=self.in_size
+                ),
+                self.conv("conv2", c_out, c_out, 3, activation=None),
+            ]
+        )
 
 
 class Bottleneck(Residual):
@@ -135,25 +147,31 @@ class Bottleneck(Residual):
     groups: ir.Size = 1
     stride_on: Literal["conv1", "conv2"] = "conv2"
 
-    def layers(self) -> list[ir.Layer]:
+    def graph(self) -> list[ir.Layer]:
         mid, s = self.width_channels, self.stride
         first = s if self.stride_on == "conv1" else 1
-        return [
-            self.conv(
-                "conv1", self.in_channels, mid, 1, stride=first, in_size=self.in_size
-            ),
-            self.conv(
-                "conv2",
-                mid,
-                mid,
-                3,
-                stride=s // first,
-                groups=self.groups,
-                in_size=ir.out_size(self.in_size, first),
-            ),
-            self.conv("conv3", mid, self.out_channels, 1, activation=None),
-            *self.tail(),
-        ]
+        return self.tail(
+            [
+                self.conv(
+                    "conv1",
+                    self.in_channels,
+                    mid,
+                    1,
+                    stride=first,
+                    in_size=self.in_size,
+                ),
+                self.conv(
+                    "conv2",
+                    mid,
+                    mid,
+                    3,
+                    stride=s // first,
+                    groups=self.groups,
+                    in_size=ir.out_size(self.in_size, first),
+                ),
+                self.conv("conv3", mid, self.out_channels, 1, activation=None),
+            ]
+        )
 
 
 def _settings(row: BasicRow | BottleneckRow, at: BlockContext) -> dict:

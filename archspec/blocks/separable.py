@@ -41,7 +41,7 @@ class Separable(ir.Block):
 
     per_layer_activation: ClassVar[bool] = True
 
-    def layers(self) -> list[ir.Layer]:
+    def graph(self) -> list[ir.Layer]:
         mid = self.in_channels * self.multiplier
         conv = dict(
             padding=self.padding,
