@@ -488,8 +488,14 @@ class Block(Node):
     # Blocks whose `activation` may differ from the rest of the network's.
     per_layer_activation: ClassVar[bool] = False
 
+    # The class (PyTorch) a generic emitter names blocks of this kind after.
+    CLASS_NAME: ClassVar[str | None] = None
+
     def graph(self) -> list[Layer]:
         raise NotImplementedError
+
+    def block_class(self) -> str:
+        return type(self).CLASS_NAME or camel(self.kind)
 
     def layers(self) -> list[Layer]:
         """Every node of the graph, in its order."""
@@ -520,13 +526,36 @@ class Block(Node):
         # theirs from their fields get it written out (and checked on reading
         # back, archspec.validate).
         data = handler(self)
-        if "graph" not in type(self).model_fields:
+        if not isinstance(self, GraphBlock):
             data["graph"] = [
                 {"kind": node.kind, "name": node.name}
                 | node.model_dump(mode=info.mode, exclude_defaults=True)
                 for node in self.graph()
             ]
         return data
+
+
+def camel(kind: str) -> str:
+    """A kind's name as a class name: preact_bottleneck -> PreactBottleneck."""
+    return "".join(part[:1].upper() + part[1:] for part in kind.split("_"))
+
+
+class GraphBlock(Block):
+    """A block whose graph is data: a kind defined in a spec's `blocks:`
+    section (archspec.blocks.graph), expanded with every width written out.
+    Backends emit it through their generic emitter."""
+
+    kind: ModuleName
+    class_name: ClassName | None = None
+    graph_: tuple[AnyLayer, ...] = Field(alias="graph", min_length=1)
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    def graph(self) -> list[Layer]:
+        return list(self.graph_)
+
+    def block_class(self) -> str:
+        return self.class_name or camel(self.kind)
 
 
 @dataclass(frozen=True)

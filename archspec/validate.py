@@ -192,6 +192,10 @@ def _stage_with_blocks(
     for j, block in enumerate(stage["blocks"]):
         at = ("stages", i, "blocks", j)
         value = block.get("kind") if isinstance(block, dict) else None
+        if isinstance(value, str) and "graph" in block and blocks.get(value) is None:
+            # A kind the spec defined (`blocks:`): its graph is all there is.
+            built.append(check(ir.GraphBlock, block, document, diagnostics, at=at))
+            continue
         kind = _block_kind(value, (*at, "kind"), document, diagnostics)
         if kind is not None:
             built.append(_block(kind, block, at, document, diagnostics))
@@ -211,7 +215,7 @@ def _block(
     its fields shows it in the file (`archspec expand`): the graph read back
     must be the one the fields give, or the file says one thing and the
     model would do another."""
-    computed = "graph" not in kind.ir.model_fields
+    computed = not issubclass(kind.ir, ir.GraphBlock)
     shown = data.get("graph") if computed else None
     if computed:
         data = {k: v for k, v in data.items() if k != "graph"}
