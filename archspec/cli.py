@@ -164,13 +164,27 @@ def validate(spec: str) -> None:
     """Check a spec (or an expanded network) and report every problem."""
     from . import ir
 
-    loaded = _load(spec, Diagnostics())
+    diagnostics = Diagnostics()
+    loaded = _load(spec, diagnostics)
     if isinstance(loaded, ir.Network):
         click.echo(f"{spec}: ok (expanded network {loaded.module})")
     else:
+        from .errors import SpecError
+        from .expand import expand as expand_variant
         from .scaling import named
 
         variants = named(loaded)
+        # Build every named variant: what depends on the scaled widths (a
+        # block's add of unequal shapes, a width that is not whole) shows only
+        # there. Every variant's errors are reported together.
+        found = Diagnostics(sources=diagnostics.sources)
+        for variant in variants.values():
+            try:
+                expand_variant(loaded, variant)
+            except SpecError as exc:
+                for item in exc.diagnostics.items:
+                    found.error(item.message, item.position, item.path)
+        found.raise_if_errors()
         rows = len(next(iter(loaded.rows.values()), ()))
         click.echo(
             f"{spec}: ok ({loaded.spec.name}, {rows} stages, {loaded.spec.scaling.rule} "

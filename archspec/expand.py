@@ -22,7 +22,8 @@ def expand(valid: ValidSpec, variant: Variant) -> ir.Network:
     """The network of one variant; SpecError when it is out of range."""
     at: list[tuple] = [variant.at, variant.at]  # (data path, shown path)
     try:
-        return _expand(valid, variant, at)
+        with blocks.defined(valid.kinds):
+            return _expand(valid, variant, at)
     except ValidationError as exc:
         # A value valid in the spec can scale past an IR limit (65,536 channels,
         # sizes): say which part, for which variant, instead of an internal error.
@@ -70,6 +71,12 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
     s = spec.stem
     if variant.stem is not None:
         s = s.model_copy(update=variant.stem.model_dump(exclude_none=True))
+    # A stem without norm is the convolution alone (pre-activation: ResNetV2).
+    stem_conv = {**conv, "padding": s.padding or padding}
+    if not s.norm:
+        stem_conv.update(norm=None, activation=None)
+    if s.bias is not None:
+        stem_conv["bias"] = s.bias
     stem: list[ir.Layer] = [
         ir.Conv(
             name="stem",
@@ -77,12 +84,11 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
             out_channels=channels(s.channels) if s.scale == "always" else s.channels,
             kernel=s.kernel,
             stride=s.stride,
-            activation=activation,
             in_size=resolution,
             out_size=ir.conv_out_size(
                 resolution, s.kernel, s.stride, s.padding or padding
             ),
-            **{**conv, "padding": s.padding or padding},
+            **{"activation": activation, **stem_conv},
         )
     ]
     width, size = stem[0].out_channels, stem[0].out_size
@@ -97,6 +103,8 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
                 stride=p.stride,
                 pad=p.padding,
                 ceil_mode=p.ceil_mode,
+                fill=p.fill,
+                count_pad=p.count_pad,
                 channels=width,
                 in_size=size,
                 out_size=after,
@@ -127,6 +135,8 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
         kind = blocks.get(row.block)
         at[:] = ("stages", "rows", i), ("stages", i)
         stage = []
+        # The row's stride goes to its first block, or its last (Keras's ResNetV2).
+        strided = 0 if row.stride_block == "first" else count - 1
         for b in range(count):
             out_channels = row.block_channels(width, channels)
             block = kind.build(
@@ -135,7 +145,7 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
                     name=f"stages.{i}.{b}",
                     in_channels=width,
                     out_channels=out_channels,
-                    stride=row.stride if b == 0 else 1,
+                    stride=row.stride if b == strided else 1,
                     in_size=size,
                     activation=activation,
                     padding=padding,

@@ -254,8 +254,16 @@ class Conv(Layer):
 
 
 class Pool(Layer):
-    """Max or average pooling with explicit padding (PyTorch's semantics: max
-    pooling pads with -inf, average pooling with zeros counted in the mean)."""
+    """Max or average pooling with explicit padding, by default PyTorch's: max
+    pooling pads with -inf (`fill`), average pooling with zeros counted in the
+    mean (`count_pad`).
+
+    `fill: zero`: a max pool over zeros padded around the map
+    (keras.applications' ZeroPadding2D + MaxPooling2D), not the same function
+    where the map can be negative. `count_pad: false`: an average over the
+    window's cells inside the map only (PyTorch's count_include_pad=False,
+    Keras's "same" pooling).
+    """
 
     kind: Literal["pool"] = "pool"
     op: Literal["max", "avg"]
@@ -263,9 +271,24 @@ class Pool(Layer):
     stride: Size
     pad: Annotated[int, Field(ge=0, le=16)] = 0  # on every side
     ceil_mode: bool = False
+    fill: Literal["-inf", "zero"] = "-inf"  # max pooling's padding
+    count_pad: bool = True  # whether average pooling counts its padding
     channels: Size
     in_size: Size
     out_size: Size
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Pool:
+        # One IR per function: each option only where it changes something.
+        if self.fill != "-inf" and self.op != "max":
+            raise ValueError("`fill` is max pooling's; average pooling pads zeros")
+        if not self.count_pad and self.op != "avg":
+            raise ValueError("`count_pad` is average pooling's")
+        if self.fill == "zero" and self.ceil_mode:
+            raise ValueError(
+                "ceil_mode pools pad as PyTorch does (-inf): not with fill zero"
+            )
+        return self
 
 
 class GlobalPool(Layer):
@@ -621,7 +644,7 @@ def check_graph(
             previous = node.name
             continue
         used.update(names)
-        shape = _node_shape(node, [shapes[n] for n in names], errors, i)
+        shape = node_shape(node, [shapes[n] for n in names], errors, i)
         shapes[node.name] = shape or Shape(getattr(node, "channels", 1), 1)
         previous = node.name
     for i, node in enumerate(nodes[:-1]):
@@ -644,7 +667,7 @@ def _shape(shape: Shape) -> str:
     return f"{shape.channels} channels at {shape.size}x{shape.size}"
 
 
-def _node_shape(node: Layer, inputs: list[Shape], errors: list, i: int) -> Shape | None:
+def node_shape(node: Layer, inputs: list[Shape], errors: list, i: int) -> Shape | None:
     def fail(message: str) -> None:
         errors.append((i, message))
 

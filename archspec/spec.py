@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from .blocks.graph import BlockDef
 from .types import (
     Activation,
     Channels,
@@ -165,6 +166,20 @@ class Pool(SpecModel):
     stride: Stride = 2
     padding: Annotated[int, Field(ge=0, le=7)] = 1
     ceil_mode: bool = False
+    fill: Literal["-inf", "zero"] = Field(
+        "-inf",
+        description="max pooling only: what the padding holds. -inf: it never "
+        "wins (PyTorch's MaxPool2d, timm); zero: zeros, which win over negative "
+        "values (keras.applications' ResNetV2: ZeroPadding2D then MaxPooling2D "
+        "on a map without a ReLU); the same after a ReLU",
+    )
+    count_pad: bool = Field(
+        True,
+        description="average pooling only: whether the padding's zeros count in "
+        "the mean (PyTorch's count_include_pad; Keras's ZeroPadding2D then "
+        "AveragePooling2D) or only the window's cells inside the map (Keras's "
+        'padding="same")',
+    )
 
     @model_validator(mode="after")
     def _padding_fits(self) -> Pool:
@@ -172,6 +187,18 @@ class Pool(SpecModel):
             raise ValueError(
                 f"expected padding at most half the kernel ({self.kernel // 2}), "
                 f"found {self.padding}"
+            )
+        if self.op != "max" and "fill" in self.model_fields_set:
+            raise ValueError(
+                "`fill` is for max pooling; average pooling pads zeros, counted "
+                "or not (`count_pad`)"
+            )
+        if self.op != "avg" and "count_pad" in self.model_fields_set:
+            raise ValueError("`count_pad` is for average pooling")
+        if self.fill == "zero" and self.ceil_mode:
+            raise ValueError(
+                "expected fill -inf with ceil_mode (PyTorch's rule for the last "
+                "window assumes it)"
             )
         return self
 
@@ -193,6 +220,17 @@ class Stem(SpecModel):
         None,
         description="the stem convolution's own padding rule; default: the "
         "network's (Keras's MobileNet: same, its blocks same_even)",
+    )
+    norm: bool = Field(
+        True,
+        description="a batch norm and the activation after the stem convolution; "
+        "false: the convolution alone, its output not normalised (pre-activation "
+        "networks: ResNetV2, whose first block normalises it)",
+    )
+    bias: bool | None = Field(
+        None,
+        description="whether the stem convolution has a bias; default: "
+        "`defaults.bias` (keras.applications' ResNetV2: true)",
     )
 
 
@@ -397,6 +435,11 @@ class Spec(SpecModel):
     title: Annotated[str, Field(pattern=r"^[A-Za-z0-9 .\-]{1,40}$")] | None = None
     input: Input
     stem: Stem
+    blocks: dict[ModuleName, BlockDef] = Field(
+        {},
+        description="block kinds defined here, used in the stage table as the "
+        "built-in ones are: each its columns, output width and graph",
+    )
     stages: Table
     head: Head
     defaults: Defaults = Defaults()

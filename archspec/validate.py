@@ -9,10 +9,12 @@ was found.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import blocks, ir
 from .blocks import StageRow
+from .blocks import graph as defined_blocks
 from .errors import Diagnostics, describe, format_path
 from .source import DataPath, Document
 from .spec import PublishedVariant, Spec
@@ -42,18 +45,52 @@ class ValidSpec:
     rows: dict[str, tuple[StageRow, ...]]
     published: dict[int, PublishedVariant]
     document: Document
+    # Block kinds the spec defines (`blocks:`), by name.
+    kinds: Mapping[str, blocks.BlockKind] = dataclasses.field(default_factory=dict)
 
 
 def validate_spec(document: Document, diagnostics: Diagnostics) -> ValidSpec:
     data = document.data
-    rows = _all_rows(data, document, diagnostics)
+    kinds = _defined_kinds(data, document, diagnostics)
+    with blocks.defined(kinds):
+        rows = _all_rows(data, document, diagnostics)
     published = _published(data, document, diagnostics)
     spec = check(Spec, data, document, diagnostics)
     diagnostics.raise_if_errors()
     assert spec is not None and rows is not None
     _semantic_checks(spec, published, document, diagnostics)
     diagnostics.raise_if_errors()
-    return ValidSpec(spec, rows, published, document)
+    return ValidSpec(
+        spec, rows, published, document, {k: v for k, v in kinds.items() if v}
+    )
+
+
+def _defined_kinds(
+    data: Any, document: Document, diagnostics: Diagnostics
+) -> dict[str, blocks.BlockKind]:
+    """The kinds of the spec's `blocks:` section; every mistake in a
+    definition is reported, each at its value."""
+    section = data.get("blocks") if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        return {}  # absent, or the Spec model reports its shape
+    kinds: dict[str, blocks.BlockKind | None] = {}
+    for name, entry in section.items():
+        at = ("blocks", name)
+        definition = check(defined_blocks.BlockDef, entry, document, diagnostics, at=at)
+        if definition is None:
+            kinds[name] = None
+            continue
+        problems = defined_blocks.check_definition(str(name), definition, at)
+        for path, message in problems:
+            diagnostics.error(message, document.position(path), format_path(path))
+        if problems:
+            # Rows of this kind are not checked: its definition's errors say why.
+            kinds[name] = None
+        else:
+            kinds[name] = defined_blocks.make_kind(
+                name, definition, defined_blocks.Where(document.position, at)
+            )
+    return kinds
 
 
 def validate_network(document: Document, diagnostics: Diagnostics) -> ir.Network:
@@ -483,6 +520,8 @@ def _block_kind(
     shown: str | None = None,
 ) -> blocks.BlockKind | None:
     kind = blocks.get(value) if isinstance(value, str) else None
+    if kind is None and value in blocks.broken():
+        return None  # a kind of the spec's own whose definition has errors
     if kind is None:
         known = blocks.names()
         diagnostics.error(

@@ -14,11 +14,15 @@ its spec uses.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .. import ir
 from ..types import Channels, Count, Stride
@@ -45,6 +49,12 @@ class StageRow(BaseModel):
     channels: Channels
     layers: Count
     stride: Stride
+    stride_block: Literal["first", "last"] = Field(
+        "first",
+        description="which of the row's blocks takes its stride, the others "
+        "stride 1: the first (torchvision, timm, most Keras models) or the last "
+        "(keras.applications' ResNetV2)",
+    )
 
     def output_channels(self, channels: int) -> int:
         """The blocks' output width, given the row's scaled `channels`."""
@@ -103,6 +113,21 @@ class BlockKind:
 
 _kinds: dict[str, BlockKind] = {}
 _plugins_loaded = False
+# Kinds the spec being read defines (`blocks:`): seen only while it is
+# validated and expanded, so two specs may each define a kind of one name.
+_defined: ContextVar[Mapping[str, BlockKind | None]] = ContextVar(
+    "defined", default=MappingProxyType({})
+)
+
+
+@contextmanager
+def defined(kinds: Mapping[str, BlockKind | None]) -> Iterator[None]:
+    """Make a spec's own kinds known to `get` inside the `with` block."""
+    token = _defined.set(kinds)
+    try:
+        yield
+    finally:
+        _defined.reset(token)
 
 
 def register(kind: BlockKind) -> BlockKind:
@@ -129,6 +154,8 @@ def _load_plugins() -> None:
 
 
 def get(name: str) -> BlockKind | None:
+    if name in _defined.get():
+        return _defined.get()[name]  # None: its definition has errors
     if name not in _kinds:
         if name in BUILTIN:
             _load_builtin(name)
@@ -147,9 +174,15 @@ def _load_all(plugins: bool) -> None:
 def columns(plugins: bool = False) -> set[str]:
     """Every column some block kind's row has (built-in kinds, or all)."""
     _load_all(plugins)
-    return {field for kind in _kinds.values() for field in kind.row.model_fields}
+    kinds = [*_kinds.values(), *filter(None, _defined.get().values())]
+    return {field for kind in kinds for field in kind.row.model_fields}
 
 
 def names() -> list[str]:
     _load_all(plugins=True)
-    return sorted(_kinds)
+    return sorted({*_kinds, *_defined.get()})
+
+
+def broken() -> set[str]:
+    """Kinds the spec being read defines with errors (reported already)."""
+    return {name for name, kind in _defined.get().items() if kind is None}

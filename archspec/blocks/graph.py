@@ -1,0 +1,709 @@
+"""Block kinds written in a spec: the `blocks:` section.
+
+A definition names its columns (as a built-in kind's row model does), the
+block's output width, and its graph: named nodes, each an op over the nodes
+it reads. Widths, strides and conditions are expressions of the grammar in
+archspec.expr over the row's columns and the block's `channels` (the row's
+width, scaled), `in_channels`, `out_channels` and `stride`::
+
+    blocks:
+      preact_bottleneck:
+        columns:
+          expansion: {type: int, default: 4, min: 1, description: ...}
+        out: channels * expansion
+        graph:
+          preact: {op: norm_act}
+          conv1:  {op: conv, kernel: 1, channels: channels}
+          conv2:  {op: conv, kernel: 3, stride: stride}
+          conv3:  {op: conv, kernel: 1, channels: out_channels, norm: false, act: false}
+          shortcut: {op: conv, in: preact, kernel: 1, stride: stride,
+                     channels: out_channels, norm: false, act: false,
+                     when: "stride != 1 or in_channels != out_channels", else: x}
+          add:    {op: add, in: [conv3, shortcut]}
+
+A node reads the node written before it unless `in` says otherwise (`x`: the
+block's input). A node whose `when` is false is left out; nodes that read it
+read its `else` (default: its own input) instead. The last node (or
+`output`) is the block's output. Such a kind expands to `ir.GraphBlock`:
+every width written out, so backends emit it through their generic path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from .. import ir
+from ..errors import Diagnostic, Diagnostics, SpecError, format_path
+from ..expr import ExprError, Expression, whole
+from ..types import Activation, ClassName, ModuleName, Padding
+from .registry import BUILTIN, BlockContext, BlockKind, StageRow
+
+DataPath = tuple[str | int, ...]
+NodeName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+# Expression text, or a plain number.
+Expr = Annotated[
+    str | int | float,
+    Field(
+        description="a number or an expression over the columns, channels, "
+        "in_channels, out_channels and stride (archspec.expr)"
+    ),
+]
+# Names every block's expressions may read, besides its columns.
+BLOCK_NAMES = ("channels", "in_channels", "out_channels", "stride")
+RESERVED = {*BLOCK_NAMES, *StageRow.model_fields, "x"}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", allow_inf_nan=False, populate_by_name=True
+    )
+
+
+class Column(_Model):
+    """One column of the kind's stage rows."""
+
+    type: Literal["int", "float", "bool"] = "int"
+    default: int | float | bool | None = Field(
+        None, description="the value of an empty cell; none: the column is required"
+    )
+    min: float | None = None
+    max: float | None = None
+    description: str = ""
+
+
+class _Node(_Model):
+    in_: NodeName | list[NodeName] | None = Field(
+        None,
+        alias="in",
+        description="the node(s) read (x: the block's input); default: the node "
+        "written before, or x for the first",
+    )
+    when: Expr | None = Field(
+        None, description="a condition: the node exists only where it holds"
+    )
+    else_: NodeName | None = Field(
+        None,
+        alias="else",
+        description="where the node is left out, what reads it reads this "
+        "instead; default: the node's own input",
+    )
+
+
+class ConvNode(_Node):
+    op: Literal["conv"]
+    channels: Expr | None = Field(
+        None, description="output width; default: the input's"
+    )
+    kernel: Expr = 1
+    stride: Expr = 1
+    groups: Expr = Field(1, description="in_channels for a depthwise convolution")
+    norm: bool = Field(True, description="a batch norm after the convolution")
+    act: Activation | bool = Field(
+        True,
+        description="the activation after the norm: true for the network's, "
+        "false for none, or a name",
+    )
+    bias: bool | None = Field(None, description="default: the spec's defaults.bias")
+    padding: Padding | None = Field(None, description="default: the network's")
+
+
+class NormActNode(_Node):
+    op: Literal["norm_act"]
+    act: Activation | bool = True
+
+
+class ActNode(_Node):
+    op: Literal["act"]
+    act: Activation | bool = Field(True, description="true: the network's activation")
+
+
+class PoolNode(_Node):
+    op: Literal["max_pool", "avg_pool"]
+    kernel: Expr = 1
+    stride: Expr = 1
+    pad: Expr = Field(0, description="zeros (or -inf: `fill`) on every side")
+    fill: Literal["-inf", "zero"] = Field(
+        "-inf",
+        description="max pooling: what the padding holds (PyTorch and timm: "
+        "-inf; Keras's ZeroPadding2D: zero)",
+    )
+    count_pad: bool = Field(
+        True, description="average pooling: whether padded zeros count in the mean"
+    )
+
+
+class SENode(_Node):
+    op: Literal["se"]
+    squeeze: Expr = Field(
+        description="the squeezed width (rounded by defaults.se.rounding when a "
+        "fraction: `in_channels * 0.25`)"
+    )
+
+
+class MergeNode(_Node):
+    op: Literal["add", "concat", "multiply"]
+
+
+class PlainNode(_Node):
+    op: Literal["identity", "drop_path", "shift"]
+
+
+class PadNode(_Node):
+    op: Literal["pad"]
+    pad: tuple[int, int, int, int] = Field(
+        description="zeros (top, bottom, left, right); top + bottom = left + right"
+    )
+
+
+NodeDef = Annotated[
+    ConvNode
+    | NormActNode
+    | ActNode
+    | PoolNode
+    | SENode
+    | MergeNode
+    | PlainNode
+    | PadNode,
+    Field(discriminator="op"),
+]
+
+
+class BlockDef(_Model):
+    """A block kind defined in the spec: columns, output width and graph."""
+
+    description: str = ""
+    class_name: ClassName | None = Field(
+        None, description="the generated class's name; default: the kind in CamelCase"
+    )
+    columns: dict[ModuleName, Column] = {}
+    out: Expr = Field(
+        "channels", description="the block's output width (default: the row's channels)"
+    )
+    graph: dict[NodeName, NodeDef] = Field(min_length=1)
+    output: NodeName | None = Field(None, description="default: the last node")
+
+
+# Checking a definition ------------------------------------------------------
+
+
+def _expressions(node: Any) -> list[tuple[str, Any]]:
+    fields = ("channels", "kernel", "stride", "groups", "pad", "squeeze", "when")
+    return [
+        (f, getattr(node, f))
+        for f in fields
+        if f in type(node).model_fields
+        and getattr(node, f) is not None
+        and not (f == "pad" and isinstance(node, PadNode))
+    ]
+
+
+def _inputs(node: Any, previous: str) -> list[str]:
+    if node.in_ is None:
+        return [previous]
+    return [node.in_] if isinstance(node.in_, str) else list(node.in_)
+
+
+def check_definition(
+    name: str, definition: BlockDef, at: DataPath
+) -> list[tuple[DataPath, str]]:
+    """Every mistake in one definition, each with the path of its value."""
+    errors: list[tuple[DataPath, str]] = []
+    if name in BUILTIN:
+        errors.append(
+            ((*at,), f"{name!r} is a built-in block kind; choose another name")
+        )
+    for column in definition.columns:
+        if column in RESERVED:
+            errors.append(
+                (
+                    (*at, "columns", column),
+                    f"the column name {column!r} is taken (reserved: "
+                    f"{', '.join(sorted(RESERVED))})",
+                )
+            )
+    known = {*definition.columns, *BLOCK_NAMES}
+
+    def expression(value: Any, where: DataPath, allowed: set[str]) -> None:
+        try:
+            parsed = Expression.parse(value)
+        except ExprError as exc:
+            errors.append((where, f"in {value!r}: {exc}"))
+            return
+        for word, column in parsed.names():
+            if word not in allowed:
+                errors.append(
+                    (
+                        where,
+                        f"in {value!r} at column {column + 1}: unknown name {word!r} "
+                        f"(known: {', '.join(sorted(allowed))})",
+                    )
+                )
+
+    expression(definition.out, (*at, "out"), known - {"out_channels"})
+    nodes = definition.graph
+    order = list(nodes)
+    edges: dict[str, list[str]] = {}
+    previous = ir.BLOCK_INPUT
+    for node_name, node in nodes.items():
+        where = (*at, "graph", node_name)
+        if node_name == ir.BLOCK_INPUT:
+            errors.append((where, "'x' names the block's input; choose another name"))
+        reads = _inputs(node, previous)
+        arity = {"add": None, "concat": None, "multiply": 2}.get(node.op, 1)
+        if arity is None and len(reads) < 2:
+            errors.append(
+                (
+                    (*where, "in"),
+                    f"{node.op!r} takes two or more inputs, found {len(reads)}",
+                )
+            )
+        elif arity is not None and len(reads) != arity:
+            errors.append(
+                (
+                    (*where, "in"),
+                    f"{node.op!r} takes {arity} input(s), found {len(reads)}",
+                )
+            )
+        targets = [*reads, *([node.else_] if node.else_ else [])]
+        for target in targets:
+            if target != ir.BLOCK_INPUT and target not in nodes:
+                field = "else" if target == node.else_ and target not in reads else "in"
+                errors.append(
+                    (
+                        (*where, field),
+                        f"unknown node {target!r} (known: x, {', '.join(order)})",
+                    )
+                )
+        edges[node_name] = [t for t in targets if t in nodes]
+        for field, value in _expressions(node):
+            expression(value, (*where, field), known)
+        if node.else_ is not None and node.when is None:
+            errors.append(((*where, "else"), "`else` needs a `when`"))
+        previous = node_name
+    output = definition.output or order[-1]
+    if output not in nodes:
+        errors.append(((*at, "output"), f"unknown node {output!r}"))
+    cycle = _cycle(edges)
+    if cycle:
+        errors.append(
+            ((*at, "graph", cycle[0]), f"a cycle: {' -> '.join([*cycle, cycle[0]])}")
+        )
+    used = {t for targets in edges.values() for t in targets}
+    for node_name in order:
+        if node_name != output and node_name not in used:
+            errors.append(
+                (
+                    (*at, "graph", node_name),
+                    f"node {node_name!r} is not used by any node",
+                )
+            )
+    return errors
+
+
+def _cycle(edges: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for target in edges.get(node, ()):
+            if state.get(target) == 1:
+                return stack[stack.index(target) :]
+            if target not in state and (found := visit(target)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in edges:
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def topological(definition: BlockDef) -> list[str]:
+    """The nodes in an order where each comes after what it reads, keeping
+    the written order where it already does (checked: no cycle)."""
+    nodes = definition.graph
+    order, done = [], set()
+    written = list(nodes)
+    previous = {
+        n: (written[i - 1] if i else ir.BLOCK_INPUT) for i, n in enumerate(written)
+    }
+
+    def visit(name: str) -> None:
+        if name in done or name not in nodes:
+            return
+        done.add(name)
+        node = nodes[name]
+        for target in [
+            *_inputs(node, previous[name]),
+            *([node.else_] if node.else_ else []),
+        ]:
+            visit(target)
+        order.append(name)
+
+    for name in nodes:
+        visit(name)
+    return order
+
+
+# The kind ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a definition sits, so build-time errors (a width that is not a
+    whole number, an add of unequal shapes) name the spec's line."""
+
+    position: Callable[[DataPath], Any]
+    path: DataPath
+
+    def error(self, message: str, *parts: str | int) -> Diagnostic:
+        at = (*self.path, *parts)
+        return Diagnostic(message, self.position(at), format_path(at))
+
+
+def make_kind(name: str, definition: BlockDef, where: Where) -> BlockKind:
+    """A BlockKind whose rows have the definition's columns and whose blocks
+    are `ir.GraphBlock`s built from its graph."""
+    fields: dict[str, Any] = {"block": (Literal[name], ...)}  # type: ignore[valid-type]
+    types = {"int": int, "float": float, "bool": bool}
+    for column, spec in definition.columns.items():
+        bounds = {}
+        if spec.min is not None:
+            bounds["ge"] = spec.min
+        if spec.max is not None:
+            bounds["le"] = spec.max
+        default = ... if spec.default is None else spec.default
+        fields[column] = (
+            Annotated[types[spec.type], Field(**bounds)],
+            Field(default, description=spec.description or None),
+        )
+    out = Expression.parse(definition.out)
+
+    def block_channels(self: StageRow, in_channels: int, scale) -> int:
+        names = {**_columns(self, definition), "channels": scale(self.channels)}
+        names.update(in_channels=in_channels, stride=self.stride)
+        try:
+            return whole(out.evaluate(names), "the block's output width")
+        except ExprError as exc:
+            raise SpecError(
+                where.error(f"in {definition.out!r}: {exc}", "out")
+            ) from None
+
+    # A row model of the definition's columns; its output width is `out`.
+    base = type(
+        f"{ir.camel(name)}RowBase", (StageRow,), {"block_channels": block_channels}
+    )
+    row = create_model(
+        f"{ir.camel(name)}Row",
+        __base__=base,
+        __doc__=definition.description
+        or f"A row of {name} blocks (defined in the spec).",
+        **fields,
+    )
+
+    def build(row_value: StageRow, at: BlockContext) -> ir.GraphBlock:
+        return _build(name, definition, row_value, at, where)
+
+    return BlockKind(name, row, ir.GraphBlock, build)
+
+
+def _columns(row: StageRow, definition: BlockDef) -> dict[str, Any]:
+    return {column: getattr(row, column) for column in definition.columns}
+
+
+def _build(
+    name: str, definition: BlockDef, row: StageRow, at: BlockContext, where: Where
+) -> ir.GraphBlock:
+    names = {**_columns(row, definition), "channels": at.scale(row.channels)}
+    names.update(
+        in_channels=at.in_channels, out_channels=at.out_channels, stride=at.stride
+    )
+    diagnostics = Diagnostics()
+
+    def value(node_name: str, field: str, text: Any, *, integer: bool = True) -> Any:
+        try:
+            result = Expression.parse(text).evaluate(names, at.make_divisible)
+            return whole(result, field) if integer else result
+        except ExprError as exc:
+            diagnostics.items.append(
+                where.error(f"in {text!r}: {exc}", "graph", node_name, field)
+            )
+            return None
+
+    written = list(definition.graph)
+    previous = {
+        n: (written[i - 1] if i else ir.BLOCK_INPUT) for i, n in enumerate(written)
+    }
+    alias: dict[str, str] = {ir.BLOCK_INPUT: ir.BLOCK_INPUT}
+    shapes: dict[str, ir.Shape] = {ir.BLOCK_INPUT: ir.Shape(at.in_channels, at.in_size)}
+    built: dict[str, ir.Layer] = {}
+    failed: set[str] = set()
+    for node_name in topological(definition):
+        node = definition.graph[node_name]
+        reads = [alias.get(r, r) for r in _inputs(node, previous[node_name])]
+        if any(r in failed for r in reads):
+            failed.add(node_name)  # what it reads is wrong, and said so
+            continue
+        if node.when is not None and not value(
+            node_name, "when", node.when, integer=False
+        ):
+            alias[node_name] = (
+                alias.get(node.else_, node.else_) if node.else_ else reads[0]
+            )
+            continue
+        made = _node(
+            node_name, node, [shapes[r] for r in reads], at, value, diagnostics, where
+        )
+        if made is not None:
+            made = made.model_copy(update={"inputs": tuple(reads)})
+            problems: list = []
+            shape = ir.node_shape(made, [shapes[r] for r in reads], problems, 0)
+            for _, message in problems:
+                diagnostics.items.append(
+                    where.error(
+                        f"{at.name} ({name} block): {message}", "graph", node_name
+                    )
+                )
+            made = made if shape is not None else None
+        if made is None:
+            failed.add(node_name)
+            continue
+        built[node_name] = made
+        alias[node_name] = node_name
+        shapes[node_name] = shape
+    if diagnostics.items:
+        raise SpecError(diagnostics)
+    output = alias[definition.output or written[-1]]
+    nodes = _live(built, output)
+    if not nodes:  # every node left out: the block passes its input on
+        nodes = [ir.Identity(name="identity", channels=at.in_channels, inputs=("x",))]
+    nodes = _implicit_inputs(nodes)
+    out_shape = shapes.get(output, ir.Shape(at.in_channels, at.in_size))
+    block = ir.GraphBlock(
+        kind=name,
+        name=at.name,
+        class_name=definition.class_name,
+        in_channels=at.in_channels,
+        out_channels=at.out_channels,
+        stride=at.stride,
+        in_size=at.in_size,
+        out_size=out_shape.size,
+        graph=tuple(nodes),
+    )
+    problems = block.check()
+    if problems:
+        for index, message in problems:
+            node_name = nodes[index].name if index is not None else None
+            parts = ("graph", node_name) if node_name in definition.graph else ()
+            diagnostics.items.append(
+                where.error(f"{at.name} ({name} block): {message}", *parts)
+            )
+        raise SpecError(diagnostics)
+    return block
+
+
+def _live(built: dict[str, ir.Layer], output: str) -> list[ir.Layer]:
+    """The nodes the output depends on, in the built order."""
+    live, todo = set(), [output]
+    while todo:
+        name = todo.pop()
+        if name in built and name not in live:
+            live.add(name)
+            todo += built[name].inputs
+    return [node for name, node in built.items() if name in live]
+
+
+def _implicit_inputs(nodes: list[ir.Layer]) -> list[ir.Layer]:
+    """Inputs left out where a node reads the one before it: the written-out
+    graph reads as the chain it mostly is."""
+    result, previous = [], ir.BLOCK_INPUT
+    for node in nodes:
+        if node.inputs == (previous,):
+            node = node.model_copy(update={"inputs": ()})
+        result.append(node)
+        previous = node.name
+    return result
+
+
+def _node(
+    name: str,
+    node: Any,
+    inputs: list[ir.Shape],
+    at: BlockContext,
+    value: Callable[..., Any],
+    diagnostics: Diagnostics,
+    where: Where,
+) -> ir.Layer | None:
+    first = inputs[0]
+    activation = (
+        None
+        if getattr(node, "act", True) is False
+        else (at.activation if getattr(node, "act", True) is True else node.act)
+    )
+    op = node.op
+    if op == "conv":
+        channels = (
+            first.channels
+            if node.channels is None
+            else value(name, "channels", node.channels)
+        )
+        kernel = value(name, "kernel", node.kernel)
+        stride = value(name, "stride", node.stride)
+        groups = value(name, "groups", node.groups)
+        if None in (channels, kernel, stride, groups):
+            return None
+        padding = node.padding or at.padding
+        return _made(
+            ir.Conv,
+            dict(
+                name=name,
+                in_channels=first.channels,
+                out_channels=channels,
+                kernel=kernel,
+                stride=stride,
+                groups=groups,
+                bias=at.bias if node.bias is None else node.bias,
+                padding=padding,
+                norm=at.norm if node.norm else None,
+                activation=activation,
+                in_size=first.size,
+                out_size=ir.conv_out_size(first.size, kernel, stride, padding)
+                if isinstance(stride, int) and stride > 0
+                else first.size,
+            ),
+            name,
+            diagnostics,
+            where,
+        )
+    if op == "norm_act":
+        return ir.NormAct(
+            name=name, channels=first.channels, norm=at.norm, activation=activation
+        )
+    if op == "act":
+        if activation is None:
+            diagnostics.items.append(
+                where.error("an act node needs an activation", "graph", name, "act")
+            )
+            return None
+        return ir.Act(name=name, channels=first.channels, activation=activation)
+    if op in ("max_pool", "avg_pool"):
+        kernel = value(name, "kernel", node.kernel)
+        stride = value(name, "stride", node.stride)
+        pad = value(name, "pad", node.pad)
+        if None in (kernel, stride, pad):
+            return None
+        extra = {}
+        fields = ir.Pool.model_fields
+        if "fill" in fields:
+            extra["fill"] = node.fill
+        elif op == "max_pool" and pad and node.fill != "-inf":
+            diagnostics.items.append(
+                where.error(
+                    "zero-filled max pooling is not supported yet",
+                    "graph",
+                    name,
+                    "fill",
+                )
+            )
+            return None
+        if "count_pad" in fields:
+            extra["count_pad"] = node.count_pad
+        out = (
+            ir.pool_out_size(first.size, kernel, stride, pad, False)
+            if kernel > 0 and stride > 0
+            else first.size
+        )
+        return _made(
+            ir.Pool,
+            dict(
+                name=name,
+                op="max" if op == "max_pool" else "avg",
+                kernel=kernel,
+                stride=stride,
+                pad=pad,
+                channels=first.channels,
+                in_size=first.size,
+                out_size=max(out, 1),
+                **extra,
+            ),
+            name,
+            diagnostics,
+            where,
+        )
+    if op == "se":
+        squeeze = value(name, "squeeze", node.squeeze, integer=False)
+        if squeeze is None:
+            return None
+        squeeze = squeeze if float(squeeze).is_integer() else at.se.round(squeeze)
+        return _made(
+            ir.SqueezeExcite,
+            dict(
+                name=name,
+                channels=first.channels,
+                squeeze_channels=max(1, int(squeeze)),
+                activation=at.se.activation,
+                gate=at.se.gate,
+            ),
+            name,
+            diagnostics,
+            where,
+        )
+    if op == "concat":
+        return ir.Concat(name=name, channels=sum(s.channels for s in inputs))
+    if op == "pad":
+        t, b, _, _ = node.pad
+        return _made(
+            ir.Pad,
+            dict(
+                name=name,
+                channels=first.channels,
+                pad=node.pad,
+                in_size=first.size,
+                out_size=first.size + t + b,
+            ),
+            name,
+            diagnostics,
+            where,
+        )
+    kinds = {
+        "add": ir.Add,
+        "multiply": ir.Multiply,
+        "identity": ir.Identity,
+        "drop_path": ir.DropPath,
+        "shift": ir.Shift,
+    }
+    return kinds[op](name=name, channels=first.channels)
+
+
+def _made(
+    model: type[ir.Layer],
+    values: dict,
+    name: str,
+    diagnostics: Diagnostics,
+    where: Where,
+):
+    """An IR node, or the reason its computed values are out of range."""
+    try:
+        return model(**values)
+    except Exception as exc:  # pydantic's ValidationError: the scaled values
+        errors = getattr(exc, "errors", None)
+        if errors is None:
+            raise
+        for error in errors(include_url=False):
+            field = ".".join(map(str, error["loc"]))
+            diagnostics.items.append(
+                where.error(
+                    f"{field} = {error.get('input')!r}: {error['msg'].replace('Input should be ', 'expected ')}",
+                    "graph",
+                    name,
+                )
+            )
+        return None
