@@ -121,6 +121,8 @@ def boxes(network: ir.Network) -> list[Box]:
         detail = f"\u00d7{repeats}, {last.out_channels} channels"
         if first.stride > 1:
             detail += f", first /{first.stride}"
+        elif last.stride > 1:  # Keras's ResNetV2 strides on a stack's last block
+            detail += f", last /{last.stride}"
         found.append(
             Box(
                 f"stage {i}",

@@ -90,15 +90,19 @@ def uniform(
     field: str,
     backend: str,
     among: tuple[type, ...] = (ir.Node,),
+    besides: tuple[ir.Node, ...] = (),
 ) -> object:
-    """The one value of `field` shared by every node (of the types `among`)
-    that sets it (None: unset).
+    """The one value of `field` shared by every node (of the types `among`,
+    other than the nodes `besides`, which state their own) that sets it
+    (None: unset).
 
     Generated modules state a setting once, as a constant, where every layer
     shares it.
     """
     seen: dict[object, str] = {}
     for node in nodes(network):
+        if any(node is other for other in besides):
+            continue
         value = getattr(node, field, None) if isinstance(node, among) else None
         if value is not None:
             seen.setdefault(value, getattr(node, "name", "?"))
@@ -109,6 +113,17 @@ def uniform(
             f"(the generated module holds it as a constant); found {found}"
         )
     return next(iter(seen), None)
+
+
+def bare_convs(network: ir.Network) -> tuple[ir.Conv, ...]:
+    """The stem's and head's convolutions without batch norm (ResNetV2's
+    stem): each states its own bias, which the module-wide one (CONV_BIAS,
+    ConvBNAct's) need not match."""
+    return tuple(
+        layer
+        for layer in network.layers
+        if isinstance(layer, ir.Conv) and layer.norm is None
+    )
 
 
 @dataclass(frozen=True)

@@ -367,26 +367,31 @@ def test_hard_sigmoid_gate(b0_spec):
     assert 'activation="hard_sigmoid"' in BACKEND.emit(net)["efficientnet_b0.py"]
 
 
-def test_padded_max_pool_needs_a_relu_before_it():
+def test_padded_max_pool_pads_zeros_after_a_relu_only():
+    """Zero padding equals PyTorch's -inf padding after a ReLU; elsewhere the
+    pool leaves its padding out (tests/test_primitives.py checks the values)."""
     net = network(load_spec(ROOT / "specs" / "resnet.yaml"), variant="resnet18")
     conv, pool = net.stem
+    text = BACKEND.emit(net)["resnet18.py"]
     assert (
         '\n    x = pool(x, "max", pool_size=3, strides=2, padding=1, name="stem_pool")\n'
-        in BACKEND.emit(net)["resnet18.py"]
+        in text
     )
+    assert "exclude_padding" not in text
     relu6 = with_everywhere(net, activation="relu6")
     assert 'x = pool(x, "max"' in BACKEND.emit(relu6)["resnet18.py"]
-    silu = net.model_copy(
+    linear = net.model_copy(
         update={"stem": (conv.model_copy(update={"activation": None}), pool)}
     )
-    with pytest.raises(
-        SpecError,
-        match=r"stem_pool: max pooling with padding 1 .* stem ends in no activation",
-    ):
-        BACKEND.emit(silu)
     alone = net.model_copy(update={"stem": (pool, conv)})
-    with pytest.raises(SpecError, match="it is the first layer of the stem"):
-        BACKEND.emit(alone)
+    for changed in (linear, alone):
+        assert "exclude_padding=True," in BACKEND.emit(changed)["resnet18.py"]
+    zeros = linear.model_copy(
+        update={"stem": (linear.stem[0], pool.model_copy(update={"fill": "zero"}))}
+    )
+    text = BACKEND.emit(zeros)["resnet18.py"]
+    assert "exclude_padding" not in text
+    assert "keras.applications' ZeroPadding2D" in text
     unpadded = net.model_copy(
         update={"stem": (pool.model_copy(update={"pad": 0}), conv)}
     )

@@ -27,6 +27,12 @@ names its scheme under `references: {keras.applications: ...}`.
   `conv1_conv`, `conv1_bn`, `conv{S+2}_block{B+1}_{1,2,3}_{conv,bn}` (S, B:
   0-based stage and block), the projection shortcut `..._0_{conv,bn}`, and
   `predictions`.
+- "resnet_v2" (`keras/src/applications/resnet_v2.py`, ResNet50V2/101V2/152V2,
+  pre-activation): the stem convolution alone `conv1_conv`, then per block
+  (named as "resnet"'s) `preact_bn`, `1_conv`, `1_bn`, `2_conv`, `2_bn`, the
+  bare `3_conv` and projection `0_conv` (first block of a stack), and
+  `post_bn`, `predictions`. The strided 1x1 max pools of the shortcuts have no
+  weights (and automatic names).
 - "densenet" (`keras/src/applications/densenet.py`, DenseNet121/169/201):
   `conv1_conv`, `conv1_bn`, the dense layers `conv{b+1}_block{i}_{0_bn,
   1_conv,1_bn,2_conv}` (b: the dense block, i: the layer, from 1), the
@@ -305,6 +311,30 @@ SCHEMES = {
             "bottleneck": _conv_bn(
                 {"conv1": "1", "conv2": "2", "conv3": "3", "shortcut": "0"}
             )
+        },
+    ),
+    "resnet_v2": Scheme(
+        top={
+            "stem": "conv1_conv",
+            "head_norm.bn": "post_bn",
+            "classifier": "predictions",
+        },
+        block=resnet_block,
+        model=by_depths(
+            "resnet_v2",
+            {
+                ((3, 4, 6, 3), 2048): "ResNet50V2",
+                ((3, 4, 23, 3), 2048): "ResNet101V2",
+                ((3, 8, 36, 3), 2048): "ResNet152V2",
+            },
+        ),
+        parts={
+            "preact_bottleneck": {
+                "preact.bn": "preact_bn",
+                **_conv_bn({"conv1": "1", "conv2": "2"}),
+                "conv3": "3_conv",
+                "shortcut": "0_conv",
+            }
         },
     ),
     "mobilenet_v2": Scheme(

@@ -60,6 +60,18 @@ t the transitions, i the layers of a block, all from 1):
     head_norm.bn                         features.norm5
     classifier                           classifier
 
+resnetv2 (timm's resnetv2_18 ... resnetv2_152, pre-activation, plain batch
+norm; timm/models/resnetv2.py):
+    stem (a convolution alone)           stem.conv
+    stages.S.B.preact.bn                 stages.S.blocks.B.norm1
+    stages.S.B.conv1.conv / .bn          stages.S.blocks.B.conv1 / .norm2
+    stages.S.B.conv2.conv / .bn          stages.S.blocks.B.conv2 / .norm3   (bottleneck)
+    stages.S.B.conv2                     stages.S.blocks.B.conv2            (basic: bare)
+    stages.S.B.conv3                     stages.S.blocks.B.conv3            (bottleneck)
+    stages.S.B.shortcut                  stages.S.blocks.B.downsample.conv
+    head_norm.bn                         norm
+    classifier (a 1x1 convolution)       head.fc
+
 This is what makes the references' (and so pretrained) weights usable:
 
     model.load_state_dict(from_torchvision(network, reference.state_dict(), "resnet"))
@@ -250,6 +262,42 @@ def densenet(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str
     return f"features.denseblock{number}.denselayer{owner.index + 1}.{inner}"
 
 
+RESNETV2_TOP = {"stem": "stem.conv", "head_norm.bn": "norm", "classifier": "head.fc"}
+# timm's BatchNormAct2d modules norm1, norm2 (, norm3) are the pre-activation
+# and the batch norms after conv1 (and conv2).
+RESNETV2_PARTS = {
+    "preact_basic": {
+        "preact.bn": "norm1",
+        "conv1.conv": "conv1",
+        "conv1.bn": "norm2",
+        "conv2": "conv2",
+        "shortcut": "downsample.conv",
+    },
+    "preact_bottleneck": {
+        "preact.bn": "norm1",
+        "conv1.conv": "conv1",
+        "conv1.bn": "norm2",
+        "conv2.conv": "conv2",
+        "conv2.bn": "norm3",
+        "conv3": "conv3",
+        "shortcut": "downsample.conv",
+    },
+}
+
+
+def resnetv2(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str:
+    where = "timm's ResNetV2"
+    if owner is None:
+        return part(RESNETV2_TOP, layer, where)
+    kind = owner.block.kind
+    if kind not in RESNETV2_PARTS:
+        raise SpecError(
+            f"{where} has no {kind!r} blocks (it has: {', '.join(RESNETV2_PARTS)})"
+        )
+    inner = part(RESNETV2_PARTS[kind], layer, f"{where}'s {kind}")
+    return f"stages.{owner.stage}.blocks.{owner.index}.{inner}"
+
+
 SCHEMES = {
     "densenet": densenet,
     "efficientnet": efficientnet,
@@ -257,6 +305,7 @@ SCHEMES = {
     "mobilenet_v2": mobilenet_v2,
     "mobilenet_v3": mobilenet_v3,
     "resnet": resnet,
+    "resnetv2": resnetv2,
 }
 
 

@@ -41,6 +41,7 @@ from archspec.render import (
     Code,
     Provenance,
     activations,
+    bare_convs,
     environment,
     features,
     nodes,
@@ -123,7 +124,10 @@ class KerasBackend:
         acts = activations(network, self.name)
         activation, se_activation = acts.default, acts.se
         pads = paddings(network, self.name)
-        conv_bias = uniform(network, "bias", self.name, among=(ir.Conv,))
+        # A stem or head convolution without norm (ResNetV2's stem) may have a
+        # bias of its own; the builder passes it.
+        bare = bare_convs(network)
+        conv_bias = uniform(network, "bias", self.name, among=(ir.Conv,), besides=bare)
         for value in (*acts.used, se_activation):
             if value is not None and value not in ACTIVATIONS:
                 raise SpecError(
@@ -138,6 +142,8 @@ class KerasBackend:
                     f"supported (supported: {', '.join(GATES)})"
                 )
         roles = _check_layers(network)
+        excluded = _padding_excluded(network)
+        pools = [node for node in everything if isinstance(node, ir.Pool)]
         pool = next(
             i for i, node in enumerate(network.head) if node.kind == "global_pool"
         )
@@ -173,6 +179,15 @@ class KerasBackend:
             # Stem or head convolutions that name a padding other than PADDING.
             "per_layer_padding": pads.per_layer,
             "optional_norm": any(c.norm is None for c in convs),
+            # Stem or head convolutions whose bias is not CONV_BIAS.
+            "per_layer_bias": any(c.bias != bool(conv_bias) for c in bare),
+            # Pools whose padding takes no part (PyTorch's -inf max pooling on
+            # a map that can be negative; averages that do not count it).
+            "exclude_padding": bool(excluded),
+            # Max pools over zeros on purpose (keras.applications' ResNetV2).
+            "zero_max": any(
+                p.op == "max" and p.fill == "zero" and p.pad for p in pools
+            ),
             # SE layers with an activation of their own (SE_ACTIVATION).
             "se_activation": se_activation not in (None, activation),
             # Layers that name an activation other than ACTIVATION.
@@ -183,7 +198,7 @@ class KerasBackend:
         }
         helpers = [
             getattr(layers, macro)(use)
-            if macro in ("pad", "conv", "squeeze_excitation")
+            if macro in ("pad", "conv", "pool", "squeeze_excitation")
             else getattr(layers, macro)()
             for macro, needed_by in HELPERS.items()
             if needed_by in used
@@ -196,6 +211,7 @@ class KerasBackend:
             kinds=kinds,
             helpers=[text.strip("\n") for text in helpers],
             roles=roles,
+            exclude_padding=excluded,
             norm=norm,
             # Keras's momentum weighs the old statistics: 1 - PyTorch's.
             bn_momentum=float(f"{1 - norm.momentum:.12g}") if norm else None,
@@ -249,7 +265,7 @@ def _check_layers(network: ir.Network) -> dict[str, str]:
     maps = {"conv", "pool", "norm_act", "se"}
     for where, sequence in (("stem", network.stem), ("head", network.head)):
         pooled = False
-        for i, node in enumerate(sequence):
+        for node in sequence:
             if node.kind == "global_pool":
                 pooled = True
             if (node.kind in maps and pooled) or (node.kind == "dense" and not pooled):
@@ -258,8 +274,6 @@ def _check_layers(network: ir.Network) -> dict[str, str]:
                     f"keras backend: {where} layer {node.name}: a {node.kind!r} "
                     f"layer {state} the global pool is not supported"
                 )
-            if isinstance(node, ir.Pool):
-                _check_pool(node, where, sequence[:i])
         if pooled != (where == "head"):
             raise SpecError(
                 "keras backend: global pooling in the stem is not supported"
@@ -274,28 +288,49 @@ def _check_layers(network: ir.Network) -> dict[str, str]:
     return roles
 
 
-def _check_pool(pool: ir.Pool, where: str, before: Sequence[ir.Layer]) -> None:
+def _padding_excluded(network: ir.Network) -> set[str]:
+    """The stem and head pools emitted with `exclude_padding=True` (their
+    padding takes no part in any window); the others pad zeros."""
+    return {
+        node.name
+        for where, sequence in (("stem", network.stem), ("head", network.head))
+        for i, node in enumerate(sequence)
+        if isinstance(node, ir.Pool) and _check_pool(node, where, sequence[:i])
+    }
+
+
+def _check_pool(pool: ir.Pool, where: str, before: Sequence[ir.Layer]) -> bool:
+    """Whether the pool's padding must take no part in its windows: PyTorch's
+    -inf padding before a max pool on a map that can be negative, or an
+    average that does not count it. Zero padding serves everywhere else."""
     if pool.ceil_mode:
         raise SpecError(
             f"keras backend: {where} layer {pool.name}: ceil_mode pooling is not "
             "supported (Keras's pooling rounds the output size down)"
         )
-    if pool.op != "max" or pool.pad == 0:
-        return
-    # Zero padding equals PyTorch's -inf padding only on non-negative inputs:
-    # the layer before (dropout aside) must end in a ReLU.
-    last = next((n for n in reversed(before) if not isinstance(n, ir.Dropout)), None)
-    if not (isinstance(last, ir.Conv | ir.NormAct) and last.activation in NON_NEGATIVE):
-        found = (
-            f"{last.name} ends in {getattr(last, 'activation', None) or 'no activation'}"
-            if last is not None
-            else f"it is the first layer of the {where}"
+    if pool.pad == 0:
+        return False
+    if pool.op == "avg":
+        exclude = not pool.count_pad
+    else:
+        # Zero padding equals PyTorch's -inf padding on non-negative inputs:
+        # where the layer before (dropout aside) ends in a ReLU.
+        last = next(
+            (n for n in reversed(before) if not isinstance(n, ir.Dropout)), None
         )
+        exclude = pool.fill == "-inf" and not (
+            isinstance(last, ir.Conv | ir.NormAct) and last.activation in NON_NEGATIVE
+        )
+    # pool(exclude_padding=True) is a stride-1 "same" pool, subsampled: the
+    # windows of PyTorch's padding when it is kernel // 2 of an odd kernel.
+    if exclude and not (pool.kernel % 2 == 1 and pool.pad == pool.kernel // 2):
+        what = "max pooling with -inf" if pool.op == "max" else "average pooling with"
         raise SpecError(
-            f"keras backend: {where} layer {pool.name}: max pooling with padding "
-            f"{pool.pad} is emitted as zero padding, which equals PyTorch's "
-            f"-inf padding only after a ReLU ({', '.join(NON_NEGATIVE)}); {found}"
+            f"keras backend: {where} layer {pool.name}: {what} padding that takes "
+            f"no part in the windows is supported for an odd kernel padded by "
+            f"kernel // 2; found kernel {pool.kernel}, padding {pool.pad}"
         )
+    return exclude
 
 
 BACKEND = KerasBackend()

@@ -23,6 +23,7 @@ from archspec.errors import SpecError
 from archspec.render import (
     Provenance,
     activations,
+    bare_convs,
     environment,
     features,
     nodes,
@@ -116,7 +117,17 @@ class TorchBackend:
             norm=uniform(network, "norm", self.name),
             padding=pads.default,
             paddings=pads,
-            conv_bias=bool(uniform(network, "bias", self.name, (ir.Conv, ir.Block))),
+            # ConvBNAct's; a stem or head convolution without norm is an
+            # nn.Conv2d of its own.
+            conv_bias=bool(
+                uniform(
+                    network,
+                    "bias",
+                    self.name,
+                    (ir.Conv, ir.Block),
+                    besides=bare_convs(network),
+                )
+            ),
             activation=acts.default,
             se_activation=acts.se or acts.default,
             se_gate=uniform(network, "gate", self.name, (ir.SqueezeExcite,)),
@@ -146,10 +157,20 @@ def _check_supported(network: ir.Network) -> None:
     for layer in network.layers:
         if layer.kind not in TOP_LEVEL:
             refuse(f"a {layer.kind!r} layer in the stem or head ({layer.name})")
-        if isinstance(layer, ir.Conv) and (layer.norm is None or layer.groups != 1):
-            refuse(
-                f"a stem or head convolution without batch norm or with groups ({layer.name})"
-            )
+        if isinstance(layer, ir.Conv) and layer.groups != 1:
+            refuse(f"a stem or head convolution with groups ({layer.name})")
+        if isinstance(layer, ir.Conv) and layer.norm is None:
+            # Emitted as an nn.Conv2d, which pads k // 2 on every side.
+            if layer.activation is not None:
+                refuse(
+                    f"a stem or head convolution with an activation but no batch "
+                    f"norm ({layer.name})"
+                )
+            if layer.stride > 1 and layer.kernel > 1 and layer.padding != "symmetric":
+                refuse(
+                    f"a strided stem or head convolution without batch norm that "
+                    f"pads {layer.padding!r} ({layer.name}; symmetric is)"
+                )
         if isinstance(layer, ir.Dense) and layer.conv != network.classifier.conv:
             refuse(f"dense layers both as 1x1 convolutions and not ({layer.name})")
     if not isinstance(network.head[-1], ir.Dense):
