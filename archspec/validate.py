@@ -520,7 +520,7 @@ def _block_kind(
     shown: str | None = None,
 ) -> blocks.BlockKind | None:
     kind = blocks.get(value) if isinstance(value, str) else None
-    if kind is None and value in blocks.broken():
+    if kind is None and isinstance(value, str) and value in blocks.broken():
         return None  # a kind of the spec's own whose definition has errors
     if kind is None:
         known = blocks.names()

@@ -617,8 +617,8 @@ def expanded_b0(tmp_path_factory) -> str:
         ("name: head,", "name: stem,", "head[0].name"),
         ("name: classifier,", "name: forward,", "head[3].name"),
         (
-            "name: stages.0.0,",
-            "name: stages.0.0.__class__,",
+            "name: stages.0.0\n",
+            "name: stages.0.0.__class__\n",
             "stages[0].blocks[0].name",
         ),
     ],
