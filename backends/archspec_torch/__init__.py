@@ -26,10 +26,14 @@ from archspec.render import (
     bare_convs,
     environment,
     features,
+    literal,
     nodes,
     paddings,
     uniform,
 )
+from archspec.structure import structures
+
+from .generic import Writer
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -66,7 +70,8 @@ class TorchBackend:
         folders = [
             Path(folder)
             for kind in kinds
-            if (folder := blocks.get(kind).templates.get(self.name)) is not None
+            if (registered := blocks.get(kind)) is not None
+            and (folder := registered.templates.get(self.name)) is not None
         ]
         key = (*dict.fromkeys(folders), TEMPLATES)
         if key not in self._envs:
@@ -75,28 +80,37 @@ class TorchBackend:
             env.globals["ACTIVATION_NAMES"] = ACTIVATION_NAMES
             env.globals["modules"] = MODULES
             self._envs[key] = env
-        env = self._envs[key]
-        for kind in kinds:
-            try:
-                env.get_template(f"blocks/{kind}.py.j2")
-            except jinja2.TemplateNotFound:
-                raise SpecError(
-                    f"torch backend: no template for block kind {kind!r} "
-                    f"(expected blocks/{kind}.py.j2 in the kind's own template "
-                    f"folder or in {TEMPLATES})"
-                ) from None
-        return env
+        return self._envs[key]
 
-    def emit(self, network: ir.Network) -> dict[str, str]:
+    def _templated(self, env: jinja2.Environment, kind: str) -> bool:
+        """Whether a kind has a template of its own (else: its graph)."""
+        try:
+            env.get_template(f"blocks/{kind}.py.j2")
+        except jinja2.TemplateNotFound:
+            return False
+        except jinja2.TemplateSyntaxError as exc:
+            raise SpecError(
+                f"torch backend: the template of block kind {kind!r} is invalid: "
+                f"{exc.filename}:{exc.lineno}: {exc.message}"
+            ) from None
+        return True
+
+    def emit(self, network: ir.Network, *, generic: bool = False) -> dict[str, str]:
+        """The module of one network. Kinds without a template of their own
+        (spec-defined ones), or every kind with `generic`, are written from
+        their graphs."""
         kinds = sorted({block.kind for block in network.blocks})
         env = self._environment(kinds)
+        from_graph = {k for k in kinds if generic or not self._templated(env, k)}
         acts = activations(network, self.name)
         for value in (*acts.used, acts.se):
             if value is not None and value not in ACTIVATIONS:
                 raise SpecError(f"activation {value!r} has no PyTorch equivalent here")
         _check_supported(network)
         pads = paddings(network, self.name)
-        stochastic_depth = any(type(b).stochastic_depth for b in network.blocks)
+        stochastic_depth = any(
+            type(b).stochastic_depth or b.drops_path for b in network.blocks
+        )
         classifier = network.classifier
         init_args = [f"num_classes: int = {classifier.out_features}"]
         # The dropout right before the classifier takes the `drop_rate` argument.
@@ -110,7 +124,29 @@ class TorchBackend:
         )
         if stochastic_depth:
             init_args.append(f"drop_path_rate: float = {network.drop_path!r}")
+        conv_bias = bool(
+            uniform(
+                network,
+                "bias",
+                self.name,
+                (ir.Conv, ir.Block),
+                besides=bare_convs(network),
+            )
+        )
+        groups = structures(network.blocks, from_graph)
+        writer = Writer(acts.default, acts.per_layer, conv_bias)
+        classes = {
+            kind: [writer.write(s) for s in found] for kind, found in groups.items()
+        }
+        structure_of = {
+            block.name: (s.name, _arguments(s.call_arguments(block)))
+            for found in groups.values()
+            for s in found
+            for block in s.blocks
+        }
         source = env.get_template("module.py.j2").render(
+            generic=classes,
+            structure_of=structure_of,
             net=network,
             about=Provenance.of(network),
             kinds=kinds,
@@ -119,15 +155,7 @@ class TorchBackend:
             paddings=pads,
             # ConvBNAct's; a stem or head convolution without norm is an
             # nn.Conv2d of its own.
-            conv_bias=bool(
-                uniform(
-                    network,
-                    "bias",
-                    self.name,
-                    (ir.Conv, ir.Block),
-                    besides=bare_convs(network),
-                )
-            ),
+            conv_bias=conv_bias,
             activation=acts.default,
             se_activation=acts.se or acts.default,
             se_gate=uniform(network, "gate", self.name, (ir.SqueezeExcite,)),
@@ -146,6 +174,15 @@ class TorchBackend:
             norm_act=any(isinstance(node, ir.NormAct) for node in nodes(network)),
         )
         return {f"{network.module}.py": source}
+
+
+def _arguments(values: list[tuple[str, int]]) -> list[str]:
+    """A block's constructor arguments: widths in and out by position, as
+    torchvision writes them, the rest by name."""
+    return [
+        literal(v) if k in ("in_channels", "out_channels") else f"{k}={literal(v)}"
+        for k, v in values
+    ]
 
 
 def _check_supported(network: ir.Network) -> None:

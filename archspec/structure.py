@@ -1,0 +1,192 @@
+"""Blocks grouped by structure, for the backends' generic emitters.
+
+A generic emitter writes one class (PyTorch) or helper (Keras) per block
+*structure*: blocks of one kind whose graphs have the same nodes, inputs and
+settings but for numbers (widths, strides, kernels) share it, and the
+numbers that differ become its arguments, written as literals where each
+block is built. Numbers that are the same for every block of the structure
+stay literals inside. This module finds the structures and names their
+arguments; backends only lay out the code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import ir
+
+# Per node kind: the settings a backend needs, numbers and the rest.
+SETTINGS: dict[str, tuple[str, ...]] = {
+    "conv": (
+        "in_channels",
+        "out_channels",
+        "kernel",
+        "stride",
+        "groups",
+        "bias",
+        "padding",
+        "activation",
+    ),
+    "pool": ("op", "kernel", "stride", "pad", "ceil_mode", "fill", "count_pad"),
+    "norm_act": ("channels", "activation"),
+    "se": ("channels", "squeeze_channels"),
+    "act": ("activation",),
+    "pad": ("pad",),
+}
+# The block-level numbers an argument is named after when it equals them.
+BLOCK_ARGUMENTS = ("in_channels", "out_channels", "stride")
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node as a generic emitter writes it: its inputs spelled out."""
+
+    layer: ir.Layer
+    inputs: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def kind(self) -> str:
+        return self.layer.kind
+
+
+def explicit(block: ir.Block) -> list[Node]:
+    """The block's nodes, each with its inputs named (none left implicit)."""
+    found, previous = [], ir.BLOCK_INPUT
+    for layer in block.graph():
+        found.append(Node(layer, layer.inputs or (previous,)))
+        previous = layer.name
+    return found
+
+
+def _settings(layer: ir.Layer) -> dict[str, Any]:
+    values = {k: getattr(layer, k) for k in SETTINGS.get(layer.kind, ())}
+    if isinstance(layer, ir.Conv):
+        values["norm"] = layer.norm is not None
+    return values
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _signature(block: ir.Block) -> tuple:
+    return tuple(
+        (
+            node.name,
+            node.kind,
+            node.inputs,
+            tuple(
+                (key, "#" if _number(value) else value)
+                for key, value in _settings(node.layer).items()
+            ),
+        )
+        for node in explicit(block)
+    )
+
+
+@dataclass
+class Structure:
+    """Blocks of one kind with one graph shape: one class or helper."""
+
+    kind: str
+    name: str  # the class name (PyTorch) / helper name (Keras) base
+    blocks: list[ir.Block]
+    nodes: list[Node]  # of the first block: names, kinds, inputs
+    # (node, setting) -> the argument that carries it, or absent: a literal.
+    arguments: dict[tuple[str, str], str] = field(default_factory=dict)
+    parameters: list[str] = field(default_factory=list)  # argument names, in order
+    drops_path: bool = False
+
+    def value(self, node: str, key: str, block: ir.Block | None = None) -> Any:
+        """The setting of `node` in `block` (default: the first block)."""
+        layer = next(n for n in (block or self.blocks[0]).graph() if n.name == node)
+        return _settings(layer)[key]
+
+    def literal_or_argument(self, node: str, key: str) -> tuple[bool, Any]:
+        """(True, argument name) or (False, the shared literal value)."""
+        if (node, key) in self.arguments:
+            return True, self.arguments[node, key]
+        return False, self.value(node, key)
+
+    def call_arguments(self, block: ir.Block) -> list[tuple[str, int]]:
+        """The literal arguments that build `block`, in parameter order."""
+        found = {}
+        for (node, key), argument in self.arguments.items():
+            found.setdefault(argument, self.value(node, key, block))
+        return [(p, found[p]) for p in self.parameters]
+
+
+def structures(
+    blocks: Sequence[ir.Block], generic: set[str]
+) -> dict[str, list[Structure]]:
+    """Kind -> its structures, for the kinds emitted generically."""
+    by_kind: dict[str, dict[tuple, list[ir.Block]]] = {}
+    for block in blocks:
+        if block.kind in generic:
+            by_kind.setdefault(block.kind, {}).setdefault(_signature(block), []).append(
+                block
+            )
+    found = {}
+    for kind, groups in by_kind.items():
+        shapes = [[n.name for n in explicit(g[0])] for g in groups.values()]
+        common = set.intersection(*(set(s) for s in shapes))
+        made, taken = [], set()
+        for members, names in zip(groups.values(), shapes, strict=True):
+            base = members[0].block_class()
+            # A kind with several structures: each named by the nodes only
+            # some of them have (PreActBottleneck, PreActBottleneckShortcut).
+            name = base + "".join(ir.camel(n) for n in names if n not in common)
+            while name in taken:
+                name += "Alt"
+            taken.add(name)
+            made.append(_structure(kind, name, members))
+        found[kind] = made
+    return found
+
+
+def _structure(kind: str, name: str, members: list[ir.Block]) -> Structure:
+    nodes = explicit(members[0])
+    structure = Structure(kind, name, members, nodes)
+    structure.drops_path = any(n.kind == "drop_path" for n in nodes)
+    block_vectors = {
+        key: tuple(getattr(b, key) for b in members) for key in BLOCK_ARGUMENTS
+    }
+    vectors: dict[tuple, str] = {}
+    for node in nodes:
+        for key, value in _settings(node.layer).items():
+            if not _number(value):
+                continue
+            vector = tuple(structure.value(node.name, key, b) for b in members)
+            if len(set(vector)) == 1 and len(members) > 1:
+                continue  # the same in every block: a literal in the class
+            if len(members) == 1 and key not in (
+                "in_channels",
+                "out_channels",
+                "channels",
+                "stride",
+            ):
+                continue  # one block: its kernels and the like read as literals
+            if vector not in vectors:
+                named = [k for k, v in block_vectors.items() if v == vector]
+                vectors[vector] = named[0] if named else _argument_name(node, key)
+                if vectors[vector] in structure.parameters:
+                    vectors[vector] += f"_{len(structure.parameters)}"
+                structure.parameters.append(vectors[vector])
+            structure.arguments[node.name, key] = vectors[vector]
+    order = {name: i for i, name in enumerate(BLOCK_ARGUMENTS)}
+    structure.parameters.sort(key=lambda p: order.get(p, len(order)))
+    return structure
+
+
+def _argument_name(node: Node, key: str) -> str:
+    if key in ("out_channels", "channels"):
+        return f"{node.name}_channels"
+    if key == "squeeze_channels":
+        return f"{node.name}_squeeze"
+    return f"{node.name}_{key}"
