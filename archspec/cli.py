@@ -398,8 +398,7 @@ def check(
 
     _, networks = _networks(spec, **selection)
     parity.configure(device)
-    # float32 pairs compare training mode and input gradients in float64.
-    exact = dtype != "float32" or parity.float64_supported()
+    exact = parity.compares_modes(dtype)
     if not exact:
         click.echo(
             "training mode and input gradients: not compared (their float64 "
@@ -424,19 +423,13 @@ def check(
                     corrupt=parity.transpose_kernel(corrupt) if corrupt else None,
                     size=size,
                 )
-                base = size or net.input.resolution
-                sizes = [base, base | 1]
-                if sizes[0] == sizes[1]:
-                    sizes[1] += 2
-                found = [pair.compare(size, batch=batch) for size in sizes]
-                if (modes == "all" or i == 0) and exact:
-                    exact_size = min(sizes[0], parity.FLOAT64_MAX_SIZE)
-                    found.append(pair.compare(exact_size, batch=batch, train=True))
-                    if dtype == "float32":
-                        found.append(
-                            pair.compare_input_gradients(exact_size, batch=batch)
-                        )
-                results.append(found)
+                results.append(
+                    pair.check(
+                        size or net.input.resolution,
+                        batch=batch,
+                        modes=exact and (modes == "all" or i == 0),
+                    )
+                )
                 del pair
                 parity.release()
     for found in results:

@@ -18,8 +18,6 @@ from . import ir, runtime
 from .errors import SpecError
 from .weights import keras_to_torch, torch_to_keras
 
-REFERENCES = ("torchvision", "timm", "keras.applications")
-
 
 @contextlib.contextmanager
 def _atomic(dst: Path, suffix: str) -> Iterator[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -47,85 +48,120 @@ def _describe(variant: Variant) -> str:
     )
 
 
-def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
-    """`at` tracks the spec part being built, for expand's error message."""
-    spec = valid.spec
-    d = spec.defaults
-    activation, padding, norm = _settings(valid, variant)
-    conv = dict(padding=padding, norm=norm, bias=d.bias)
+@dataclass(frozen=True)
+class _Build:
+    """What every part of one variant's network is built with: the spec, the
+    variant and the network-wide settings (the defaults with the variant's
+    overrides applied)."""
 
-    def channels(base: int) -> int:
-        return round_channels(base * variant.width, variant.rounding)
+    valid: ValidSpec
+    variant: Variant
+    activation: str
+    padding: str
+    norm: ir.Norm
 
-    resolution = variant.resolution
-    if resolution > MAX_SIZE:
-        raise SpecError(
+    @property
+    def conv(self) -> dict:
+        """Padding, norm and bias of a convolution that takes the defaults."""
+        bias = self.valid.spec.defaults.bias
+        return dict(padding=self.padding, norm=self.norm, bias=bias)
+
+    def channels(self, base: int) -> int:
+        """`base` channels at the variant's width."""
+        return round_channels(base * self.variant.width, self.variant.rounding)
+
+    def too_large(self, message: str) -> SpecError:
+        """The variant scales past what archspec builds."""
+        at = self.variant.at
+        return SpecError(
             Diagnostic(
-                f"{_describe(variant)}: the scaled resolution would be {resolution:,}; "
-                f"archspec builds at most {MAX_SIZE:,}",
-                valid.document.position(variant.at),
-                format_path(variant.at),
+                f"{_describe(self.variant)}: {message}",
+                self.valid.document.position(at),
+                format_path(at),
             )
         )
+
+
+def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
+    """`at` tracks the spec part being built, for expand's error message."""
+    build = _Build(valid, variant, *_settings(valid, variant))
+    if variant.resolution > MAX_SIZE:
+        raise build.too_large(
+            f"the scaled resolution would be {variant.resolution:,}; "
+            f"archspec builds at most {MAX_SIZE:,}"
+        )
     at[:] = ("stem",), ("stem",)
+    stem = _stem(build)
+    width, size = stem[0].out_channels, stem[-1].out_size
+    stages, width, size = _stages(build, width, size, at)
+    at[:] = ("head",), ("head",)
+    head = _head(build, width, size)
+    at[:] = variant.at, variant.at
+    return _network(valid, variant, stem, stages, head)
+
+
+def _stem(build: _Build) -> list[ir.Layer]:
+    """The stem convolution and, if the spec has one, its pooling."""
+    spec, variant, padding = build.valid.spec, build.variant, build.padding
+    resolution = variant.resolution
     s = spec.stem
     if variant.stem is not None:
         s = s.model_copy(update=variant.stem.model_dump(exclude_none=True))
     # A stem without norm is the convolution alone (pre-activation: ResNetV2).
-    stem_conv = {**conv, "padding": s.padding or padding}
+    stem_conv = {**build.conv, "padding": s.padding or padding}
     if not s.norm:
         stem_conv.update(norm=None, activation=None)
     if s.bias is not None:
         stem_conv["bias"] = s.bias
-    stem: list[ir.Layer] = [
-        ir.Conv(
-            name="stem",
-            in_channels=spec.input.channels,
-            out_channels=channels(s.channels) if s.scale == "always" else s.channels,
-            kernel=s.kernel,
-            stride=s.stride,
-            in_size=resolution,
-            out_size=ir.conv_out_size(
-                resolution, s.kernel, s.stride, s.padding or padding
-            ),
-            **{"activation": activation, **stem_conv},
-        )
+    conv = ir.Conv(
+        name="stem",
+        in_channels=spec.input.channels,
+        out_channels=build.channels(s.channels) if s.scale == "always" else s.channels,
+        kernel=s.kernel,
+        stride=s.stride,
+        in_size=resolution,
+        out_size=ir.conv_out_size(resolution, s.kernel, s.stride, s.padding or padding),
+        **{"activation": build.activation, **stem_conv},
+    )
+    if not s.pool:
+        return [conv]
+    p = s.pool
+    size = conv.out_size
+    return [
+        conv,
+        ir.Pool(
+            name="stem_pool",
+            op=p.op,
+            kernel=p.kernel,
+            stride=p.stride,
+            pad=p.padding,
+            ceil_mode=p.ceil_mode,
+            fill=p.fill,
+            count_pad=p.count_pad,
+            channels=conv.out_channels,
+            in_size=size,
+            out_size=ir.pool_out_size(size, p.kernel, p.stride, p.padding, p.ceil_mode),
+        ),
     ]
-    width, size = stem[0].out_channels, stem[0].out_size
-    if s.pool:
-        p = s.pool
-        after = ir.pool_out_size(size, p.kernel, p.stride, p.padding, p.ceil_mode)
-        stem.append(
-            ir.Pool(
-                name="stem_pool",
-                op=p.op,
-                kernel=p.kernel,
-                stride=p.stride,
-                pad=p.padding,
-                ceil_mode=p.ceil_mode,
-                fill=p.fill,
-                count_pad=p.count_pad,
-                channels=width,
-                in_size=size,
-                out_size=after,
-            )
-        )
-        size = after
 
+
+def _stages(
+    build: _Build, width: int, size: int, at: list
+) -> tuple[list[ir.Stage], int, int]:
+    """One stage per row of the variant's table, its blocks built by the
+    row's block kind from `width` channels at `size` onwards; with the width
+    and size they end at."""
+    variant, d = build.variant, build.valid.spec.defaults
     layers = [round_layers(row.layers, variant.depth) for row in variant.rows]
     total = sum(layers)
     if total > MAX_BLOCKS:
-        raise SpecError(
-            Diagnostic(
-                f"{_describe(variant)}: the scaled network would have {total:,} blocks "
-                f"(depth x{variant.depth:.3g}); archspec builds at most {MAX_BLOCKS:,}",
-                valid.document.position(variant.at),
-                format_path(variant.at),
-            )
+        raise build.too_large(
+            f"the scaled network would have {total:,} blocks "
+            f"(depth x{variant.depth:.3g}); archspec builds at most {MAX_BLOCKS:,}"
         )
     se = d.se
-    squeeze = blocks.SqueezeExcite(
-        activation=se.activation or activation,
+    squeeze = blocks.SESettings(
+        activation=se.activation or build.activation,
         gate=se.gate,
         round=lambda v: round_channels(v, se.rounding),
         of=se.of,
@@ -138,7 +174,7 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
         # The row's stride goes to its first block, or its last (Keras's ResNetV2).
         strided = 0 if row.stride_block == "first" else count - 1
         for b in range(count):
-            out_channels = row.block_channels(width, channels)
+            out_channels = row.block_channels(width, build.channels)
             block = kind.build(
                 row,
                 blocks.BlockContext(
@@ -147,34 +183,40 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
                     out_channels=out_channels,
                     stride=row.stride if b == strided else 1,
                     in_size=size,
-                    activation=activation,
-                    padding=padding,
-                    norm=norm,
+                    activation=build.activation,
+                    padding=build.padding,
+                    norm=build.norm,
                     bias=d.bias,
                     se=squeeze,
                     make_divisible=lambda v: round_channels(v, variant.rounding),
-                    scale=channels,
+                    scale=build.channels,
                 ),
             )
             stage.append(block)
             width, size = out_channels, block.out_size
         stages.append(ir.Stage(name=f"stages.{i}", blocks=tuple(stage)))
+    return stages, width, size
 
-    at[:] = ("head",), ("head",)
-    h = variant.head or spec.head
+
+def _head(build: _Build, width: int, size: int) -> list[ir.Layer]:
+    """Norm, 1x1 convolution, pooling, hidden layer, dropout and classifier,
+    those the spec (or the variant's own head) has, from `width` channels at
+    `size`."""
+    variant, activation = build.variant, build.activation
+    h = variant.head or build.valid.spec.head
     scaled = {"always": True, "above_one": variant.width > 1, "never": False}
     head: list[ir.Layer] = []
     if h.norm:  # DenseNet's norm5: its layers put the norm before the conv
         head.append(
             ir.NormAct(
-                name="head_norm", channels=width, norm=norm, activation=activation
+                name="head_norm", channels=width, norm=build.norm, activation=activation
             )
         )
     if h.channels is not None or h.expand is not None:
         if h.expand is not None:  # a multiple of the last stage (MobileNetV3: 6)
             out = round_channels(h.expand * width, variant.rounding)
         else:
-            out = channels(h.channels) if scaled[h.scale] else h.channels
+            out = build.channels(h.channels) if scaled[h.scale] else h.channels
         head.append(
             ir.Conv(
                 name="head",
@@ -184,7 +226,7 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
                 activation=activation,
                 in_size=size,
                 out_size=size,
-                **conv,
+                **build.conv,
             )
         )
         width = out
@@ -195,13 +237,16 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
             ir.Dense(
                 name="hidden",
                 in_features=width,
-                out_features=channels(features) if scaled[h.hidden.scale] else features,
+                out_features=build.channels(features)
+                if scaled[h.hidden.scale]
+                else features,
                 activation=h.hidden.activation or activation,
                 conv=h.as_conv,
             )
         )
         width = head[-1].out_features
-    head += [
+    return [
+        *head,
         ir.Dropout(name="dropout", rate=variant.dropout),
         ir.Dense(
             name="classifier",
@@ -210,7 +255,17 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
             conv=h.as_conv,
         ),
     ]
-    at[:] = variant.at, variant.at
+
+
+def _network(
+    valid: ValidSpec,
+    variant: Variant,
+    stem: list[ir.Layer],
+    stages: list[ir.Stage],
+    head: list[ir.Layer],
+) -> ir.Network:
+    """The parts, with the variant's names, its provenance and its input."""
+    spec = valid.spec
     pre = _preprocess(valid, variant)
     module, class_name, title = _names(valid, variant)
     return ir.Network(
@@ -232,7 +287,7 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
         ),
         input=ir.Input(
             channels=spec.input.channels,
-            resolution=resolution,
+            resolution=variant.resolution,
             preprocess=ir.Preprocess(
                 scale=pre.scale, mean=tuple(pre.mean), std=tuple(pre.std)
             )

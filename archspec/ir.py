@@ -35,11 +35,10 @@ from pydantic import (
     model_validator,
 )
 
-FORMAT = "archspec.network/2"
+# The spec's vocabulary of activations, gates and paddings is the IR's too.
+from .types import Activation, Gate, Padding
 
-Padding = Literal["same", "symmetric", "same_even"]
-Activation = Literal["silu", "relu", "relu6", "hardswish", "gelu"]
-Gate = Literal["sigmoid", "hardsigmoid"]
+FORMAT = "archspec.network/2"
 
 # Strings that reach generated source are constrained here as well as in the
 # spec, because an expanded network file is input too.
@@ -318,6 +317,7 @@ class Dropout(Layer):
 
 class Dense(Layer):
     """Fully connected layer on pooled features, with an optional activation.
+    (The block kind "dense", DenseNet's layer, is blocks.dense.DenseLayer.)
 
     With `conv`, computed as a 1x1 convolution on the pooled 1x1 map and
     holding its weights so (keras.applications' MobileNets): the same
@@ -550,7 +550,7 @@ class Block(Node):
     def _with_graph(self, handler: SerializerFunctionWrapHandler, info) -> dict:
         # An expanded network shows every block's graph; kinds that compute
         # theirs from their fields get it written out (and checked on reading
-        # back, archspec.validate).
+        # back, archspec.network_file).
         data = handler(self)
         if not isinstance(self, GraphBlock):
             data["graph"] = [

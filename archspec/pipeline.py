@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from . import ir, scaling
 from .errors import Diagnostics, SpecError
 from .expand import expand
+from .network_file import validate_network
 from .scaling import Variant
 from .source import load
-from .validate import ValidSpec, validate_network, validate_spec
+from .validate import ValidSpec, validate_spec
 
 
 def load_spec(

@@ -19,7 +19,6 @@ from . import analysis, ir, scaling
 from .errors import SpecError
 from .expand import expand
 
-METRICS = ("flops", "params", "latency", "accuracy")
 LABELS = {
     "flops": "FLOPs (billions of multiply-adds)",
     "params": "parameters (millions)",

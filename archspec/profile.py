@@ -40,7 +40,6 @@ from . import ir, runtime
 from .errors import SpecError
 
 BACKENDS = ("torch", "keras")
-DTYPES = ("float32", "bfloat16", "float16")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # Tensors alive at once around the largest layer in an eval forward: its input,
 # its output and a residual kept for the add (measured peaks stay below this).

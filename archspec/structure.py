@@ -95,13 +95,15 @@ class Structure:
     """Blocks of one kind with one graph shape: one class or helper."""
 
     kind: str
-    name: str  # the class name (PyTorch) / helper name (Keras) base
+    name: str  # the class name (PyTorch): the kind's, then `optional`
     blocks: list[ir.Block]
     nodes: list[Node]  # of the first block: names, kinds, inputs
     # (node, setting) -> the argument that carries it, or absent: a literal.
     arguments: dict[tuple[str, str], str] = field(default_factory=dict)
     parameters: list[str] = field(default_factory=list)  # argument names, in order
     drops_path: bool = False
+    # The nodes that only some structures of the kind have, which name it.
+    optional: tuple[str, ...] = ()
 
     def value(self, node: str, key: str, block: ir.Block | None = None) -> Any:
         """The setting of `node` in `block` (default: the first block)."""
@@ -141,11 +143,13 @@ def structures(
             base = members[0].block_class()
             # A kind with several structures: each named by the nodes only
             # some of them have (PreActBottleneck, PreActBottleneckShortcut).
-            name = base + "".join(ir.camel(n) for n in names if n not in common)
+            optional = tuple(n for n in names if n not in common)
+            name = base + "".join(ir.camel(n) for n in optional)
             while name in taken:
                 name += "Alt"
             taken.add(name)
             made.append(_structure(kind, name, members))
+            made[-1].optional = optional
         found[kind] = made
     return found
 
@@ -190,3 +194,42 @@ def _argument_name(node: Node, key: str) -> str:
     if key == "squeeze_channels":
         return f"{node.name}_squeeze"
     return f"{node.name}_{key}"
+
+
+def describe_nodes(s: Structure) -> list[str]:
+    """One line per node, for a docstring: what it computes from what."""
+    return [
+        f"{node.name}: {_describe(node.layer)} of {', '.join(node.inputs)}"
+        for node in s.nodes
+    ]
+
+
+def _describe(layer: ir.Layer) -> str:
+    if isinstance(layer, ir.Conv):
+        text = f"{layer.kernel}x{layer.kernel} convolution"
+        if layer.stride != 1:
+            text += f", stride {layer.stride}"
+        if layer.groups != 1:
+            text += ", depthwise" if layer.depthwise else f", {layer.groups} groups"
+        if layer.norm is not None:
+            text += ", batch norm"
+        if layer.activation:
+            text += f", {layer.activation}"
+        return text
+    if isinstance(layer, ir.NormAct):
+        return "batch norm" + (f", {layer.activation}" if layer.activation else "")
+    if isinstance(layer, ir.Pool):
+        return f"{layer.kernel}x{layer.kernel} {layer.op} pool, stride {layer.stride}"
+    if isinstance(layer, ir.Act):
+        return layer.activation
+    names = {
+        "se": "squeeze-excitation",
+        "add": "sum",
+        "concat": "concatenation",
+        "multiply": "product",
+        "drop_path": "drop path",
+        "identity": "identity",
+        "pad": "zero padding",
+        "shift": "one-pixel shift",
+    }
+    return names[layer.kind]

@@ -1,4 +1,4 @@
-"""Constrained field types shared by the spec and block models."""
+"""Constrained field types shared by the spec, block and IR models."""
 
 from __future__ import annotations
 

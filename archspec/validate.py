@@ -1,28 +1,23 @@
-"""Validation: pydantic models applied to loaded YAML, errors mapped to positions.
+"""Spec validation: pydantic models applied to a loaded spec, errors mapped
+to positions.
 
 Validation runs in two passes so that every error of a file is reported at
 once: the spec's own fields, then each stage row against the model of the
-block kind it names. Every pydantic error becomes a Diagnostic with
-`file:line:column`, the path (`stages[3].stride`), what was expected and what
-was found.
+block kind it names. Every pydantic error becomes a Diagnostic
+(archspec.diagnose). Expanded networks are read back in archspec.network_file.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import re
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
-from . import blocks, ir
+from . import blocks
 from .blocks import StageRow
 from .blocks import graph as defined_blocks
+from .diagnose import check, did_you_mean
 from .errors import Diagnostics, describe, format_path
 from .source import DataPath, Document
 from .spec import PublishedVariant, Spec
@@ -91,195 +86,6 @@ def _defined_kinds(
                 name, definition, defined_blocks.Where(document.position, at)
             )
     return kinds
-
-
-def validate_network(document: Document, diagnostics: Diagnostics) -> ir.Network:
-    """An expanded network (`archspec expand` output) read back as IR."""
-    data = dict(document.data)
-    stages = data.get("stages")
-    if isinstance(stages, list):
-        data["stages"] = [
-            _stage_with_blocks(s, i, document, diagnostics)
-            for i, s in enumerate(stages)
-        ]
-    network = check(ir.Network, data, document, diagnostics)
-    diagnostics.raise_if_errors()
-    assert network is not None
-    _network_checks(network, document, diagnostics)
-    diagnostics.raise_if_errors()
-    return network
-
-
-# Names the stem's and head's layers may have: they become attributes of the
-# generated PyTorch model and prefixes of Keras layer names, so nothing else.
-STEM_NAME = re.compile(r"stem(_[a-z0-9]+)*\Z")
-HEAD_NAME = re.compile(r"(head(_[a-z0-9]+)*|pool|hidden|dropout|classifier)\Z")
-
-
-def _network_checks(
-    net: ir.Network, document: Document, diagnostics: Diagnostics
-) -> None:
-    """What the IR's field types cannot say: an expanded file is input too, and
-    the backends trust it as they trust what `expand` builds.
-
-    - module and class_name end in the variant's number, as expand names them
-      (efficientnet_b3, EfficientNetB3, resnet50). That rules out Python
-      keywords (`class`, `None`) and names that would shadow what a generated
-      module defines or imports (`torch`, `MBConv`, `F`, `pad`).
-    - layer names are the structural ones (stem*, stages.S, stages.S.B, head*,
-      pool, hidden, dropout, classifier), each once: weights move by them, they become
-      attributes of the PyTorch model, and Keras needs them unique.
-    - every stage has a block, channel counts chain from layer to layer, and
-      the head ends in the dense classifier.
-    """
-
-    def error(message: str, path: DataPath) -> None:
-        diagnostics.error(message, document.position(path), format_path(path))
-
-    for key, example in (
-        ("module", "efficientnet_b3"),
-        ("class_name", "EfficientNetB3"),
-    ):
-        value = getattr(net, key)
-        if not value[-1].isdigit():
-            error(
-                f"expected a variant name ending in its number, as archspec expand "
-                f"writes it (like {example!r}), found {value!r}",
-                (key,),
-            )
-    seen: set[str] = set()
-    previous = net.input.channels
-    for part, pattern, layers in (
-        ("stem", STEM_NAME, net.stem),
-        ("head", HEAD_NAME, net.head),
-    ):
-        if part == "head":
-            previous = _stages_check(net, previous, error)
-        if not layers:
-            error("expected at least one layer, found none", (part,))
-        for i, layer in enumerate(layers):
-            at = (part, i)
-            if not pattern.match(layer.name) or layer.name in seen:
-                error(
-                    f"expected a {part} layer name ({pattern.pattern[:-2]}) used once, "
-                    f"found {layer.name!r}",
-                    (*at, "name"),
-                )
-            seen.add(layer.name)
-            for field in ("in_channels", "channels", "in_features"):
-                found = getattr(layer, field, None)
-                if found is not None and found != previous:
-                    error(
-                        f"expected {previous} (the channels of the layer before), "
-                        f"found {found}",
-                        (*at, field),
-                    )
-            previous = getattr(
-                layer, "out_channels", getattr(layer, "out_features", previous)
-            )
-    if net.head and not isinstance(net.head[-1], ir.Dense):
-        error("expected the head to end in the dense classifier", ("head",))
-    pre = net.input.preprocess
-    if pre and not len(pre.mean) == len(pre.std) == net.input.channels:
-        error(
-            f"preprocess mean and std need one value per input channel "
-            f"({net.input.channels}); found {len(pre.mean)} and {len(pre.std)}",
-            ("input", "preprocess"),
-        )
-
-
-def _stages_check(net: ir.Network, previous: int, error) -> int:
-    """Stage and block names, channels chaining through the blocks."""
-    if not net.stages:
-        error("expected at least one stage, found none", ("stages",))
-    for i, stage in enumerate(net.stages):
-        if stage.name != f"stages.{i}":
-            error(
-                f"expected the layer name 'stages.{i}', found {stage.name!r}",
-                ("stages", i, "name"),
-            )
-        if not stage.blocks:
-            error("expected at least one block, found none", ("stages", i, "blocks"))
-        for j, block in enumerate(stage.blocks):
-            at = ("stages", i, "blocks", j)
-            if block.name != f"stages.{i}.{j}":
-                error(
-                    f"expected the layer name 'stages.{i}.{j}', found {block.name!r}",
-                    (*at, "name"),
-                )
-            if block.in_channels != previous:
-                error(
-                    f"expected {previous} (the channels of the layer before), "
-                    f"found {block.in_channels}",
-                    (*at, "in_channels"),
-                )
-            for index, message in block.check():
-                where = (*at, "graph") if index is None else (*at, "graph", index)
-                error(f"{block.kind} block: {message}", where)
-            previous = block.out_channels
-    return previous
-
-
-def _stage_with_blocks(
-    stage: Any, i: int, document: Document, diagnostics: Diagnostics
-) -> Any:
-    if not isinstance(stage, dict) or not isinstance(stage.get("blocks"), list):
-        return stage
-    built = []
-    for j, block in enumerate(stage["blocks"]):
-        at = ("stages", i, "blocks", j)
-        value = block.get("kind") if isinstance(block, dict) else None
-        if isinstance(value, str) and "graph" in block and blocks.get(value) is None:
-            # A kind the spec defined (`blocks:`): its graph is all there is.
-            built.append(check(ir.GraphBlock, block, document, diagnostics, at=at))
-            continue
-        kind = _block_kind(value, (*at, "kind"), document, diagnostics)
-        if kind is not None:
-            built.append(_block(kind, block, at, document, diagnostics))
-    # On errors, let the stage validate without blocks so other fields still report.
-    ok = all(b is not None for b in built) and len(built) == len(stage["blocks"])
-    return {**stage, "blocks": built if ok else []}
-
-
-def _block(
-    kind: blocks.BlockKind,
-    data: dict,
-    at: DataPath,
-    document: Document,
-    diagnostics: Diagnostics,
-) -> ir.Block | None:
-    """One block of an expanded network. A kind that computes its graph from
-    its fields shows it in the file (`archspec expand`): the graph read back
-    must be the one the fields give, or the file says one thing and the
-    model would do another."""
-    computed = not issubclass(kind.ir, ir.GraphBlock)
-    shown = data.get("graph") if computed else None
-    if computed:
-        data = {k: v for k, v in data.items() if k != "graph"}
-    block = check(kind.ir, data, document, diagnostics, at=at)
-    if block is None or shown is None:
-        return block
-    expected = block.model_dump(mode="json")["graph"]
-    if not isinstance(shown, list) or len(shown) != len(expected):
-        diagnostics.error(
-            f"the graph of a {kind.name!r} block follows from its fields: "
-            f"expected {len(expected)} nodes, found "
-            f"{len(shown) if isinstance(shown, list) else describe(shown)}",
-            document.position((*at, "graph")),
-            format_path((*at, "graph")),
-        )
-        return block
-    for i, (node, want) in enumerate(zip(shown, expected, strict=True)):
-        if node != want:
-            where = (*at, "graph", i)
-            diagnostics.error(
-                f"the graph of a {kind.name!r} block follows from its fields; "
-                f"node {i} should be {want}, found {node}",
-                document.position(where),
-                format_path(where),
-            )
-            break
-    return block
 
 
 # Stage and published tables --------------------------------------------------
@@ -430,7 +236,7 @@ def _stage_rows(
                 else (*variant, "set", column)
             )
             diagnostics.error(
-                f"unknown column {column!r}{_did_you_mean(column, known)}",
+                f"unknown column {column!r}{did_you_mean(column, known)}",
                 document.position(at, key=column not in columns),
                 format_path(at),
             )
@@ -456,7 +262,7 @@ def _stage_rows(
             return data_at, (*shown, *loc[1:])
 
         block_at = source(i, "block")
-        kind = _block_kind(
+        kind = block_kind(
             merged.get("block"),
             block_at[0],
             document,
@@ -512,7 +318,7 @@ def _published(
     return published
 
 
-def _block_kind(
+def block_kind(
     value: Any,
     at: DataPath,
     document: Document,
@@ -525,7 +331,7 @@ def _block_kind(
     if kind is None:
         known = blocks.names()
         diagnostics.error(
-            f"unknown block kind {describe(value)}{_did_you_mean(str(value), known)} "
+            f"unknown block kind {describe(value)}{did_you_mean(str(value), known)} "
             f"(known: {', '.join(known)})",
             document.position(at),
             shown or format_path(at),
@@ -587,151 +393,3 @@ def _semantic_checks(
                     document.position(("per_variant", i, "variants", j)),
                     f"per_variant[{i}].variants[{j}]",
                 )
-
-
-# pydantic errors -> diagnostics ------------------------------------------------
-
-Where = typing.Callable[[tuple], tuple[DataPath, DataPath]]
-
-
-def check(
-    model: type[BaseModel],
-    data: Any,
-    document: Document,
-    diagnostics: Diagnostics,
-    *,
-    at: DataPath = (),
-    where: Where | None = None,
-) -> Any:
-    """Validate `data` with `model`; on failure record each error and return None."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            loc = _without_tags(data, tuple(error["loc"]))
-            data_path, shown = where(loc) if where else ((*at, *loc), (*at, *loc))
-            _report(error, model, loc, data_path, shown, document, diagnostics)
-        return None
-
-
-def _report(
-    error: dict,
-    model: type[BaseModel],
-    loc: tuple,
-    data_path: DataPath,
-    shown: DataPath,
-    document: Document,
-    diagnostics: Diagnostics,
-) -> None:
-    kind = error["type"]
-    if kind == "missing":
-        diagnostics.error(
-            f"missing required field {loc[-1]!r}",
-            # Point at the mapping the field belongs in.
-            document.position(
-                data_path[:-1] if data_path[-1:] == loc[-1:] else data_path
-            ),
-            format_path(shown[:-1]) if len(shown) > 1 else "",
-        )
-        return
-    if kind == "extra_forbidden":
-        allowed = _fields_at(model, loc[:-1]) or []
-        diagnostics.error(
-            f"unknown key {loc[-1]!r}{_did_you_mean(str(loc[-1]), allowed)}",
-            document.position(data_path, key=True),
-            format_path(shown),
-        )
-        return
-    key = data_path[-1:] == ("[key]",)
-    if key:  # a mapping's key is wrong: point at the key
-        data_path, shown = data_path[:-1], shown[:-1]
-    message = error["msg"]
-    if kind == "union_tag_invalid":  # the scaling rule's name
-        tags = error["ctx"]["expected_tags"]
-        message = f"expected the rule {tags}, found {error['ctx']['tag']!r}"
-        data_path = (*data_path, "rule")
-        shown = (*shown, "rule")
-    if kind == "string_pattern_mismatch":
-        message = f"expected text matching {error['ctx']['pattern']}"
-    # "a valid integer, unable to parse string as an integer": the type says it.
-    message = message.split(", unable to parse", 1)[0]
-    for prefix, replacement in (
-        ("Value error, ", ""),
-        ("Input should be ", "expected "),
-        ("Assertion failed, ", ""),
-    ):
-        if message.startswith(prefix):
-            message = replacement + message[len(prefix) :]
-    if "found" not in message:
-        message = (
-            f"{message[0].lower()}{message[1:]}, found {describe(error.get('input'))}"
-        )
-    diagnostics.error(
-        message, document.position(data_path, key=key), format_path(shown)
-    )
-
-
-def _without_tags(data: Any, loc: tuple) -> tuple:
-    """pydantic's location with the tags of discriminated unions taken out:
-    ('scaling', 'table', 'variants') -> ('scaling', 'variants'). A part that is
-    not in the data, with more parts after it, is such a tag."""
-    kept = []
-    for i, part in enumerate(loc):
-        if isinstance(data, dict) and part not in data and i + 1 < len(loc):
-            continue
-        kept.append(part)
-        if isinstance(data, dict):
-            data = data.get(part)
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
-            data = data[part]
-        else:
-            data = None
-    return tuple(kept)
-
-
-def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
-    match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f"; did you mean {match[0]!r}?" if match else ""
-
-
-def _fields_at(model: Any, loc: tuple) -> list[str] | None:
-    """The field names of the model found by following `loc` from `model`."""
-    current = model
-    for part in loc:
-        current = _unwrap(current, part)
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            if part not in current.model_fields:
-                return None
-            current = current.model_fields[part].annotation
-        elif typing.get_origin(current) in (list, tuple):
-            current = typing.get_args(current)[0]
-        elif typing.get_origin(current) is dict:
-            current = typing.get_args(current)[1]
-        else:
-            return None
-    current = _unwrap(current)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return None
-
-
-def _unwrap(annotation: Any, key: Any = None) -> Any:
-    """Strip Annotated and Optional down to the model or container inside; of
-    a union of models, the one that has field `key`."""
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is typing.Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            options = [
-                typing.get_args(a)[0] if typing.get_origin(a) is typing.Annotated else a
-                for a in typing.get_args(annotation)
-                if a is not type(None)
-            ]
-            models = [
-                a for a in options if isinstance(a, type) and issubclass(a, BaseModel)
-            ]
-            fitting = [m for m in models if key in m.model_fields]
-            annotation = (fitting or models or options)[0]
-        else:
-            return annotation

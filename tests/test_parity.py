@@ -80,6 +80,8 @@ def test_a_comparison_over_torchs_rounding_asks_for_keras_rounding(
     verdict is held to ROUNDING_FACTOR times Keras's own (a float64 run of its
     model); a broken transfer still fails by far."""
     from archspec import parity
+    from archspec.parity.frameworks import keras_float64
+    from archspec.parity.pair import images
 
     if not parity.float64_supported():
         pytest.skip("Keras's own rounding is measured on its TensorFlow backend")
@@ -89,9 +91,9 @@ def test_a_comparison_over_torchs_rounding_asks_for_keras_rounding(
     monkeypatch.setattr(Pair, "_own_rounding", lambda *_: 0.0)
     pair = Pair.build(net, tmp_path, size=64)
     result = pair.compare(64)
-    x = parity._images(net, np.random.default_rng(0), 2, 64)
+    x = images(net, np.random.default_rng(0), 2, 64)
     keras64 = pair._keras_float64()[0]
-    with parity._keras_float64():
+    with keras_float64():
         exact = keras64(x.transpose(0, 2, 3, 1).astype(np.float64), training=False)
     ours = keras.ops.convert_to_numpy(pair.keras_model(x.transpose(0, 2, 3, 1)))
     exact = keras.ops.convert_to_numpy(exact)

@@ -132,7 +132,8 @@ def keras_pairs(tmp_path_factory):
         ours_file = folder / f"{name}_{size}_ours.weights.h5"
         result = run_archspec(
             "weights", "import", "--spec", str(KERAS_SPEC), "--variant", name,
-            "--from", "keras.applications", str(theirs), "-o", str(ours_file),
+            "--from", "keras.applications", "-b", "keras", str(theirs),
+            "-o", str(ours_file),
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         net = variant(KERAS_SPEC, name)

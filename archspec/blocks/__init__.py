@@ -3,7 +3,7 @@
 from .registry import (
     BlockContext,
     BlockKind,
-    SqueezeExcite,
+    SESettings,
     StageRow,
     broken,
     columns,
@@ -16,7 +16,7 @@ from .registry import (
 __all__ = [
     "BlockContext",
     "BlockKind",
-    "SqueezeExcite",
+    "SESettings",
     "StageRow",
     "broken",
     "columns",

@@ -80,7 +80,12 @@ class PreActivation(ir.Block):
         )
 
 
-class Dense(PreActivation):
+class DenseLayer(PreActivation):
+    """One layer of a DenseNet dense block: the block kind "dense". Not the
+    fully connected layer node ir.Dense, whose kind is also "dense": block
+    kinds and layer kinds are separate vocabularies (a stage's blocks vs the
+    nodes of a graph, the stem and the head)."""
+
     kind: Literal["dense"] = "dense"
     bottleneck_channels: ir.Size
 
@@ -136,9 +141,9 @@ def _settings(at: BlockContext) -> dict:
     )
 
 
-def build_dense(row: DenseRow, at: BlockContext) -> Dense:
+def build_dense(row: DenseRow, at: BlockContext) -> DenseLayer:
     growth = at.out_channels - at.in_channels
-    return Dense(
+    return DenseLayer(
         **_settings(at),
         stride=1,
         out_size=at.in_size,
@@ -155,7 +160,7 @@ def build_transition(row: TransitionRow, at: BlockContext) -> Transition:
     )
 
 
-DENSE = register(BlockKind("dense", DenseRow, Dense, build_dense))
+DENSE = register(BlockKind("dense", DenseRow, DenseLayer, build_dense))
 TRANSITION = register(
     BlockKind("transition", TransitionRow, Transition, build_transition)
 )

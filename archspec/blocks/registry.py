@@ -68,8 +68,10 @@ class StageRow(BaseModel):
 
 
 @dataclass(frozen=True)
-class SqueezeExcite:
-    """How the network builds squeeze-excitation layers (spec `defaults.se`)."""
+class SESettings:
+    """How the network builds squeeze-excitation layers: the spec's
+    `defaults.se` (spec.SqueezeExcite) resolved for one variant. The layers
+    themselves are ir.SqueezeExcite."""
 
     activation: str
     gate: str
@@ -91,7 +93,7 @@ class BlockContext:
     padding: str
     norm: ir.Norm
     bias: bool
-    se: SqueezeExcite
+    se: SESettings
     make_divisible: Callable[[float], int]
     # A width as the table gives it (multiplier 1), scaled and rounded as
     # this variant scales every channel count.

@@ -48,7 +48,10 @@ from archspec.render import (
     paddings,
     uniform,
 )
+from archspec.structure import structures
 from archspec.weights import keras_name
+
+from .generic import GenericKind, excludes_padding
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -99,34 +102,46 @@ class KerasBackend:
             self._envs[folders] = env
         return env
 
-    def _kind(self, kind: str) -> jinja2.Template:
+    def _kind(self, kind: str) -> jinja2.Template | None:
         """The template of a block kind: the kind's own folder first (a plugin
-        kind brings one), then this backend's folders."""
+        kind brings one), then this backend's folders; None if it has none."""
         registered = blocks.get(kind)
         own = registered.templates.get(self.name) if registered else None
         folders = ((Path(own),) if own is not None else ()) + self.templates
-        where = ", ".join(str(folder / "blocks") for folder in folders)
         try:
             return self._environment(folders).get_template(f"blocks/{kind}.py.j2")
         except jinja2.TemplateNotFound:
-            raise SpecError(
-                f"keras backend: no template for block kind {kind!r} "
-                f"(looked for {kind}.py.j2 in {where})"
-            ) from None
+            return None  # written from its graph
         except jinja2.TemplateSyntaxError as exc:
             raise SpecError(
                 f"keras backend: the template of block kind {kind!r} is invalid: "
                 f"{exc.filename}:{exc.lineno}: {exc.message}"
             ) from None
 
-    def emit(self, network: ir.Network) -> dict[str, str]:
+    def emit(self, network: ir.Network, *, generic: bool = False) -> dict[str, str]:
+        """The module of one network. Kinds without a template of their own
+        (spec-defined ones), or every kind with `generic`, are written from
+        their graphs."""
+        templates = {b.kind: None for b in network.blocks}
+        for kind in templates:
+            templates[kind] = None if generic else self._kind(kind)
+        from_graph = {kind for kind, found in templates.items() if found is None}
+        groups = structures(network.blocks, from_graph)
         norm = uniform(network, "norm", self.name)
         acts = activations(network, self.name)
         activation, se_activation = acts.default, acts.se
         pads = paddings(network, self.name)
         # A stem or head convolution without norm (ResNetV2's stem) may have a
         # bias of its own; the builder passes it.
-        bare = bare_convs(network)
+        # So may the convolutions without norm of blocks written from their
+        # graphs: their calls pass it.
+        bare = bare_convs(network) + tuple(
+            node
+            for block in network.blocks
+            if block.kind in from_graph
+            for node in block.graph()
+            if isinstance(node, ir.Conv) and node.norm is None
+        )
         conv_bias = uniform(network, "bias", self.name, among=(ir.Conv,), besides=bare)
         for value in (*acts.used, se_activation):
             if value is not None and value not in ACTIVATIONS:
@@ -151,9 +166,19 @@ class KerasBackend:
         drop_rate = _drop_rates(network)
         kinds = {}
         for block in network.blocks:
-            if block.kind not in kinds:
+            if block.kind in kinds:
+                continue
+            if block.kind in from_graph:
+                kinds[block.kind] = GenericKind(
+                    groups[block.kind],
+                    drop_rate,
+                    activation,
+                    bool(conv_bias),
+                    ACTIVATIONS,
+                )
+            else:
                 of_kind = [b for b in network.blocks if b.kind == block.kind]
-                kinds[block.kind] = self._kind(block.kind).make_module(
+                kinds[block.kind] = templates[block.kind].make_module(
                     vars={
                         "blocks": of_kind,
                         "network": network,
@@ -183,7 +208,14 @@ class KerasBackend:
             "per_layer_bias": any(c.bias != bool(conv_bias) for c in bare),
             # Pools whose padding takes no part (PyTorch's -inf max pooling on
             # a map that can be negative; averages that do not count it).
-            "exclude_padding": bool(excluded),
+            "exclude_padding": bool(excluded)
+            or any(
+                excludes_padding(node)
+                for block in network.blocks
+                if block.kind in from_graph
+                for node in block.graph()
+                if isinstance(node, ir.Pool)
+            ),
             # Max pools over zeros on purpose (keras.applications' ResNetV2).
             "zero_max": any(
                 p.op == "max" and p.fill == "zero" and p.pad for p in pools

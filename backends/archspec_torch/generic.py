@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from archspec import ir
 from archspec.errors import SpecError
 from archspec.render import Code, call, literal
-from archspec.structure import Node, Structure
+from archspec.structure import Node, Structure, describe_nodes
 
 # Activations applied on their own (`act` nodes, convolutions without norm).
 FUNCTIONAL = {
@@ -69,7 +69,7 @@ class Writer:
         return Class(
             structure.name,
             title,
-            _doc(structure),
+            "\n".join(describe_nodes(structure)),
             signature,
             "\n".join(init),
             "\n".join(forward),
@@ -203,43 +203,3 @@ def _var(name: str) -> str:
     if name == ir.BLOCK_INPUT:
         return "x"
     return f"{name}_out" if name in TAKEN else name
-
-
-def _doc(s: Structure) -> str:
-    """One line per node: what it computes from what."""
-    lines = []
-    for node in s.nodes:
-        reads = ", ".join(node.inputs)
-        lines.append(f"{node.name}: {_describe(node.layer)} of {reads}")
-    return "\n".join(lines)
-
-
-def _describe(layer: ir.Layer) -> str:
-    if isinstance(layer, ir.Conv):
-        text = f"{layer.kernel}x{layer.kernel} convolution"
-        if layer.stride != 1:
-            text += f", stride {layer.stride}"
-        if layer.groups != 1:
-            text += ", depthwise" if layer.depthwise else f", {layer.groups} groups"
-        if layer.norm is not None:
-            text += ", batch norm"
-        if layer.activation:
-            text += f", {layer.activation}"
-        return text
-    if isinstance(layer, ir.NormAct):
-        return "batch norm" + (f", {layer.activation}" if layer.activation else "")
-    if isinstance(layer, ir.Pool):
-        return f"{layer.kernel}x{layer.kernel} {layer.op} pool, stride {layer.stride}"
-    if isinstance(layer, ir.Act):
-        return layer.activation
-    names = {
-        "se": "squeeze-excitation",
-        "add": "sum",
-        "concat": "concatenation",
-        "multiply": "product",
-        "drop_path": "drop path",
-        "identity": "identity",
-        "pad": "zero padding",
-        "shift": "one-pixel shift",
-    }
-    return names[layer.kind]
