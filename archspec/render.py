@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,13 +116,23 @@ def uniform(
     return next(iter(seen), None)
 
 
-def bare_convs(network: ir.Network) -> tuple[ir.Conv, ...]:
-    """The stem's and head's convolutions without batch norm (ResNetV2's
-    stem): each states its own bias, which the module-wide one (CONV_BIAS,
-    ConvBNAct's) need not match."""
+def bare_convs(
+    network: ir.Network, from_graph: Iterable[str] = ()
+) -> tuple[ir.Conv, ...]:
+    """The convolutions without batch norm that state their own bias, which
+    the module-wide one (CONV_BIAS, ConvBNAct's) need not match: the stem's
+    and head's (ResNetV2's stem), and those of blocks written from their
+    graphs (`from_graph`: their kinds)."""
+    kinds = set(from_graph)
+    inside = [
+        node
+        for block in network.blocks
+        if block.kind in kinds
+        for node in block.graph()
+    ]
     return tuple(
         layer
-        for layer in network.layers
+        for layer in [*network.layers, *inside]
         if isinstance(layer, ir.Conv) and layer.norm is None
     )
 

@@ -135,13 +135,7 @@ class KerasBackend:
         # bias of its own; the builder passes it.
         # So may the convolutions without norm of blocks written from their
         # graphs: their calls pass it.
-        bare = bare_convs(network) + tuple(
-            node
-            for block in network.blocks
-            if block.kind in from_graph
-            for node in block.graph()
-            if isinstance(node, ir.Conv) and node.norm is None
-        )
+        bare = bare_convs(network, from_graph)
         conv_bias = uniform(network, "bias", self.name, among=(ir.Conv,), besides=bare)
         for value in (*acts.used, se_activation):
             if value is not None and value not in ACTIVATIONS:

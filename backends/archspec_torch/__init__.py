@@ -130,7 +130,7 @@ class TorchBackend:
                 "bias",
                 self.name,
                 (ir.Conv, ir.Block),
-                besides=bare_convs(network),
+                besides=bare_convs(network, from_graph),
             )
         )
         groups = structures(network.blocks, from_graph)
