@@ -2,7 +2,7 @@
 # The GPU paths (issue 16), as run on a lent GPU machine through the device
 # tool: that machine has torch, torchvision, timm and JAX but no TensorFlow and
 # no network, so Keras runs on JAX and the compiler's own packages travel as
-# wheels in .whl/ (see README "GPU"). Each phase writes its log to $OUT.
+# wheels in .whl/ (see docs/performance.md, "GPU"). Each phase writes its log to $OUT.
 #
 #     benchmarks/gpu.sh wheels                    # here, before the lease
 #     benchmarks/gpu.sh install check bench profile test   # there; .whl carried

@@ -15,9 +15,10 @@ from archspec import pipeline
 from archspec.errors import SpecError
 
 
-def readme_python(heading: str) -> str:
-    """The ```python blocks of one README section, joined in order."""
-    text = (ROOT / "README.md").read_text()
+def doc_python(path: str, heading: str) -> str:
+    """The ```python blocks of one section of a Markdown file (README.md,
+    docs/*.md), joined in order."""
+    text = (ROOT / path).read_text()
     level = heading.split(" ", 1)[0]
     section = text.split(f"\n{heading}\n", 1)[1]
     section = re.split(rf"\n{level} ", section, maxsplit=1)[0]
@@ -108,8 +109,8 @@ def test_create_model_is_the_generated_class():
 
 
 def test_readme_python_api_examples_run():
-    run_python(readme_python("### From Python"))
+    run_python(doc_python("README.md", "### From Python"))
 
 
-def test_readme_fine_tuning_and_deployment_examples_run():
-    run_python(readme_python("## Fine-tuning and deployment"), timeout=600)
+def test_fine_tuning_and_deployment_examples_run():
+    run_python(doc_python("docs/finetuning.md", "## Examples"), timeout=600)

@@ -198,16 +198,16 @@ def test_without_matplotlib_the_message_names_the_extra(tmp_path):
         assert not (tmp_path / "x.svg").exists()
 
 
-def _readme_figure_commands() -> list[list[str]]:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("### Figures in this README", 1)[1]
+def _figure_commands() -> list[list[str]]:
+    text = (ROOT / "docs" / "cli.md").read_text()
+    section = text.split("### The figures in these docs", 1)[1]
     block = re.search(r"```sh\n(.+?)\n```", section, re.S).group(1)
     return [shlex.split(line) for line in block.splitlines() if line.strip()]
 
 
-def test_readme_figures_are_what_their_commands_write(tmp_path, monkeypatch):
+def test_doc_figures_are_what_their_commands_write(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the commands name files relative to the checkout
-    commands = _readme_figure_commands()
+    commands = _figure_commands()
     assert {c[1] for c in commands} == {"plot", "draw"}
     for command in commands:
         assert command[0] == "archspec"

@@ -3,8 +3,8 @@ a generated model trained from scratch in each backend, with batch norm in
 training mode, dropout and drop path active, reaches 90% test accuracy on
 digits 0-4 in a fixed number of steps; then transfer learning: the backbone
 frozen, a new classifier (reset_classifier / include_top=False + a new Dense)
-trained on digits 5-9 (on the frozen backbone's features, computed once) reaches 85%. Seeded; the figures measured are in the
-README ("Fine-tuning and deployment")."""
+trained on digits 5-9 (on the frozen backbone's features, computed once) reaches 85%. Seeded; the figures measured are in
+docs/finetuning.md ("What the suite checks")."""
 
 from __future__ import annotations
 
