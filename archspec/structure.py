@@ -167,15 +167,13 @@ def _structure(kind: str, name: str, members: list[ir.Block]) -> Structure:
             if not _number(value):
                 continue
             vector = tuple(structure.value(node.name, key, b) for b in members)
-            if len(set(vector)) == 1 and len(members) > 1:
+            if len(members) > 1 and len(set(vector)) == 1:
                 continue  # the same in every block: a literal in the class
-            if len(members) == 1 and key not in (
-                "in_channels",
-                "out_channels",
-                "channels",
-                "stride",
+            widths = (block_vectors["in_channels"], block_vectors["out_channels"])
+            if len(members) == 1 and not (
+                key in ("in_channels", "out_channels", "channels") and vector in widths
             ):
-                continue  # one block: its kernels and the like read as literals
+                continue  # one block: literals but for its widths in and out
             if vector not in vectors:
                 named = [k for k, v in block_vectors.items() if v == vector]
                 vectors[vector] = named[0] if named else _argument_name(node, key)

@@ -13,7 +13,7 @@ convolution that has neither norm nor activation. Convolutions have no bias.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -87,6 +87,7 @@ class DenseLayer(PreActivation):
     nodes of a graph, the stem and the head)."""
 
     kind: Literal["dense"] = "dense"
+    CLASS_NAME: ClassVar[str | None] = "DenseLayer"
     bottleneck_channels: ir.Size
 
     @property
@@ -111,6 +112,7 @@ class DenseLayer(PreActivation):
 
 class Transition(PreActivation):
     kind: Literal["transition"] = "transition"
+    CLASS_NAME: ClassVar[str | None] = "Transition"
 
     def graph(self) -> list[ir.Layer]:
         c_in, c_out = self.in_channels, self.out_channels

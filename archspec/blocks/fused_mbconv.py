@@ -31,6 +31,7 @@ class FusedMBConvRow(StageRow):
 
 class FusedMBConv(ir.Block):
     kind: Literal["fused_mbconv"] = "fused_mbconv"
+    CLASS_NAME: ClassVar[str | None] = "FusedMBConv"
     expanded_channels: ir.Size
     kernel: ir.Size
     padding: ir.Padding

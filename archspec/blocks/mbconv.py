@@ -52,6 +52,7 @@ class MBConvRow(StageRow):
 
 class MBConv(ir.Block):
     kind: Literal["mbconv"] = "mbconv"
+    CLASS_NAME: ClassVar[str | None] = "MBConv"
     expanded_channels: ir.Size
     squeeze_channels: Annotated[
         int, Field(ge=0, le=1 << 16)

@@ -128,6 +128,7 @@ class Residual(ir.Block):
 
 class Basic(Residual):
     kind: Literal["basic"] = "basic"
+    CLASS_NAME: ClassVar[str | None] = "BasicBlock"
 
     def graph(self) -> list[ir.Layer]:
         c_in, c_out = self.in_channels, self.out_channels
@@ -143,6 +144,7 @@ class Basic(Residual):
 
 class Bottleneck(Residual):
     kind: Literal["bottleneck"] = "bottleneck"
+    CLASS_NAME: ClassVar[str | None] = "Bottleneck"
     width_channels: ir.Size
     groups: ir.Size = 1
     stride_on: Literal["conv1", "conv2"] = "conv2"

@@ -32,6 +32,7 @@ class SeparableRow(StageRow):
 
 class Separable(ir.Block):
     kind: Literal["separable"] = "separable"
+    CLASS_NAME: ClassVar[str | None] = "DepthwiseSeparable"
     kernel: ir.Size
     multiplier: ir.Size = 1
     padding: ir.Padding
