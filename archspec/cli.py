@@ -186,9 +186,12 @@ def validate(spec: str) -> None:
                     found.error(item.message, item.position, item.path)
         found.raise_if_errors()
         rows = len(next(iter(loaded.rows.values()), ()))
+        listed = f"{len(variants)} variants: {', '.join(variants)}"
+        if loaded.spec.scaling.rule == "compound" and not loaded.published:
+            listed += " by the formula; any phi with --phi"
         click.echo(
             f"{spec}: ok ({loaded.spec.name}, {rows} stages, {loaded.spec.scaling.rule} "
-            f"rule, {len(variants)} variants: {', '.join(variants)})"
+            f"rule, {listed})"
         )
 
 

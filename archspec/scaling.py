@@ -83,11 +83,19 @@ class Variant:
     head: Head | None = None  # the variant's own head; None: the spec's
 
 
+# The phis a compound rule without a published table names (B0-B7's).
+FORMULA_PHIS = 8
+
+
 def named(valid: ValidSpec) -> dict[str, Variant]:
     """Every variant the spec names, in the spec's order."""
     spec = valid.spec
     s = spec.scaling
     reg = spec.regularization
+    if s.rule == "compound" and not valid.published:
+        # No hand-rounded table: the formula's phi 0 (the base network) to 7,
+        # as EfficientNet names B0-B7; any other phi with --phi.
+        return {f"phi{phi}": formula(valid, phi) for phi in range(FORMULA_PHIS)}
     if s.rule == "compound":
         rounding = Rounding(divisor=s.divisor)
         return {
