@@ -161,7 +161,10 @@ class GenericKind:
                 trailing=f"([{', '.join(args)}])",
             )
         if isinstance(layer, ir.DropPath):
-            return line("drop_path", x, "drop_rate", "name")
+            # Its layer is {name}_drop; in a block with more than one, each
+            # is named after its node too (Keras's names are unique).
+            several = sum(isinstance(m.layer, ir.DropPath) for m in s.nodes) > 1
+            return line("drop_path", x, "drop_rate", name if several else "name")
         if isinstance(layer, ir.Identity):
             return [f"    {target}{x}"]
         if isinstance(layer, ir.Pad):
@@ -233,7 +236,10 @@ def _rename(argument: str) -> str:
     return argument.replace("_channels", "_filters")
 
 
-TAKEN = {"drop_path", "keras", "pool", "pad", "name", "norm_act", "conv_bn_act"}
+TAKEN = {
+    *("drop_path", "keras", "pool", "pad", "name", "norm_act", "conv_bn_act"),
+    *("squeeze_excitation", "sum", "max", "min", "input", "len", "type", "id"),
+}
 
 
 def _var(name: str) -> str:

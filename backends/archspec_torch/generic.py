@@ -132,6 +132,8 @@ class Writer:
             if layer.activation != self.activation:
                 kw["activation"] = layer.activation or False
             return call("NormAct", a("channels"), indent=8, prefix=this, **kw)
+        if isinstance(layer, ir.Pool):
+            return self._pool(s, name, layer, this)
         if isinstance(layer, ir.SqueezeExcite):
             return call(
                 "SqueezeExcitation",
@@ -149,7 +151,7 @@ class Writer:
         value: str
         if isinstance(layer, ir.Conv) and layer.norm is None and layer.activation:
             value = f"{FUNCTIONAL[layer.activation]}(self.{name}({x}))"
-        elif isinstance(layer, ir.Conv | ir.NormAct | ir.SqueezeExcite):
+        elif isinstance(layer, ir.Conv | ir.NormAct | ir.SqueezeExcite | ir.Pool):
             value = f"self.{name}({x})"
         elif isinstance(layer, ir.Act):
             value = f"{FUNCTIONAL[layer.activation]}({x})"
@@ -170,33 +172,55 @@ class Writer:
             # One pixel up and left, a zero row and column after:
             # ZeroPadding2D(((0, 1), (0, 1))) then Cropping2D(((1, 0), (1, 0))).
             value = f"F.pad({x}[:, :, 1:, 1:], (0, 1, 0, 1))"
-        elif isinstance(layer, ir.Pool):
-            value = self._pool(s, name, layer, x)
         else:  # check_graph lets no other kind into a block
             raise SpecError(f"torch backend: a {layer.kind!r} node in a block")
         target = "return" if last else f"{_var(name)} ="
         line = f"{target} {value}"
         return [line] if len(line) <= 80 else [f"{target} (", f"    {value}", ")"]
 
-    def _pool(self, s: Structure, name: str, layer: ir.Pool, x: str) -> str:
+    def _pool(self, s: Structure, name: str, layer: ir.Pool, this: str) -> str:
         kernel, stride, pad = (
-            self.arg(s, name, k) for k in ("kernel", "stride", "pad")
+            Code(self.arg(s, name, k)) for k in ("kernel", "stride", "pad")
         )
-        ceil = ", ceil_mode=True" if layer.ceil_mode else ""
+        kw = {}
+        if layer.ceil_mode:
+            kw["ceil_mode"] = True
+        if layer.op == "max" and layer.fill == "zero" and layer.pad:
+            # Zeros around the map, which win over negative values (Keras's
+            # ZeroPadding2D before MaxPooling2D).
+            padded = call("nn.ZeroPad2d", pad)
+            pool = call("nn.MaxPool2d", kernel, stride=stride, **kw)
+            return call("nn.Sequential", padded, pool, indent=8, prefix=this)
         if layer.op == "max":
-            if layer.fill == "zero" and layer.pad:
-                # Zeros around the map, which win over negative values.
-                return f"F.max_pool2d(F.pad({x}, ({pad},) * 4), {kernel}, {stride})"
-            return f"F.max_pool2d({x}, {kernel}, {stride}, {pad}{ceil})"
-        count = "" if layer.count_pad else ", count_include_pad=False"
-        return f"F.avg_pool2d({x}, {kernel}, {stride}, {pad}{ceil}{count})"
+            return call(
+                "nn.MaxPool2d",
+                kernel,
+                stride=stride,
+                padding=pad,
+                indent=8,
+                prefix=this,
+                **kw,
+            )
+        if not layer.count_pad:
+            kw["count_include_pad"] = False
+        return call(
+            "nn.AvgPool2d",
+            kernel,
+            stride=stride,
+            padding=pad,
+            indent=8,
+            prefix=this,
+            **kw,
+        )
 
 
 _PAD = " " * 8
 
-
 # Names a value in forward() must not take: the module's own and Python's.
-TAKEN = {"drop_path", "torch", "nn", "F", "math", "self", "shifted_padding"}
+TAKEN = {
+    *("drop_path", "torch", "nn", "F", "math", "self", "shifted_padding"),
+    *("sum", "max", "min", "input", "len", "type", "id", "pow", "abs", "round"),
+}
 
 
 def _var(name: str) -> str:

@@ -197,13 +197,14 @@ class PreActBottleneckPool(nn.Module):
         self.conv1 = ConvBNAct(in_channels, conv1_channels, 1)
         self.conv2 = ConvBNAct(conv1_channels, conv1_channels, 3, 2)
         self.conv3 = nn.Conv2d(conv1_channels, in_channels, 1, bias=True)
+        self.pool = nn.MaxPool2d(1, stride=2, padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         preact = self.preact(x)
         conv1 = self.conv1(preact)
         conv2 = self.conv2(conv1)
         conv3 = self.conv3(conv2)
-        pool = F.max_pool2d(x, 1, 2, 0)
+        pool = self.pool(x)
         drop_path_out = drop_path(conv3, self.drop_path, self.training)
         return pool + drop_path_out
 
