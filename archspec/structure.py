@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import ir
+from .errors import SpecError
 
 # Per node kind: the settings a backend needs, numbers and the rest.
 SETTINGS: dict[str, tuple[str, ...]] = {
@@ -130,6 +131,11 @@ def structures(
     """Kind -> its structures, for the kinds emitted generically."""
     by_kind: dict[str, dict[tuple, list[ir.Block]]] = {}
     for block in blocks:
+        if block.kind in generic and not block.graph():
+            raise SpecError(
+                f"block kind {block.kind!r} has no template here and its graph has "
+                f"no nodes ({block.name}): nothing to write"
+            )
         if block.kind in generic:
             by_kind.setdefault(block.kind, {}).setdefault(_signature(block), []).append(
                 block

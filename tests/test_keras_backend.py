@@ -439,7 +439,7 @@ def test_new_block_kind_brings_its_own_template(b0_spec, tmp_path, monkeypatch):
     )
     stage = net.stages[0].model_copy(update={"blocks": (first, extra)})
     net = net.model_copy(update={"stages": (stage, *net.stages[1:])})
-    with pytest.raises(SpecError, match=r"no template for block kind 'identity'"):
+    with pytest.raises(SpecError, match=r"'identity' has no template here and its graph"):
         BACKEND.emit(net)
     (tmp_path / "blocks").mkdir()
     (tmp_path / "blocks" / "identity.py.j2").write_text(IDENTITY_TEMPLATE)
