@@ -156,7 +156,11 @@ class Activations:
         return len(self.used) > 1
 
 
-def activations(network: ir.Network, backend: str) -> Activations:
+def activations(
+    network: ir.Network, backend: str, supported: Iterable[str] | None = None
+) -> Activations:
+    """The network's activations; with `supported` (the backend's), each
+    one used must be among them."""
     # A block kind need not have an activation of its own (a plugin's).
     found = [
         node.activation
@@ -174,7 +178,75 @@ def activations(network: ir.Network, backend: str) -> Activations:
                 f"activation ({default}); {block.name} has {block.activation}"
             )
     se = uniform(network, "activation", backend, (ir.SqueezeExcite,))
+    if supported is not None:
+        known = list(supported)
+        for value in (*counts, se):
+            if value is not None and value not in known:
+                raise SpecError(
+                    f"{backend} backend: activation {value!r} is not supported "
+                    f"(supported: {', '.join(known)})"
+                )
     return Activations(default, tuple(sorted(counts)), se)
+
+
+@dataclass(frozen=True)
+class Head:
+    """The head as every backend builds it (checked by `head`): feature maps
+    up to a global pool, then vectors through dropout and dense layers to a
+    dense classifier."""
+
+    classifier: ir.Dense
+    # The last dropout before the classifier: the model's drop_rate argument.
+    dropout: ir.Dropout | None
+    # The global pool's index in network.head: the features end before it.
+    pool: int
+
+
+def head(network: ir.Network, backend: str) -> Head:
+    """What every backend needs of the stem and the head: a global pool in
+    the head only, maps (convolutions, pools, norms) before it and dense
+    layers after it, the last a dense classifier, and dense layers either
+    all 1x1 convolutions on the pooled map or none."""
+
+    def refuse(message: str) -> SpecError:
+        return SpecError(f"{backend} backend: {message}")
+
+    if not any(isinstance(node, ir.Dense | ir.Conv) for node in network.head):
+        raise refuse("the head has no classifier (a dense layer)")
+    classifier = network.classifier
+    if not isinstance(classifier, ir.Dense):
+        raise refuse(
+            f"{classifier.name}: the classifier must be a dense layer, found a "
+            f"{classifier.kind!r} layer"
+        )
+    for node in network.head:
+        if isinstance(node, ir.Dense) and node.conv != classifier.conv:
+            raise refuse(
+                f"{node.name}: dense layers both as 1x1 convolutions and not are "
+                "not supported"
+            )
+    maps = {"conv", "pool", "norm_act", "se"}
+    for where, sequence in (("stem", network.stem), ("head", network.head)):
+        pooled = False
+        for node in sequence:
+            if node.kind == "global_pool":
+                pooled = True
+            if (node.kind in maps and pooled) or (node.kind == "dense" and not pooled):
+                state = "after" if pooled else "before"
+                raise refuse(
+                    f"{where} layer {node.name}: a {node.kind!r} layer {state} the "
+                    "global pool is not supported"
+                )
+        if pooled != (where == "head"):
+            raise refuse(
+                "global pooling in the stem is not supported"
+                if pooled
+                else "the head needs a global pool before its dense layers"
+            )
+    pool = next(i for i, node in enumerate(network.head) if node.kind == "global_pool")
+    before = network.head[: network.head.index(classifier)]
+    dropouts = [node for node in before if isinstance(node, ir.Dropout)]
+    return Head(classifier, dropouts[-1] if dropouts else None, pool)
 
 
 @dataclass(frozen=True)
@@ -191,7 +263,13 @@ class Paddings:
         return len(self.used) > 1
 
 
-def paddings(network: ir.Network, backend: str) -> Paddings:
+def paddings(
+    network: ir.Network, backend: str, from_graph: Iterable[str] = ()
+) -> Paddings:
+    """The network's padding rules. Convolutions in blocks of the kinds
+    `from_graph` (written from their graphs by a backend that states each
+    one's rule where it differs) may have a rule of their own; in other
+    blocks, a strided one must have the default."""
     # Only strided convolutions with a kernel above 1 pad differently.
     counts = Counter(
         node.padding
@@ -203,7 +281,10 @@ def paddings(network: ir.Network, backend: str) -> Paddings:
     default = counts.most_common(1)[0][0] if counts else None
     # Block templates emit their convolutions with the module's rule: only
     # stem and head layers may name another.
+    own = set(from_graph)
     for block in network.blocks:
+        if block.kind in own:
+            continue
         for layer in block.layers():
             strided = (
                 isinstance(layer, ir.Conv) and layer.stride > 1 and layer.kernel > 1

@@ -11,7 +11,8 @@ arguments; backends only lay out the code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import keyword
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,10 @@ SETTINGS: dict[str, tuple[str, ...]] = {
 }
 # The block-level numbers an argument is named after when it equals them.
 BLOCK_ARGUMENTS = ("in_channels", "out_channels", "stride")
+# Settings that are widths: one argument may carry several (a conv's output
+# and the next one's input); other settings share arguments of their own
+# kind only, so no kernel is ever written as a stride that equals it.
+WIDTHS = ("in_channels", "out_channels", "channels", "squeeze_channels", "groups")
 
 
 @dataclass(frozen=True)
@@ -172,16 +177,19 @@ def _structure(kind: str, name: str, members: list[ir.Block]) -> Structure:
         for key, value in _settings(node.layer).items():
             if not _number(value):
                 continue
-            vector = tuple(structure.value(node.name, key, b) for b in members)
-            if len(members) > 1 and len(set(vector)) == 1:
+            numbers = tuple(structure.value(node.name, key, b) for b in members)
+            vector = (_category(key), numbers)
+            if len(members) > 1 and len(set(numbers)) == 1:
                 continue  # the same in every block: a literal in the class
             widths = (block_vectors["in_channels"], block_vectors["out_channels"])
             if len(members) == 1 and not (
-                key in ("in_channels", "out_channels", "channels") and vector in widths
+                key in ("in_channels", "out_channels", "channels") and numbers in widths
             ):
                 continue  # one block: literals but for its widths in and out
             if vector not in vectors:
-                named = [k for k, v in block_vectors.items() if v == vector]
+                named = [
+                    k for k, v in block_vectors.items() if (_category(k), v) == vector
+                ]
                 vectors[vector] = named[0] if named else _argument_name(node, key)
                 if vectors[vector] in structure.parameters:
                     vectors[vector] += f"_{len(structure.parameters)}"
@@ -190,6 +198,10 @@ def _structure(kind: str, name: str, members: list[ir.Block]) -> Structure:
     order = {name: i for i, name in enumerate(BLOCK_ARGUMENTS)}
     structure.parameters.sort(key=lambda p: order.get(p, len(order)))
     return structure
+
+
+def _category(key: str) -> str:
+    return "width" if key in WIDTHS else key
 
 
 def _argument_name(node: Node, key: str) -> str:
@@ -237,3 +249,73 @@ def _describe(layer: ir.Layer) -> str:
         "shift": "one-pixel shift",
     }
     return names[layer.kind]
+
+
+class Flow:
+    """The variables a generated body keeps a block's values in.
+
+    The main path runs from the block's output back through each node's main
+    input (a multiply's first, the deepest of an add's or concat's inputs):
+    it reads as one variable, `x` while the block's input is needed nowhere
+    else, `out` after that. Values read by more than one node, and the nodes
+    off the main path, are named after their node, unless that name is
+    `taken` (the module's names, Python's builtins) or a keyword: then
+    `{node}_out`.
+    """
+
+    def __init__(self, nodes: list[Node], taken: Collection[str] = ()):
+        self.taken = taken
+        self.readers: dict[str, list[int]] = {ir.BLOCK_INPUT: []}
+        depth = {ir.BLOCK_INPUT: 0}
+        for i, node in enumerate(nodes):
+            self.readers[node.name] = []
+            for name in node.inputs:
+                self.readers[name].append(i)
+            depth[node.name] = 1 + max(depth[name] for name in node.inputs)
+
+        def main_input(node: Node) -> str:
+            if isinstance(node.layer, ir.Add | ir.Concat):
+                return max(node.inputs, key=depth.__getitem__)  # the first deepest
+            return node.inputs[0]
+
+        by_name = {node.name: node for node in nodes}
+        main, name = {}, nodes[-1].name
+        while name != ir.BLOCK_INPUT:
+            main[name] = main_input(by_name[name])
+            name = main[name]
+        self.variable = {ir.BLOCK_INPUT: "x"}
+        holds = {"x": ir.BLOCK_INPUT}  # variable -> the value it holds now
+
+        def free(variable: str, i: int) -> bool:
+            # Nothing held, or nothing held that a node after i still reads.
+            held = holds.get(variable)
+            return held is None or max(self.readers[held], default=-1) <= i
+
+        for i, node in enumerate(nodes):
+            name, once = node.name, len(self.readers[node.name]) <= 1
+            before = main.get(name)
+            if before is not None and once and self.readers[before] == [i]:
+                chosen = self.variable[before]
+                if chosen not in ("x", "out"):
+                    chosen = "out" if free("out", i) else self._name(name, i, free)
+            elif before is not None and once and free("out", i):
+                chosen = "out"
+            else:
+                chosen = self._name(name, i, free)
+            self.variable[name] = chosen
+            holds[chosen] = name
+
+    def shared(self, name: str) -> bool:
+        """Whether a value is read more than once, or is the block's input
+        (which the caller may hold)."""
+        return name == ir.BLOCK_INPUT or len(self.readers[name]) > 1
+
+    def _name(self, node: str, i: int, free) -> str:
+        """A node's own variable: its name, unless that shadows a name the
+        module or Python defines, or a value still needed."""
+        taken = node in self.taken or keyword.iskeyword(node)
+        name = f"{node}_out" if taken else node
+        chosen, n = name, 2
+        while chosen in ("x", "out") or not free(chosen, i):
+            chosen, n = f"{name}_{n}", n + 1
+        return chosen

@@ -155,10 +155,13 @@ def build_dense(row: DenseRow, at: BlockContext) -> DenseLayer:
 
 def build_transition(row: TransitionRow, at: BlockContext) -> Transition:
     # The 2x2 average pool rounds the size down (PyTorch's and Keras's default).
+    # Every transition pools with stride 2, the blocks of a row after its
+    # first too (the expander gives those stride 1): the graph and both
+    # backends' templates say so.
     return Transition(
         **_settings(at),
-        stride=at.stride,
-        out_size=ir.pool_out_size(at.in_size, at.stride, at.stride, 0, False),
+        stride=row.stride,
+        out_size=ir.pool_out_size(at.in_size, row.stride, row.stride, 0, False),
     )
 
 

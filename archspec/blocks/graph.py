@@ -621,6 +621,28 @@ def _node(
             if kernel > 0 and stride > 0
             else first.size
         )
+        # What PyTorch's pooling requires (Keras would pool anything).
+        if kernel > 0 and pad > 0 and 2 * pad > kernel:
+            diagnostics.items.append(
+                where.error(
+                    f"{at.name}: expected padding at most half the "
+                    f"kernel ({kernel // 2}), found {pad}",
+                    "graph",
+                    name,
+                    "pad",
+                )
+            )
+            return None
+        if out < 1:
+            diagnostics.items.append(
+                where.error(
+                    f"{at.name}: a {kernel}x{kernel} pool padded by {pad} does not "
+                    f"fit its {first.size}x{first.size} input",
+                    "graph",
+                    name,
+                )
+            )
+            return None
         return _made(
             ir.Pool,
             dict(
@@ -631,7 +653,7 @@ def _node(
                 pad=pad,
                 channels=first.channels,
                 in_size=first.size,
-                out_size=max(out, 1),
+                out_size=out,
                 **extra,
             ),
             name,

@@ -26,10 +26,17 @@ template sees `blocks` (the network's blocks of that kind), `network` and
 the layer helpers it calls ("conv", "se", "drop_path", ...). A block kind
 outside archspec brings its template in its own folder
 (`BlockKind.templates["keras"]`), searched before the built-in one.
+
+A kind with no template (a kind written in a spec), or every kind with
+`emit(network, generic=True)`, is written from its graph by `generic.py`
+and `templates/generic.py.j2`, which has the same two macros: one helper per
+block structure. docs/backends.md ("Template contract") states the macros
+of both backends.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -44,6 +51,7 @@ from archspec.render import (
     bare_convs,
     environment,
     features,
+    head,
     nodes,
     paddings,
     uniform,
@@ -51,7 +59,7 @@ from archspec.render import (
 from archspec.structure import structures
 from archspec.weights import keras_name
 
-from .generic import GenericKind, excludes_padding
+from .generic import Writer, excludes_padding, helper_names
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -70,6 +78,15 @@ GATES = {"sigmoid": "sigmoid", "hardsigmoid": "hard_sigmoid"}
 # Activations whose output is never negative: zero padding before a max pool
 # then equals PyTorch's -inf padding.
 NON_NEGATIVE = ("relu", "relu6")
+# The module's own functions (layers.py.j2's helpers, feature_model), its
+# import and the builder's arguments and variables, which no helper of a
+# block structure may be named.
+MODULE_NAMES = (
+    *("pad", "conv_bn_act", "norm_act", "pool", "squeeze_excitation", "drop_path"),
+    *("feature_model", "keras", "include_top", "weights", "input_shape"),
+    *("pooling", "classes", "classifier_activation", "drop_rate"),
+    *("drop_path_rate", "inputs", "x", "model"),
+)
 # Helper macros of layers.py.j2, in the order they are written, and the layer
 # kind (or block templates' `uses` entry) that needs each.
 HELPERS = {
@@ -128,21 +145,15 @@ class KerasBackend:
         from_graph = {kind for kind, found in templates.items() if found is None}
         groups = structures(network.blocks, from_graph)
         norm = uniform(network, "norm", self.name)
-        acts = activations(network, self.name)
+        acts = activations(network, self.name, ACTIVATIONS)
         activation, se_activation = acts.default, acts.se
-        pads = paddings(network, self.name)
+        pads = paddings(network, self.name, from_graph)
         # A stem or head convolution without norm (ResNetV2's stem) may have a
         # bias of its own; the builder passes it.
         # So may the convolutions without norm of blocks written from their
         # graphs: their calls pass it.
         bare = bare_convs(network, from_graph)
         conv_bias = uniform(network, "bias", self.name, among=(ir.Conv,), besides=bare)
-        for value in (*acts.used, se_activation):
-            if value is not None and value not in ACTIVATIONS:
-                raise SpecError(
-                    f"keras backend: activation {value!r} is not supported "
-                    f"(supported: {', '.join(ACTIVATIONS)})"
-                )
         everything = nodes(network)
         for node in everything:
             if isinstance(node, ir.SqueezeExcite) and node.gate not in GATES:
@@ -150,37 +161,48 @@ class KerasBackend:
                     f"keras backend: squeeze-excitation gate {node.gate!r} is not "
                     f"supported (supported: {', '.join(GATES)})"
                 )
-        roles = _check_layers(network)
+        top = head(network, self.name)
+        # The classifier and the dropout before it take the builder's arguments.
+        roles = {top.classifier.name: "classifier"}
+        if top.dropout is not None:
+            roles[top.dropout.name] = "dropout"
         excluded = _padding_excluded(network)
         pools = [node for node in everything if isinstance(node, ir.Pool)]
-        pool = next(
-            i for i, node in enumerate(network.head) if node.kind == "global_pool"
-        )
+        pool = top.pool
 
         drop_rate = _drop_rates(network)
+        # Each kind's template module, in the order the kinds first appear:
+        # its own template, or generic.py.j2 with its blocks' structures.
         kinds = {}
-        for block in network.blocks:
-            if block.kind in kinds:
-                continue
-            if block.kind in from_graph:
-                kinds[block.kind] = GenericKind(
-                    groups[block.kind],
-                    drop_rate,
-                    activation,
-                    bool(conv_bias),
-                    ACTIVATIONS,
-                )
-            else:
-                of_kind = [b for b in network.blocks if b.kind == block.kind]
-                kinds[block.kind] = templates[block.kind].make_module(
+        for kind, template in templates.items():
+            if template is not None:
+                kinds[kind] = template.make_module(
                     vars={
-                        "blocks": of_kind,
+                        "blocks": [b for b in network.blocks if b.kind == kind],
                         "network": network,
                         "drop_rate": drop_rate,
                         "activation": acts.default,
                         "per_layer": acts.per_layer,
                     }
                 )
+        definitions = {kind: module.definitions() for kind, module in kinds.items()}
+        # Generic helpers take names no other function of the module has.
+        taken = {*MODULE_NAMES, network.module} | {
+            name
+            for text in definitions.values()
+            for name in re.findall(r"^def (\w+)\(", text, re.M)
+        }
+        names = helper_names(groups, taken)
+        writer = Writer(
+            drop_rate, activation, bool(conv_bias), ACTIVATIONS, pads.default
+        )
+        generic_template = self.env.get_template("generic.py.j2")
+        for kind in groups:  # the kinds written from their graphs
+            kinds[kind] = generic_template.make_module(
+                vars=writer.kind(groups[kind], names[kind])
+            )
+            definitions[kind] = kinds[kind].definitions()
+        kinds = {kind: kinds[kind] for kind in templates}
 
         convs = [node for node in everything if isinstance(node, ir.Conv)]
         used = {node.kind for node in everything} | {
@@ -195,10 +217,12 @@ class KerasBackend:
             "grouped": any(c.groups > 1 and not c.depthwise for c in convs),
             # PADDING may be switched to "symmetric" in a generated module.
             "paddings": ("symmetric", *pads.used),
-            # Stem or head convolutions that name a padding other than PADDING.
+            # Convolutions that name a padding other than PADDING (stem, head,
+            # blocks written from their graphs).
             "per_layer_padding": pads.per_layer,
             "optional_norm": any(c.norm is None for c in convs),
-            # Stem or head convolutions whose bias is not CONV_BIAS.
+            # Convolutions without norm whose bias is not CONV_BIAS (stem,
+            # head, blocks written from their graphs).
             "per_layer_bias": any(c.bias != bool(conv_bias) for c in bare),
             # Pools whose padding takes no part (PyTorch's -inf max pooling on
             # a map that can be negative; averages that do not count it).
@@ -229,7 +253,7 @@ class KerasBackend:
             for macro, needed_by in HELPERS.items()
             if needed_by in used
         ]
-        helpers += [kind.definitions() for kind in kinds.values()]
+        helpers += [definitions[kind] for kind in kinds]
 
         source = self.env.get_template("module.py.j2").render(
             network=network,
@@ -267,51 +291,6 @@ def _drop_rates(network: ir.Network) -> Callable[[ir.Block], Code]:
         return Code(f"drop_path_rate * {index[block.name]} / {n}")
 
     return drop_rate
-
-
-def _check_layers(network: ir.Network) -> dict[str, str]:
-    """What the builder can emit for the stem and head: feature maps until a
-    global pool, then vectors for dropout and dense layers, and a dense
-    classifier. Returns the roles of the classifier and the dropout before it
-    (they take the builder's arguments)."""
-    if not any(isinstance(node, ir.Dense | ir.Conv) for node in network.head):
-        raise SpecError("keras backend: the head has no classifier (a dense layer)")
-    classifier = network.classifier
-    if not isinstance(classifier, ir.Dense):
-        raise SpecError(
-            f"keras backend: {classifier.name}: the classifier must be a dense "
-            f"layer, found a {classifier.kind!r} layer"
-        )
-    for node in network.head:
-        if isinstance(node, ir.Dense) and node.conv != classifier.conv:
-            raise SpecError(
-                f"keras backend: {node.name}: dense layers both as 1x1 "
-                "convolutions and not are not supported"
-            )
-    maps = {"conv", "pool", "norm_act", "se"}
-    for where, sequence in (("stem", network.stem), ("head", network.head)):
-        pooled = False
-        for node in sequence:
-            if node.kind == "global_pool":
-                pooled = True
-            if (node.kind in maps and pooled) or (node.kind == "dense" and not pooled):
-                state = "after" if pooled else "before"
-                raise SpecError(
-                    f"keras backend: {where} layer {node.name}: a {node.kind!r} "
-                    f"layer {state} the global pool is not supported"
-                )
-        if pooled != (where == "head"):
-            raise SpecError(
-                "keras backend: global pooling in the stem is not supported"
-                if pooled
-                else "keras backend: the head needs a global pool before its dense layers"
-            )
-    roles = {classifier.name: "classifier"}
-    before = network.head[: network.head.index(classifier)]
-    dropouts = [node for node in before if isinstance(node, ir.Dropout)]
-    if dropouts:
-        roles[dropouts[-1].name] = "dropout"
-    return roles
 
 
 def _padding_excluded(network: ir.Network) -> set[str]:

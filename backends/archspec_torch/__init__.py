@@ -9,7 +9,11 @@ Templates: `module.py.j2` (the file), `layers.py.j2` (helpers every kind
 uses), `nodes.py.j2` (stem and head layers), `model.py.j2` (the model class)
 and one `blocks/{kind}.py.j2` per block kind with the macros `definition()`,
 `construct(block, indent)` and `describe(stage)`. A block kind from a plugin
-brings its own folder (`BlockKind.templates["torch"]`), searched first.
+brings its own folder (`BlockKind.templates["torch"]`), searched first. A
+kind without a template (a kind written in a spec; every kind with
+`emit(network, generic=True)`) is written from its graph: `generic.py` works
+out one class per block structure, `templates/generic.py.j2` has the same
+macros.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from archspec.render import (
     bare_convs,
     environment,
     features,
+    head,
     literal,
     nodes,
     paddings,
@@ -33,7 +38,7 @@ from archspec.render import (
 )
 from archspec.structure import structures
 
-from .generic import Writer
+from .generic import Writer, describe_stage
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -102,26 +107,22 @@ class TorchBackend:
         kinds = sorted({block.kind for block in network.blocks})
         env = self._environment(kinds)
         from_graph = {k for k in kinds if generic or not self._templated(env, k)}
-        acts = activations(network, self.name)
-        for value in (*acts.used, acts.se):
-            if value is not None and value not in ACTIVATIONS:
-                raise SpecError(f"activation {value!r} has no PyTorch equivalent here")
+        acts = activations(network, self.name, ACTIVATIONS)
+        top = head(network, self.name)
         _check_supported(network)
-        pads = paddings(network, self.name)
+        # Convolutions in blocks written from their graphs state their own
+        # rule where it is not PADDING.
+        pads = paddings(network, self.name, from_graph)
         stochastic_depth = any(
             type(b).stochastic_depth or b.drops_path for b in network.blocks
         )
-        classifier = network.classifier
+        classifier = top.classifier
         init_args = [f"num_classes: int = {classifier.out_features}"]
         # The dropout right before the classifier takes the `drop_rate` argument.
-        before = network.head[: network.head.index(classifier)]
-        dropouts = [layer for layer in before if isinstance(layer, ir.Dropout)]
-        if dropouts:
+        if top.dropout is not None:
             init_args.append(f"drop_rate: float = {network.dropout!r}")
         # forward_features() ends at the global pool; forward_head() starts there.
-        pool = next(
-            i for i, layer in enumerate(network.head) if layer.kind == "global_pool"
-        )
+        pool = top.pool
         if stochastic_depth:
             init_args.append(f"drop_path_rate: float = {network.drop_path!r}")
         conv_bias = bool(
@@ -134,7 +135,7 @@ class TorchBackend:
             )
         )
         groups = structures(network.blocks, from_graph)
-        writer = Writer(acts.default, acts.per_layer, conv_bias)
+        writer = Writer(acts.default, acts.per_layer, conv_bias, pads)
         classes = {
             kind: [writer.write(s) for s in found] for kind, found in groups.items()
         }
@@ -144,9 +145,19 @@ class TorchBackend:
             for s in found
             for block in s.blocks
         }
+        class_of = {block: name for block, (name, _) in structure_of.items()}
+        stage_text = {
+            stage.name: describe_stage(stage, i, class_of, stage.blocks[0].kind)
+            for i, stage in enumerate(network.stages, 1)
+            if stage.blocks[0].kind in from_graph
+        }
         source = env.get_template("module.py.j2").render(
             generic=classes,
             structure_of=structure_of,
+            stage_text=stage_text,
+            # A squeeze-excitation that must not gate its input in place.
+            se_copies=any(c.se_copies for found in classes.values() for c in found),
+            padded_conv=writer.padded_conv,
             net=network,
             about=Provenance.of(network),
             kinds=kinds,
@@ -162,7 +173,7 @@ class TorchBackend:
             per_layer=acts.per_layer,
             used_activations=acts.used,
             classifier=classifier,
-            head_dropout=dropouts[-1] if dropouts else None,
+            head_dropout=top.dropout,
             feature_head=network.head[:pool],
             pooled_head=network.head[pool:-1],
             features=features(network),
@@ -186,7 +197,8 @@ def _arguments(values: list[tuple[str, int]]) -> list[str]:
 
 
 def _check_supported(network: ir.Network) -> None:
-    """What this backend cannot emit yet is a clear error, never wrong code."""
+    """What this backend cannot emit yet is a clear error, never wrong code
+    (archspec.render checks what every backend needs of the head)."""
 
     def refuse(what: str) -> None:
         raise SpecError(f"torch backend: {what} is not supported yet")
@@ -208,12 +220,6 @@ def _check_supported(network: ir.Network) -> None:
                     f"a strided stem or head convolution without batch norm that "
                     f"pads {layer.padding!r} ({layer.name}; symmetric is)"
                 )
-        if isinstance(layer, ir.Dense) and layer.conv != network.classifier.conv:
-            refuse(f"dense layers both as 1x1 convolutions and not ({layer.name})")
-    if not isinstance(network.head[-1], ir.Dense):
-        refuse("a head that does not end in a dense classifier")
-    if not any(layer.kind == "global_pool" for layer in network.head):
-        refuse("a head without a global pool")
     if len({b.stride_on for b in network.blocks if b.kind == "bottleneck"}) > 1:
         refuse("bottlenecks striding on different convolutions in one network")
 

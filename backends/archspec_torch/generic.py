@@ -2,19 +2,24 @@
 
 One class per block structure (archspec.structure): one attribute per layer
 node, named as the node (so parameter names are the IR's weight paths), and
-a `forward` that follows the graph, each value named after its node. Nodes
-without weights are expressions in `forward`. The template
-(templates/generic.py.j2) lays the classes out; this module works out what
-each line says.
+a `forward` that follows the graph. The block's main path reads as a chain
+of one variable (`x`, or `out` where the input is needed again, as
+torchvision writes it); branches and values read twice are named after
+their nodes (`shortcut`, `preact`). Nodes without weights are expressions in
+`forward`. The template (templates/generic.py.j2) lays the classes out; this
+module works out what each line says.
 """
 
 from __future__ import annotations
 
+import keyword
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from archspec import ir
 from archspec.errors import SpecError
-from archspec.render import Code, call, literal
+from archspec.render import LINE_LENGTH, Code, Paddings, call, literal
 from archspec.structure import Node, Structure, describe_nodes
 
 # Activations applied on their own (`act` nodes, convolutions without norm).
@@ -30,7 +35,8 @@ FUNCTIONAL = {
 @dataclass(frozen=True)
 class Class:
     """One generated class: its name, docstring, __init__ and forward, the
-    last three as indented source."""
+    last three as indented source. `se_copies`: whether a squeeze-excitation
+    in it must not gate its input in place (the input is read again)."""
 
     name: str
     title: str
@@ -38,17 +44,28 @@ class Class:
     signature: str
     init: str
     forward: str
+    se_copies: bool = False
 
 
 class Writer:
     """Writes a structure's class with the module's conventions: its default
-    activation and padding (ConvBNAct's), whether it names activations per
-    layer."""
+    activation (ConvBNAct's and NormAct's), convolution bias and padding
+    rule (PADDING; convolutions may name another where `paddings` has
+    several)."""
 
-    def __init__(self, activation: str | None, per_layer: bool, conv_bias: bool):
+    def __init__(
+        self,
+        activation: str | None,
+        per_layer: bool,
+        conv_bias: bool,
+        paddings: Paddings | None = None,
+    ):
         self.activation = activation
         self.per_layer = per_layer
         self.conv_bias = conv_bias
+        self.paddings = paddings or Paddings("symmetric", ("symmetric",))
+        # Whether a class uses PaddedConv2d (the module then defines it).
+        self.padded_conv = False
 
     def write(self, structure: Structure) -> Class:
         params = [f"{p}: int" for p in structure.parameters]
@@ -58,172 +75,303 @@ class Writer:
         init = [_PAD + "super().__init__()"]
         if structure.drops_path:
             init.append(_PAD + "self.drop_path = 0.0  # set by the model")
-        forward = []
+        flow = Flow(structure.nodes)
+        forward: list[str] = []
+        se_copies = False
         for i, node in enumerate(structure.nodes):
-            made = self._init(structure, node)
+            copy = isinstance(node.layer, ir.SqueezeExcite) and flow.shared(
+                node.inputs[0]
+            )
+            se_copies |= copy
+            made = self._init(structure, node, copy)
             if made:
                 init.append(made)
-            last = i == len(structure.nodes) - 1
-            forward += [_PAD + line for line in self._forward(structure, node, last)]
-        title = f"A {structure.kind} block, written from its graph:"
+            forward += self._forward(node, flow, last=i == len(structure.nodes) - 1)
+        article = "An" if structure.kind[:1] in "aeiou" else "A"
         return Class(
             structure.name,
-            title,
+            f"{article} {structure.kind} block, written from its graph:",
             "\n".join(describe_nodes(structure)),
             signature,
             "\n".join(init),
             "\n".join(forward),
+            se_copies,
         )
 
-    def arg(self, structure: Structure, node: str, key: str) -> str:
+    def arg(self, structure: Structure, node: str, key: str) -> Code:
+        """A setting as source: the constructor argument that carries it, or
+        the literal every block of the structure shares."""
         is_argument, value = structure.literal_or_argument(node, key)
-        return value if is_argument else literal(value)
+        return Code(value if is_argument else literal(value))
 
-    def _init(self, s: Structure, node: Node) -> str | None:
+    def _groups(self, s: Structure, node: str) -> Code:
+        # Depthwise: as many groups as input channels, said so.
+        if s.value(node, "groups") != 1 and all(
+            s.value(node, "groups", b) == s.value(node, "in_channels", b)
+            for b in s.blocks
+        ):
+            return self.arg(s, node, "in_channels")
+        return self.arg(s, node, "groups")
+
+    def _init(self, s: Structure, node: Node, se_copies: bool) -> str | None:
         layer, name = node.layer, node.name
         this = f"self.{name} = "
-        a = lambda key: Code(self.arg(s, name, key))  # noqa: E731
-        if isinstance(layer, ir.Conv) and layer.norm is not None:
+        holds_module = isinstance(
+            layer, ir.Conv | ir.NormAct | ir.Pool | ir.SqueezeExcite
+        )
+        if holds_module and (keyword.iskeyword(name) or name in MODULE_ATTRIBUTES):
+            raise SpecError(
+                f"torch backend: {s.kind} blocks: the node {name!r} holds weights "
+                f"or a layer, so it is an attribute of its PyTorch module, and "
+                f"{name!r} is "
+                + ("a Python keyword" if keyword.iskeyword(name) else "nn.Module's")
+                + ": rename the node"
+            )
+        if isinstance(layer, ir.Conv):
+            return self._conv(s, name, layer, this)
+        if isinstance(layer, ir.NormAct):
             kw = {}
-            if s.value(name, "stride") != 1 or ("conv", "stride") in s.arguments:
-                pass
-            positional = [a("in_channels"), a("out_channels"), a("kernel")]
-            stride = a("stride")
-            if stride != "1":
-                positional.append(stride)
-            if a("groups") != "1":
-                kw["groups"] = a("groups")
             if layer.activation != self.activation:
                 kw["activation"] = layer.activation or False
+            channels = self.arg(s, name, "channels")
+            return call("NormAct", channels, indent=8, prefix=this, **kw)
+        if isinstance(layer, ir.Pool):
+            return self._pool(s, name, layer, this)
+        if isinstance(layer, ir.SqueezeExcite):
+            kw = {"inplace": False} if se_copies else {}
+            return call(
+                "SqueezeExcitation",
+                self.arg(s, name, "channels"),
+                self.arg(s, name, "squeeze_channels"),
+                indent=8,
+                prefix=this,
+                **kw,
+            )
+        return None  # computed in forward()
+
+    def _conv(self, s: Structure, name: str, layer: ir.Conv, this: str) -> str:
+        kernel, stride = self.arg(s, name, "kernel"), self.arg(s, name, "stride")
+        groups = self._groups(s, name)
+        widths = (self.arg(s, name, "in_channels"), self.arg(s, name, "out_channels"))
+        kw: dict[str, object] = {}
+        # Strided in some block of the structure: its padding rule tells
+        # (a stride-1 convolution pads kernel // 2 by every rule).
+        strided = any(
+            s.value(name, "stride", b) > 1 and s.value(name, "kernel", b) > 1
+            for b in s.blocks
+        )
+        rule = layer.padding if strided else None
+        if layer.norm is not None:
             if layer.bias != self.conv_bias:
                 raise SpecError(
                     f"torch backend: {name}: a convolution with batch norm and "
                     f"bias={layer.bias} where the others have {self.conv_bias}"
                 )
-            return call("ConvBNAct", *positional, indent=8, prefix=this, **kw)
-        if isinstance(layer, ir.Conv):
-            if layer.stride > 1 and layer.kernel > 1 and layer.padding != "symmetric":
-                raise SpecError(
-                    f"torch backend: {name}: a strided convolution without batch "
-                    f"norm pads {layer.padding!r}; only 'symmetric' is supported"
-                )
-            kw = {}
-            if a("stride") != "1":
-                kw["stride"] = a("stride")
-            kernel = a("kernel")
-            if kernel != "1":
-                kw["padding"] = Code(
-                    f"{kernel} // 2" if not kernel.isdigit() else str(int(kernel) // 2)
-                )
-            if a("groups") != "1":
-                kw["groups"] = a("groups")
-            kw["bias"] = layer.bias
-            return call(
-                "nn.Conv2d",
-                a("in_channels"),
-                a("out_channels"),
-                kernel,
-                indent=8,
-                prefix=this,
-                **kw,
-            )
-        if isinstance(layer, ir.NormAct):
-            kw = {}
+            positional = [*widths, kernel] + ([stride] if stride != "1" else [])
+            if groups != "1":
+                kw["groups"] = groups
             if layer.activation != self.activation:
                 kw["activation"] = layer.activation or False
-            return call("NormAct", a("channels"), indent=8, prefix=this, **kw)
-        if isinstance(layer, ir.Pool):
-            return self._pool(s, name, layer, this)
-        if isinstance(layer, ir.SqueezeExcite):
-            return call(
-                "SqueezeExcitation",
-                a("channels"),
-                a("squeeze_channels"),
-                indent=8,
-                prefix=this,
+            if rule not in (None, self.paddings.default):
+                kw["padding"] = rule
+            return call("ConvBNAct", *positional, indent=8, prefix=this, **kw)
+        if stride != "1":
+            kw["stride"] = stride
+        if rule not in (None, "symmetric"):
+            # Alone, padded as ConvBNAct pads: PaddedConv2d.
+            self.padded_conv = True
+            if groups != "1":
+                kw["groups"] = groups
+            kw["bias"] = layer.bias
+            if rule != self.paddings.default:
+                kw["padding"] = rule
+            return call("PaddedConv2d", *widths, kernel, indent=8, prefix=this, **kw)
+        # Alone, kernel_size // 2 on every side: nn.Conv2d.
+        if kernel != "1":
+            kw["padding"] = Code(
+                str(int(kernel) // 2) if kernel.isdigit() else f"{kernel} // 2"
             )
-        return None
-
-    def _forward(self, s: Structure, node: Node, last: bool) -> list[str]:
-        layer, name = node.layer, node.name
-        args = [_var(i) for i in node.inputs]
-        x = args[0]
-        value: str
-        if isinstance(layer, ir.Conv) and layer.norm is None and layer.activation:
-            value = f"{FUNCTIONAL[layer.activation]}(self.{name}({x}))"
-        elif isinstance(layer, ir.Conv | ir.NormAct | ir.SqueezeExcite | ir.Pool):
-            value = f"self.{name}({x})"
-        elif isinstance(layer, ir.Act):
-            value = f"{FUNCTIONAL[layer.activation]}({x})"
-        elif isinstance(layer, ir.Add):
-            value = " + ".join(args)
-        elif isinstance(layer, ir.Multiply):
-            value = f"{args[0]} * {args[1]}"
-        elif isinstance(layer, ir.Concat):
-            value = f"torch.cat(({', '.join(args)}), 1)"
-        elif isinstance(layer, ir.DropPath):
-            value = f"drop_path({x}, self.drop_path, self.training)"
-        elif isinstance(layer, ir.Identity):
-            value = x
-        elif isinstance(layer, ir.Pad):
-            top, bottom, left, right = layer.pad
-            value = f"F.pad({x}, ({left}, {right}, {top}, {bottom}))"
-        elif isinstance(layer, ir.Shift):
-            # One pixel up and left, a zero row and column after:
-            # ZeroPadding2D(((0, 1), (0, 1))) then Cropping2D(((1, 0), (1, 0))).
-            value = f"F.pad({x}[:, :, 1:, 1:], (0, 1, 0, 1))"
-        else:  # check_graph lets no other kind into a block
-            raise SpecError(f"torch backend: a {layer.kind!r} node in a block")
-        target = "return" if last else f"{_var(name)} ="
-        line = f"{target} {value}"
-        return [line] if len(line) <= 80 else [f"{target} (", f"    {value}", ")"]
+        if groups != "1":
+            kw["groups"] = groups
+        kw["bias"] = layer.bias
+        return call("nn.Conv2d", *widths, kernel, indent=8, prefix=this, **kw)
 
     def _pool(self, s: Structure, name: str, layer: ir.Pool, this: str) -> str:
         kernel, stride, pad = (
-            Code(self.arg(s, name, k)) for k in ("kernel", "stride", "pad")
+            self.arg(s, name, k) for k in ("kernel", "stride", "pad")
         )
-        kw = {}
-        if layer.ceil_mode:
-            kw["ceil_mode"] = True
+        kw: dict[str, object] = {"stride": stride}
         if layer.op == "max" and layer.fill == "zero" and layer.pad:
             # Zeros around the map, which win over negative values (Keras's
-            # ZeroPadding2D before MaxPooling2D).
+            # ZeroPadding2D before MaxPooling2D), not nn.MaxPool2d's -inf.
             padded = call("nn.ZeroPad2d", pad)
-            pool = call("nn.MaxPool2d", kernel, stride=stride, **kw)
+            pool = call("nn.MaxPool2d", kernel, **kw)
             return call("nn.Sequential", padded, pool, indent=8, prefix=this)
-        if layer.op == "max":
-            return call(
-                "nn.MaxPool2d",
-                kernel,
-                stride=stride,
-                padding=pad,
-                indent=8,
-                prefix=this,
-                **kw,
-            )
-        if not layer.count_pad:
+        if pad != "0":
+            kw["padding"] = pad
+        if layer.ceil_mode:
+            kw["ceil_mode"] = True
+        if layer.op == "avg" and not layer.count_pad and pad != "0":
             kw["count_include_pad"] = False
-        return call(
-            "nn.AvgPool2d",
-            kernel,
-            stride=stride,
-            padding=pad,
-            indent=8,
-            prefix=this,
-            **kw,
-        )
+        module = "nn.MaxPool2d" if layer.op == "max" else "nn.AvgPool2d"
+        return call(module, kernel, indent=8, prefix=this, **kw)
+
+    def _forward(self, node: Node, flow: Flow, last: bool) -> list[str]:
+        """The node's statement in forward(), indented."""
+        layer, name = node.layer, node.name
+        args = [flow.variable[i] for i in node.inputs]
+        x = args[0]
+        target = flow.variable[name]
+        if isinstance(layer, ir.Identity) and target == x and not last:
+            return []  # the same value, under the same name
+        prefix = "return " if last else f"{target} = "
+        func, func_args = None, [x]
+        if isinstance(layer, ir.Conv) and layer.norm is None and layer.activation:
+            func, func_args = FUNCTIONAL[layer.activation], [f"self.{name}({x})"]
+        elif isinstance(layer, ir.Conv | ir.NormAct | ir.SqueezeExcite | ir.Pool):
+            func = f"self.{name}"
+        elif isinstance(layer, ir.Act):
+            func = FUNCTIONAL[layer.activation]
+        elif isinstance(layer, ir.Concat):
+            func, func_args = "torch.cat", [f"({', '.join(args)})", "1"]
+        elif isinstance(layer, ir.DropPath):
+            func, func_args = "drop_path", [x, "self.drop_path", "self.training"]
+        elif isinstance(layer, ir.Pad):
+            top, bottom, left, right = layer.pad
+            func, func_args = "F.pad", [x, literal((left, right, top, bottom))]
+        elif isinstance(layer, ir.Shift):
+            # One pixel up and left, a zero row and column after:
+            # ZeroPadding2D(((0, 1), (0, 1))) then Cropping2D(((1, 0), (1, 0))).
+            func, func_args = "F.pad", [f"{x}[:, :, 1:, 1:]", "(0, 1, 0, 1)"]
+        elif not isinstance(layer, ir.Add | ir.Multiply | ir.Identity):
+            # check_graph lets no other kind into a block
+            raise SpecError(f"torch backend: a {layer.kind!r} node in a block")
+        if func is not None:
+            return call(func, *func_args, indent=8, prefix=prefix).splitlines()
+        value = " * ".join(args) if isinstance(layer, ir.Multiply) else " + ".join(args)
+        line = f"{_PAD}{prefix}{value}"
+        if len(line) <= LINE_LENGTH:
+            return [line]
+        return [f"{_PAD}{prefix}(", f"{_PAD}    {value}", f"{_PAD})"]
+
+
+class Flow:
+    """The variables forward() keeps a block's values in.
+
+    The main path runs from the block's output back through each node's main
+    input (a multiply's first, the deepest of an add's or concat's inputs):
+    it reads as one variable, `x` while the block's input is needed nowhere
+    else, `out` after that. Values read by more than one node, and the nodes
+    off the main path, are named after their node.
+    """
+
+    def __init__(self, nodes: list[Node]):
+        self.readers: dict[str, list[int]] = {ir.BLOCK_INPUT: []}
+        depth = {ir.BLOCK_INPUT: 0}
+        for i, node in enumerate(nodes):
+            self.readers[node.name] = []
+            for name in node.inputs:
+                self.readers[name].append(i)
+            depth[node.name] = 1 + max(depth[name] for name in node.inputs)
+
+        def main_input(node: Node) -> str:
+            if isinstance(node.layer, ir.Add | ir.Concat):
+                return max(node.inputs, key=depth.__getitem__)  # the first deepest
+            return node.inputs[0]
+
+        by_name = {node.name: node for node in nodes}
+        main, name = {}, nodes[-1].name
+        while name != ir.BLOCK_INPUT:
+            main[name] = main_input(by_name[name])
+            name = main[name]
+        self.variable = {ir.BLOCK_INPUT: "x"}
+        holds = {"x": ir.BLOCK_INPUT}  # variable -> the value it holds now
+
+        def free(variable: str, i: int) -> bool:
+            # Nothing held, or nothing held that a node after i still reads.
+            held = holds.get(variable)
+            return held is None or max(self.readers[held], default=-1) <= i
+
+        for i, node in enumerate(nodes):
+            name, once = node.name, len(self.readers[node.name]) <= 1
+            before = main.get(name)
+            if before is not None and once and self.readers[before] == [i]:
+                chosen = self.variable[before]
+                if chosen not in ("x", "out"):
+                    chosen = "out" if free("out", i) else _name(name, i, free)
+            elif before is not None and once and free("out", i):
+                chosen = "out"
+            else:
+                chosen = _name(name, i, free)
+            self.variable[name] = chosen
+            holds[chosen] = name
+
+    def shared(self, name: str) -> bool:
+        """Whether a value is read more than once, or is the block's input
+        (which the caller may hold)."""
+        return name == ir.BLOCK_INPUT or len(self.readers[name]) > 1
+
+
+def _name(node: str, i: int, free) -> str:
+    """A node's own variable: its name, unless that shadows a name the module
+    or Python defines, or a value still needed."""
+    name = f"{node}_out" if node in TAKEN or keyword.iskeyword(node) else node
+    chosen, n = name, 2
+    while chosen in ("x", "out") or not free(chosen, i):
+        chosen, n = f"{name}_{n}", n + 1
+    return chosen
+
+
+def describe_stage(
+    stage: ir.Stage, index: int, class_of: Mapping[str, str], kind: str
+) -> str:
+    """The comment over a stage in the model's constructor, after "Stage N:"
+    and before the channels: its classes in order (`BasicBlockShortcut,
+    BasicBlock x2`) and its stride, or its count of blocks where the
+    classes do not fit on the line."""
+    runs: list[list] = []
+    for block in stage.blocks:
+        name = class_of[block.name]
+        if runs and runs[-1][0] == name:
+            runs[-1][1] += 1
+        else:
+            runs.append([name, 1])
+    stride = math.prod(block.stride for block in stage.blocks)
+    if len(runs) == 1:
+        classes = f"{runs[0][0]} x{runs[0][1]}"
+    else:
+        classes = ", ".join(name + (f" x{n}" if n > 1 else "") for name, n in runs)
+    text = f"{classes}, stride {stride}"
+    channels = stage.blocks[-1].out_channels
+    line = f"{' ' * 12}# Stage {index}: {text}, {channels} channels"
+    if len(line) > LINE_LENGTH:
+        text = f"{len(stage.blocks)} {kind} blocks, stride {stride}"
+    return text
 
 
 _PAD = " " * 8
+
+# What every nn.Module has, and the rate of a block's drop path: no node that
+# is a module attribute may take these names.
+MODULE_ATTRIBUTES = {
+    *("add_module", "apply", "bfloat16", "buffers", "call_super_init"),
+    *("children", "compile", "cpu", "cuda", "double", "drop_path"),
+    *("dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer"),
+    *("get_extra_state", "get_parameter", "get_submodule", "half", "ipu"),
+    *("load_state_dict", "modules", "mtia", "named_buffers", "named_children"),
+    *("named_modules", "named_parameters", "parameters", "register_buffer"),
+    *("register_backward_hook", "register_forward_hook"),
+    *("register_forward_pre_hook", "register_full_backward_hook"),
+    *("register_full_backward_pre_hook", "register_load_state_dict_post_hook"),
+    *("register_load_state_dict_pre_hook", "register_module"),
+    *("register_parameter", "register_state_dict_post_hook"),
+    *("register_state_dict_pre_hook", "requires_grad_", "set_extra_state"),
+    *("set_submodule", "share_memory", "state_dict", "to", "to_empty", "train"),
+    *("training", "type", "xpu", "zero_grad"),
+}
 
 # Names a value in forward() must not take: the module's own and Python's.
 TAKEN = {
     *("drop_path", "torch", "nn", "F", "math", "self", "shifted_padding"),
     *("sum", "max", "min", "input", "len", "type", "id", "pow", "abs", "round"),
 }
-
-
-def _var(name: str) -> str:
-    if name == ir.BLOCK_INPUT:
-        return "x"
-    return f"{name}_out" if name in TAKEN else name

@@ -150,12 +150,12 @@ def preact_bottleneck_shortcut(
     add: sum of drop_path, shortcut
     """
     preact = norm_act(x, name=f"{name}_preact")
-    conv1 = conv_bn_act(preact, conv1_filters, 1, 1, name=f"{name}_conv1")
-    conv2 = conv_bn_act(conv1, conv1_filters, 3, strides, name=f"{name}_conv2")
-    conv3 = conv_bn_act(
-        conv2, filters, 1, 1, name=f"{name}_conv3", activation=False, norm=False
+    out = conv_bn_act(preact, conv1_filters, 1, 1, name=f"{name}_conv1")
+    out = conv_bn_act(out, conv1_filters, 3, strides, name=f"{name}_conv2")
+    out = conv_bn_act(
+        out, filters, 1, 1, name=f"{name}_conv3", activation=False, norm=False
     )
-    drop_path_out = drop_path(conv3, drop_rate, name)
+    out = drop_path(out, drop_rate, name)
     shortcut = conv_bn_act(
         preact,
         filters,
@@ -165,7 +165,7 @@ def preact_bottleneck_shortcut(
         activation=False,
         norm=False,
     )
-    return keras.layers.Add(name=f"{name}_add")([drop_path_out, shortcut])
+    return keras.layers.Add(name=f"{name}_add")([out, shortcut])
 
 
 def preact_bottleneck(x, filters: int, conv1_filters: int, drop_rate: float, name: str):
@@ -178,14 +178,14 @@ def preact_bottleneck(x, filters: int, conv1_filters: int, drop_rate: float, nam
     drop_path: drop path of conv3
     add: sum of drop_path, x
     """
-    preact = norm_act(x, name=f"{name}_preact")
-    conv1 = conv_bn_act(preact, conv1_filters, 1, 1, name=f"{name}_conv1")
-    conv2 = conv_bn_act(conv1, conv1_filters, 3, 1, name=f"{name}_conv2")
-    conv3 = conv_bn_act(
-        conv2, filters, 1, 1, name=f"{name}_conv3", activation=False, norm=False
+    out = norm_act(x, name=f"{name}_preact")
+    out = conv_bn_act(out, conv1_filters, 1, 1, name=f"{name}_conv1")
+    out = conv_bn_act(out, conv1_filters, 3, 1, name=f"{name}_conv2")
+    out = conv_bn_act(
+        out, filters, 1, 1, name=f"{name}_conv3", activation=False, norm=False
     )
-    drop_path_out = drop_path(conv3, drop_rate, name)
-    return keras.layers.Add(name=f"{name}_add")([drop_path_out, x])
+    out = drop_path(out, drop_rate, name)
+    return keras.layers.Add(name=f"{name}_add")([out, x])
 
 
 # The output of every stage group (the last stage at each reduction): the

@@ -145,13 +145,13 @@ def preact_basic(x, filters: int, drop_rate: float, name: str):
     drop_path: drop path of conv2
     add: sum of drop_path, x
     """
-    preact = norm_act(x, name=f"{name}_preact")
-    conv1 = conv_bn_act(preact, filters, 3, 1, name=f"{name}_conv1")
-    conv2 = conv_bn_act(
-        conv1, filters, 3, 1, name=f"{name}_conv2", activation=False, norm=False
+    out = norm_act(x, name=f"{name}_preact")
+    out = conv_bn_act(out, filters, 3, 1, name=f"{name}_conv1")
+    out = conv_bn_act(
+        out, filters, 3, 1, name=f"{name}_conv2", activation=False, norm=False
     )
-    drop_path_out = drop_path(conv2, drop_rate, name)
-    return keras.layers.Add(name=f"{name}_add")([drop_path_out, x])
+    out = drop_path(out, drop_rate, name)
+    return keras.layers.Add(name=f"{name}_add")([out, x])
 
 
 def preact_basic_shortcut(x, filters: int, drop_rate: float, name: str):
@@ -165,15 +165,15 @@ def preact_basic_shortcut(x, filters: int, drop_rate: float, name: str):
     add: sum of drop_path, shortcut
     """
     preact = norm_act(x, name=f"{name}_preact")
-    conv1 = conv_bn_act(preact, filters, 3, 2, name=f"{name}_conv1")
-    conv2 = conv_bn_act(
-        conv1, filters, 3, 1, name=f"{name}_conv2", activation=False, norm=False
+    out = conv_bn_act(preact, filters, 3, 2, name=f"{name}_conv1")
+    out = conv_bn_act(
+        out, filters, 3, 1, name=f"{name}_conv2", activation=False, norm=False
     )
-    drop_path_out = drop_path(conv2, drop_rate, name)
+    out = drop_path(out, drop_rate, name)
     shortcut = conv_bn_act(
         preact, filters, 1, 2, name=f"{name}_shortcut", activation=False, norm=False
     )
-    return keras.layers.Add(name=f"{name}_add")([drop_path_out, shortcut])
+    return keras.layers.Add(name=f"{name}_add")([out, shortcut])
 
 
 # The output of every stage group (the last stage at each reduction): the

@@ -131,10 +131,10 @@ def preact_bottleneck_shortcut(
     add: sum of shortcut, drop_path
     """
     preact = norm_act(x, name=f"{name}_preact")
-    conv1 = conv_bn_act(preact, conv1_filters, 1, 1, name=f"{name}_conv1")
-    conv2 = conv_bn_act(conv1, conv1_filters, 3, 1, name=f"{name}_conv2")
-    conv3 = conv_bn_act(
-        conv2,
+    out = conv_bn_act(preact, conv1_filters, 1, 1, name=f"{name}_conv1")
+    out = conv_bn_act(out, conv1_filters, 3, 1, name=f"{name}_conv2")
+    out = conv_bn_act(
+        out,
         filters,
         1,
         1,
@@ -153,8 +153,8 @@ def preact_bottleneck_shortcut(
         norm=False,
         bias=True,
     )
-    drop_path_out = drop_path(conv3, drop_rate, name)
-    return keras.layers.Add(name=f"{name}_add")([shortcut, drop_path_out])
+    out = drop_path(out, drop_rate, name)
+    return keras.layers.Add(name=f"{name}_add")([shortcut, out])
 
 
 def preact_bottleneck(x, filters: int, conv1_filters: int, drop_rate: float, name: str):
@@ -167,11 +167,11 @@ def preact_bottleneck(x, filters: int, conv1_filters: int, drop_rate: float, nam
     drop_path: drop path of conv3
     add: sum of x, drop_path
     """
-    preact = norm_act(x, name=f"{name}_preact")
-    conv1 = conv_bn_act(preact, conv1_filters, 1, 1, name=f"{name}_conv1")
-    conv2 = conv_bn_act(conv1, conv1_filters, 3, 1, name=f"{name}_conv2")
-    conv3 = conv_bn_act(
-        conv2,
+    out = norm_act(x, name=f"{name}_preact")
+    out = conv_bn_act(out, conv1_filters, 1, 1, name=f"{name}_conv1")
+    out = conv_bn_act(out, conv1_filters, 3, 1, name=f"{name}_conv2")
+    out = conv_bn_act(
+        out,
         filters,
         1,
         1,
@@ -180,8 +180,8 @@ def preact_bottleneck(x, filters: int, conv1_filters: int, drop_rate: float, nam
         norm=False,
         bias=True,
     )
-    drop_path_out = drop_path(conv3, drop_rate, name)
-    return keras.layers.Add(name=f"{name}_add")([x, drop_path_out])
+    out = drop_path(out, drop_rate, name)
+    return keras.layers.Add(name=f"{name}_add")([x, out])
 
 
 def preact_bottleneck_pool(
@@ -197,11 +197,11 @@ def preact_bottleneck_pool(
     drop_path: drop path of conv3
     add: sum of pool, drop_path
     """
-    preact = norm_act(x, name=f"{name}_preact")
-    conv1 = conv_bn_act(preact, conv1_filters, 1, 1, name=f"{name}_conv1")
-    conv2 = conv_bn_act(conv1, conv1_filters, 3, 2, name=f"{name}_conv2")
-    conv3 = conv_bn_act(
-        conv2,
+    out = norm_act(x, name=f"{name}_preact")
+    out = conv_bn_act(out, conv1_filters, 1, 1, name=f"{name}_conv1")
+    out = conv_bn_act(out, conv1_filters, 3, 2, name=f"{name}_conv2")
+    out = conv_bn_act(
+        out,
         filters,
         1,
         1,
@@ -211,8 +211,8 @@ def preact_bottleneck_pool(
         bias=True,
     )
     pool_out = pool(x, "max", 1, 2, 0, name=f"{name}_pool")
-    drop_path_out = drop_path(conv3, drop_rate, name)
-    return keras.layers.Add(name=f"{name}_add")([pool_out, drop_path_out])
+    out = drop_path(out, drop_rate, name)
+    return keras.layers.Add(name=f"{name}_add")([pool_out, out])
 
 
 # The output of every stage group (the last stage at each reduction): the

@@ -144,12 +144,12 @@ class PreActBottleneckShortcut(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         preact = self.preact(x)
-        conv1 = self.conv1(preact)
-        conv2 = self.conv2(conv1)
-        conv3 = self.conv3(conv2)
-        drop_path_out = drop_path(conv3, self.drop_path, self.training)
+        out = self.conv1(preact)
+        out = self.conv2(out)
+        out = self.conv3(out)
+        out = drop_path(out, self.drop_path, self.training)
         shortcut = self.shortcut(preact)
-        return drop_path_out + shortcut
+        return out + shortcut
 
 
 class PreActBottleneck(nn.Module):
@@ -172,12 +172,12 @@ class PreActBottleneck(nn.Module):
         self.conv3 = nn.Conv2d(conv1_channels, in_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        preact = self.preact(x)
-        conv1 = self.conv1(preact)
-        conv2 = self.conv2(conv1)
-        conv3 = self.conv3(conv2)
-        drop_path_out = drop_path(conv3, self.drop_path, self.training)
-        return drop_path_out + x
+        out = self.preact(x)
+        out = self.conv1(out)
+        out = self.conv2(out)
+        out = self.conv3(out)
+        out = drop_path(out, self.drop_path, self.training)
+        return out + x
 
 
 class ResNetV2_152(nn.Module):
@@ -216,13 +216,13 @@ class ResNetV2_152(nn.Module):
         self.stem = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.stem_pool = nn.MaxPool2d(3, stride=2, padding=1)
         self.stages = nn.Sequential(
-            # Stage 1: PreActBottleneckShortcut x3, stride 1, 256 channels
+            # Stage 1: 3 preact_bottleneck blocks, stride 1, 256 channels
             nn.Sequential(
                 PreActBottleneckShortcut(64, 256, stride=1, conv1_channels=64),
                 PreActBottleneck(256, conv1_channels=64),
                 PreActBottleneck(256, conv1_channels=64),
             ),
-            # Stage 2: PreActBottleneckShortcut x8, stride 2, 512 channels
+            # Stage 2: 8 preact_bottleneck blocks, stride 2, 512 channels
             nn.Sequential(
                 PreActBottleneckShortcut(256, 512, stride=2, conv1_channels=128),
                 PreActBottleneck(512, conv1_channels=128),
@@ -233,7 +233,7 @@ class ResNetV2_152(nn.Module):
                 PreActBottleneck(512, conv1_channels=128),
                 PreActBottleneck(512, conv1_channels=128),
             ),
-            # Stage 3: PreActBottleneckShortcut x36, stride 2, 1024 channels
+            # Stage 3: 36 preact_bottleneck blocks, stride 2, 1024 channels
             nn.Sequential(
                 PreActBottleneckShortcut(512, 1024, stride=2, conv1_channels=256),
                 PreActBottleneck(1024, conv1_channels=256),
@@ -272,7 +272,7 @@ class ResNetV2_152(nn.Module):
                 PreActBottleneck(1024, conv1_channels=256),
                 PreActBottleneck(1024, conv1_channels=256),
             ),
-            # Stage 4: PreActBottleneckShortcut x3, stride 2, 2048 channels
+            # Stage 4: 3 preact_bottleneck blocks, stride 2, 2048 channels
             nn.Sequential(
                 PreActBottleneckShortcut(1024, 2048, stride=2, conv1_channels=512),
                 PreActBottleneck(2048, conv1_channels=512),

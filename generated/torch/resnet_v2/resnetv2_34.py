@@ -135,11 +135,11 @@ class PreActBasic(nn.Module):
         self.conv2 = nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        preact = self.preact(x)
-        conv1 = self.conv1(preact)
-        conv2 = self.conv2(conv1)
-        drop_path_out = drop_path(conv2, self.drop_path, self.training)
-        return drop_path_out + x
+        out = self.preact(x)
+        out = self.conv1(out)
+        out = self.conv2(out)
+        out = drop_path(out, self.drop_path, self.training)
+        return out + x
 
 
 class PreActBasicShortcut(nn.Module):
@@ -163,11 +163,11 @@ class PreActBasicShortcut(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         preact = self.preact(x)
-        conv1 = self.conv1(preact)
-        conv2 = self.conv2(conv1)
-        drop_path_out = drop_path(conv2, self.drop_path, self.training)
+        out = self.conv1(preact)
+        out = self.conv2(out)
+        out = drop_path(out, self.drop_path, self.training)
         shortcut = self.shortcut(preact)
-        return drop_path_out + shortcut
+        return out + shortcut
 
 
 class ResNetV2_34(nn.Module):
@@ -212,14 +212,14 @@ class ResNetV2_34(nn.Module):
                 PreActBasic(64),
                 PreActBasic(64),
             ),
-            # Stage 2: PreActBasicShortcut x4, stride 2, 128 channels
+            # Stage 2: PreActBasicShortcut, PreActBasic x3, stride 2, 128 channels
             nn.Sequential(
                 PreActBasicShortcut(64, 128),
                 PreActBasic(128),
                 PreActBasic(128),
                 PreActBasic(128),
             ),
-            # Stage 3: PreActBasicShortcut x6, stride 2, 256 channels
+            # Stage 3: PreActBasicShortcut, PreActBasic x5, stride 2, 256 channels
             nn.Sequential(
                 PreActBasicShortcut(128, 256),
                 PreActBasic(256),
@@ -228,7 +228,7 @@ class ResNetV2_34(nn.Module):
                 PreActBasic(256),
                 PreActBasic(256),
             ),
-            # Stage 4: PreActBasicShortcut x3, stride 2, 512 channels
+            # Stage 4: PreActBasicShortcut, PreActBasic x2, stride 2, 512 channels
             nn.Sequential(
                 PreActBasicShortcut(256, 512),
                 PreActBasic(512),

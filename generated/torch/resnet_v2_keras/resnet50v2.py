@@ -142,12 +142,12 @@ class PreActBottleneckShortcut(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         preact = self.preact(x)
-        conv1 = self.conv1(preact)
-        conv2 = self.conv2(conv1)
-        conv3 = self.conv3(conv2)
+        out = self.conv1(preact)
+        out = self.conv2(out)
+        out = self.conv3(out)
         shortcut = self.shortcut(preact)
-        drop_path_out = drop_path(conv3, self.drop_path, self.training)
-        return shortcut + drop_path_out
+        out = drop_path(out, self.drop_path, self.training)
+        return shortcut + out
 
 
 class PreActBottleneck(nn.Module):
@@ -170,12 +170,12 @@ class PreActBottleneck(nn.Module):
         self.conv3 = nn.Conv2d(conv1_channels, in_channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        preact = self.preact(x)
-        conv1 = self.conv1(preact)
-        conv2 = self.conv2(conv1)
-        conv3 = self.conv3(conv2)
-        drop_path_out = drop_path(conv3, self.drop_path, self.training)
-        return x + drop_path_out
+        out = self.preact(x)
+        out = self.conv1(out)
+        out = self.conv2(out)
+        out = self.conv3(out)
+        out = drop_path(out, self.drop_path, self.training)
+        return x + out
 
 
 class PreActBottleneckPool(nn.Module):
@@ -197,16 +197,16 @@ class PreActBottleneckPool(nn.Module):
         self.conv1 = ConvBNAct(in_channels, conv1_channels, 1)
         self.conv2 = ConvBNAct(conv1_channels, conv1_channels, 3, 2)
         self.conv3 = nn.Conv2d(conv1_channels, in_channels, 1, bias=True)
-        self.pool = nn.MaxPool2d(1, stride=2, padding=0)
+        self.pool = nn.MaxPool2d(1, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        preact = self.preact(x)
-        conv1 = self.conv1(preact)
-        conv2 = self.conv2(conv1)
-        conv3 = self.conv3(conv2)
+        out = self.preact(x)
+        out = self.conv1(out)
+        out = self.conv2(out)
+        out = self.conv3(out)
         pool = self.pool(x)
-        drop_path_out = drop_path(conv3, self.drop_path, self.training)
-        return pool + drop_path_out
+        out = drop_path(out, self.drop_path, self.training)
+        return pool + out
 
 
 class ResNet50V2(nn.Module):
@@ -246,20 +246,20 @@ class ResNet50V2(nn.Module):
         # values (keras.applications' ZeroPadding2D + MaxPooling2D).
         self.stem_pool = nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(3, stride=2))
         self.stages = nn.Sequential(
-            # Stage 1: PreActBottleneckShortcut x3, stride 1, 256 channels
+            # Stage 1: 3 preact_bottleneck blocks, stride 2, 256 channels
             nn.Sequential(
                 PreActBottleneckShortcut(64, 256, conv1_channels=64),
                 PreActBottleneck(256, conv1_channels=64),
                 PreActBottleneckPool(256, conv1_channels=64),
             ),
-            # Stage 2: PreActBottleneckShortcut x4, stride 1, 512 channels
+            # Stage 2: 4 preact_bottleneck blocks, stride 2, 512 channels
             nn.Sequential(
                 PreActBottleneckShortcut(256, 512, conv1_channels=128),
                 PreActBottleneck(512, conv1_channels=128),
                 PreActBottleneck(512, conv1_channels=128),
                 PreActBottleneckPool(512, conv1_channels=128),
             ),
-            # Stage 3: PreActBottleneckShortcut x6, stride 1, 1024 channels
+            # Stage 3: 6 preact_bottleneck blocks, stride 2, 1024 channels
             nn.Sequential(
                 PreActBottleneckShortcut(512, 1024, conv1_channels=256),
                 PreActBottleneck(1024, conv1_channels=256),
@@ -268,7 +268,7 @@ class ResNet50V2(nn.Module):
                 PreActBottleneck(1024, conv1_channels=256),
                 PreActBottleneckPool(1024, conv1_channels=256),
             ),
-            # Stage 4: PreActBottleneckShortcut x3, stride 1, 2048 channels
+            # Stage 4: 3 preact_bottleneck blocks, stride 1, 2048 channels
             nn.Sequential(
                 PreActBottleneckShortcut(1024, 2048, conv1_channels=512),
                 PreActBottleneck(2048, conv1_channels=512),
