@@ -1,12 +1,12 @@
-"""Shared fixtures. torch is imported before TensorFlow anywhere in a test
-process: the CUDA build of torch segfaults loading triton after TensorFlow
+"""Shared fixtures and the test process's setup (the shared constants and
+functions are in helpers.py). torch is imported before TensorFlow anywhere in a
+test process: the CUDA build of torch segfaults loading triton after TensorFlow
 (seen when pytest was given a Keras test file first)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -36,19 +36,9 @@ with contextlib.suppress(ImportError):
 # TensorFlow, and inherited by the CLI's subprocesses.
 os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 
-ROOT = Path(__file__).resolve().parent.parent
-SPECS = ROOT / "specs"
-B0 = SPECS / "b0.yaml"
-B0_TV = SPECS / "b0_torchvision.yaml"
-RESNET = SPECS / "resnet.yaml"
-RESNET_KERAS = SPECS / "resnet_keras.yaml"
-SE_RESNET = SPECS / "se_resnet.yaml"
-MOBILENET_V2 = SPECS / "mobilenet_v2.yaml"
-MOBILENET_V2_KERAS = SPECS / "mobilenet_v2_keras.yaml"
-MNASNET = SPECS / "mnasnet.yaml"
-MOBILENET_V1 = SPECS / "mobilenet_v1.yaml"
-MOBILENET_V3 = SPECS / "mobilenet_v3.yaml"
-MOBILENET_V3_KERAS = SPECS / "mobilenet_v3_keras.yaml"
+# The shared constants and functions are in helpers.py, imported here after the
+# environment above is set.
+from helpers import ROOT  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -80,17 +70,3 @@ def _release_keras_state(request):
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
-
-
-def run_archspec(
-    *args: str, cwd: Path | None = None, env: dict | None = None
-) -> subprocess.CompletedProcess:
-    """The CLI as a user runs it: a separate process."""
-    return subprocess.run(
-        [sys.executable, "-m", "archspec", *args],
-        cwd=cwd or ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=600,
-    )

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import RESNET, ROOT, SPECS
+from helpers import RESNET, ROOT, SPECS
 
 import archspec
 from archspec import pipeline

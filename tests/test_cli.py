@@ -8,8 +8,7 @@ import re
 
 import jsonschema
 import pytest
-from conftest import B0, ROOT, run_archspec
-from test_scaling import PARAMS
+from helpers import B0, PARAMS, ROOT, run_archspec
 
 from archspec import ir
 from archspec.errors import Diagnostics

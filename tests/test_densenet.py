@@ -2,7 +2,7 @@
 (and timm's, which share its names): parameter counts, and outputs with the
 reference's weights brought in by name (`archspec weights import`).
 
-"Equal to float32 rounding" as for the other families (tests/generated_code.py).
+"Equal to float32 rounding" as for the other families (tests/helpers.py).
 DenseNet-121 runs at its native 224, the others at small odd sizes. The
 generated DenseBlock has two paths (a preallocated buffer without autograd,
 torchvision's list of features with it): both are compared, and train mode.
@@ -16,11 +16,12 @@ torch = pytest.importorskip("torch")  # before TensorFlow, always
 torchvision = pytest.importorskip("torchvision")
 timm = pytest.importorskip("timm")
 
-from conftest import SPECS, run_archspec  # noqa: E402
-from generated_code import (  # noqa: E402
+from helpers import (  # noqa: E402
+    SPECS,
     assert_float32_rounding,
     import_generated,
     relative_error,
+    run_archspec,
     variant,
 )
 

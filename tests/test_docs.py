@@ -32,7 +32,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, run_archspec
+from helpers import ROOT, run_archspec
 from ruamel.yaml import YAML
 
 import archspec

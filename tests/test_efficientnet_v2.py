@@ -3,7 +3,7 @@ efficientnet_v2_s/_m/_l: parameter counts, and outputs with torchvision's
 weights brought in by name (`archspec weights import --from torchvision`).
 
 "Equal to float32 rounding" is measured as for the other families
-(tests/generated_code.py): no further from torchvision's float64 output than
+(tests/helpers.py): no further from torchvision's float64 output than
 about torchvision's own float32 output is. S runs at its native 384, M and L
 at a small odd size to keep the suite inside its budget.
 """
@@ -15,10 +15,11 @@ import pytest
 torch = pytest.importorskip("torch")  # before TensorFlow, always
 torchvision = pytest.importorskip("torchvision")
 
-from conftest import SPECS, run_archspec  # noqa: E402
-from generated_code import (  # noqa: E402
+from helpers import (  # noqa: E402
+    SPECS,
     assert_float32_rounding,
     import_generated,
+    run_archspec,
     variant,
 )
 
@@ -28,7 +29,9 @@ from archspec.references.torchvision import from_torchvision, state_dict_names  
 
 SPEC = SPECS / "efficientnet_v2.yaml"
 VARIANTS = ["efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l"]
-SIZES = {"efficientnet_v2_s": 384, "efficientnet_v2_m": 65, "efficientnet_v2_l": 33}
+# Below ~100 px the random weights of M and L, calibrated on maps of a pixel
+# or two, amplify float32 rounding to 1e-1 (helpers.assert_rounding refuses).
+SIZES = {"efficientnet_v2_s": 384, "efficientnet_v2_m": 128, "efficientnet_v2_l": 128}
 
 
 @pytest.mark.parametrize("name", VARIANTS)

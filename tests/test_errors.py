@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import ROOT, run_archspec
+from helpers import ROOT, run_archspec
 
 from archspec.cli import main
 

@@ -8,7 +8,15 @@ from __future__ import annotations
 import copy
 
 import pytest
-from families import FAMILIES, IDS, smallest, torch_before_tensorflow
+from helpers import (
+    FAMILIES,
+    IDS,
+    ROUNDING_FACTOR,
+    ROUNDING_FLOOR,
+    relative_error,
+    smallest,
+    torch_before_tensorflow,
+)
 
 torch_before_tensorflow()
 torch = pytest.importorskip("torch")
@@ -16,7 +24,6 @@ np = pytest.importorskip("numpy")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")  # torch.onnx.export's exporter
 
-from generated_code import ROUNDING_FACTOR, ROUNDING_FLOOR, relative_error  # noqa: E402
 
 import archspec  # noqa: E402
 from archspec import pipeline, runtime  # noqa: E402

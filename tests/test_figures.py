@@ -10,7 +10,7 @@ import shlex
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import B0, MNASNET, RESNET, ROOT, SE_RESNET, SPECS, run_archspec
+from helpers import B0, MNASNET, RESNET, ROOT, SE_RESNET, SPECS, run_archspec
 
 from archspec import scaling
 from archspec.cli import main

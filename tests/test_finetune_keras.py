@@ -6,8 +6,7 @@ fine-tuning API with the same weights."""
 from __future__ import annotations
 
 import pytest
-from conftest import RESNET
-from families import FAMILIES, IDS, smallest, torch_before_tensorflow
+from helpers import FAMILIES, IDS, RESNET, smallest, torch_before_tensorflow
 
 torch_before_tensorflow()
 torch = pytest.importorskip("torch")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_archspec
+from helpers import ROOT, run_archspec
 
 from archspec import backends, render
 from archspec.expand import expand

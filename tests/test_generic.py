@@ -20,8 +20,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from families import FAMILIES, IDS, smallest  # noqa: E402
-from generated_code import relative_error, variant  # noqa: E402
+from helpers import FAMILIES, IDS, relative_error, smallest, variant  # noqa: E402
 
 from archspec import analysis, backends, structure  # noqa: E402
 from archspec.parity import randomize  # noqa: E402

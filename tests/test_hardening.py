@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import B0, ROOT, run_archspec
+from helpers import B0, ROOT, run_archspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML

@@ -10,11 +10,22 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
-from conftest import B0, B0_TV, ROOT
+from helpers import (
+    B0,
+    B0_TV,
+    PARAMS,
+    ROOT,
+    TOLERANCE,
+    emit,
+    images,
+    load_module,
+    numpy,
+    trainable,
+)
+from helpers import array_relative_error as relative_error
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -38,14 +49,11 @@ from archspec.weights import torch_to_keras  # noqa: E402
 keras = pytest.importorskip("keras")
 np = pytest.importorskip("numpy")
 
-from test_scaling import PARAMS  # noqa: E402  (REFERENCE.md figures)
-
 BACKEND = archspec_keras.BACKEND
 PHIS = range(8)
 APPLICATIONS = [getattr(keras.applications, f"EfficientNetB{phi}") for phi in PHIS]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-TOLERANCE = 1e-5  # max|ours - reference| / max|reference|
 
 
 @pytest.fixture(scope="module")
@@ -53,51 +61,11 @@ def b0_spec():
     return load_spec(B0)
 
 
-def emit(net: ir.Network, folder: Path) -> Path:
-    ((name, source),) = BACKEND.emit(net).items()
-    path = folder / name
-    path.write_text(source, encoding="utf-8")
-    return path
-
-
-def load_module(path: Path):
-    """Import a generated file under a unique module name."""
-    spec = importlib.util.spec_from_file_location(
-        f"_generated_{path.stem}_{time.monotonic_ns()}", path
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def generated(b0_spec, tmp_path_factory) -> dict[int, tuple[ir.Network, Path]]:
     folder = tmp_path_factory.mktemp("keras")
     nets = {phi: network(b0_spec, phi) for phi in PHIS}
     return {phi: (net, emit(net, folder)) for phi, net in nets.items()}
-
-
-def trainable(model) -> int:
-    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-
-
-def numpy(x):
-    return keras.ops.convert_to_numpy(x)
-
-
-def relative_error(a, b) -> float:
-    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
-
-
-def images(rng, n: int, size: int):
-    """n RGB images in [0, 255]: a colour of their own, a coarse random pattern
-    and pixel noise. (Pure noise images have near-identical statistics, so a
-    pooled network output hardly depends on which one it sees.)"""
-    colour = rng.uniform(40, 215, (n, 1, 1, 3))
-    coarse = rng.normal(0, 30, (n, 8, 8, 3))
-    coarse = np.repeat(np.repeat(coarse, -(-size // 8), 1), -(-size // 8), 2)
-    x = colour + coarse[:, :size, :size] + rng.normal(0, 10, (n, size, size, 3))
-    return np.clip(x, 0, 255).astype("float32")
 
 
 def randomise(model, rng, x=None) -> None:
@@ -439,7 +407,9 @@ def test_new_block_kind_brings_its_own_template(b0_spec, tmp_path, monkeypatch):
     )
     stage = net.stages[0].model_copy(update={"blocks": (first, extra)})
     net = net.model_copy(update={"stages": (stage, *net.stages[1:])})
-    with pytest.raises(SpecError, match=r"'identity' has no template here and its graph"):
+    with pytest.raises(
+        SpecError, match=r"'identity' has no template here and its graph"
+    ):
         BACKEND.emit(net)
     (tmp_path / "blocks").mkdir()
     (tmp_path / "blocks" / "identity.py.j2").write_text(IDENTITY_TEMPLATE)

@@ -15,8 +15,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
-from families import FAMILIES, smallest
+from helpers import FAMILIES, ROOT, smallest
 
 # One spec per family (the issue asks no more of these two backends, and JAX
 # takes ~20 s to build a model): between them every block kind, padding

@@ -11,24 +11,27 @@ import pytest
 
 torch = pytest.importorskip("torch")  # before TensorFlow, always
 
-# test_keras_backend loads torch and triton, then Keras on TensorFlow.
-from conftest import SPECS, run_archspec  # noqa: E402
-from generated_code import variant  # noqa: E402
-from test_keras_backend import (  # noqa: E402
+from helpers import (  # noqa: E402
+    SPECS,
+    calibrate,
     emit,
     images,
-    keras,
+    import_keras,
     load_module,
-    np,
     numpy,
-    relative_error,
+    run_archspec,
     trainable,
+    variant,
 )
-from test_keras_resnet import calibrate  # noqa: E402
+from helpers import array_relative_error as relative_error  # noqa: E402
 
 from archspec import analysis  # noqa: E402
 from archspec.references.keras_applications import layer_names, model_name  # noqa: E402
 from archspec.runtime import import_generated  # noqa: E402
+
+# torch and triton, then Keras on TensorFlow.
+keras = import_keras()
+np = pytest.importorskip("numpy")
 
 SPEC = SPECS / "efficientnet_v2_keras.yaml"
 SIZES = {

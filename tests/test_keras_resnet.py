@@ -9,19 +9,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SPECS
-from test_keras_backend import (
-    BACKEND,
+from archspec_keras import BACKEND
+from helpers import (
+    ROOT,
+    SPECS,
     TOLERANCE,
+    calibrate,
     emit,
     images,
-    keras,
+    import_keras,
     load_module,
-    np,
     numpy,
-    relative_error,
     trainable,
 )
+from helpers import array_relative_error as relative_error
 
 from archspec import analysis, ir
 from archspec.errors import SpecError
@@ -32,6 +33,9 @@ from archspec.references.keras_applications import (
     read_weights,
 )
 from archspec.weights import keras_to_torch, torch_to_keras
+
+keras = import_keras()
+np = pytest.importorskip("numpy")
 
 RESNET_KERAS = SPECS / "resnet_keras.yaml"
 # REFERENCE-FAMILIES.md section 1: keras.applications' trainable parameters.
@@ -53,34 +57,6 @@ def resnet_keras():
 
 def caffe_images(seed: int, n: int, size: int):
     return images(np.random.default_rng(seed), n, size)[..., ::-1] - CAFFE_MEAN
-
-
-def calibrate(model, rng, x) -> None:
-    """Random weights whose signal survives 50 blocks (archspec.parity's idea).
-
-    Biases, BN scales and shifts are drawn at random; the BN moving statistics
-    are the batch statistics of `x` (one training-mode pass, momentum 0), then
-    perturbed, as random as the rest. Statistics drawn blindly make the logits
-    of a deep network vanish or blow up, and the comparison prove nothing.
-    """
-    norms = [n for n in model.layers if isinstance(n, keras.layers.BatchNormalization)]
-    for w in model.weights:
-        if w.path.endswith("gamma"):
-            w.assign(rng.uniform(0.5, 1.5, w.shape).astype(w.dtype))
-        elif w.path.endswith(("beta", "bias")):
-            w.assign(rng.normal(0.0, 0.1, w.shape).astype(w.dtype))
-    momentum = [n.momentum for n in norms]
-    for layer in norms:
-        layer.momentum = 0.0
-    model(x, training=True)
-    for layer, value in zip(norms, momentum, strict=True):
-        layer.momentum = value
-        mean, variance = (numpy(v) for v in (layer.moving_mean, layer.moving_variance))
-        shape = mean.shape
-        layer.moving_mean.assign(
-            mean + 0.1 * np.sqrt(variance) * rng.normal(size=shape)
-        )
-        layer.moving_variance.assign(variance * rng.uniform(0.8, 1.25, shape))
 
 
 class Pair:

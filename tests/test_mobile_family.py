@@ -15,22 +15,25 @@ import pytest
 torch = pytest.importorskip("torch")  # before TensorFlow, always
 torchvision = pytest.importorskip("torchvision")
 
-from conftest import (  # noqa: E402
+from helpers import (  # noqa: E402
     MNASNET,
     MOBILENET_V1,
     MOBILENET_V2,
     MOBILENET_V2_KERAS,
     MOBILENET_V3,
     MOBILENET_V3_KERAS,
-    run_archspec,
-)
-from generated_code import (  # noqa: E402
     assert_float32_rounding,
+    calibrate,
+    emit,
+    images,
     import_generated,
+    load_module,
+    numpy,
     relative_error,
+    run_archspec,
+    trainable,
     variant,
 )
-from test_keras_resnet import calibrate  # noqa: E402
 
 from archspec import analysis  # noqa: E402
 from archspec.parity import randomize  # noqa: E402
@@ -106,7 +109,6 @@ def test_weights_import_command_for_mnasnet(tmp_path):
 
 keras = pytest.importorskip("keras")
 import numpy as np  # noqa: E402
-from test_keras_backend import emit, images, load_module, numpy, trainable  # noqa: E402
 
 
 def keras_pair(name: str, size: int, folder: Path):

@@ -12,8 +12,7 @@ torch = pytest.importorskip("torch")  # before TensorFlow, always
 keras = pytest.importorskip("keras")
 
 import numpy as np  # noqa: E402
-from conftest import B0, SPECS, run_archspec  # noqa: E402
-from generated_code import variant  # noqa: E402
+from helpers import B0, SPECS, run_archspec, variant  # noqa: E402
 
 from archspec import runtime  # noqa: E402
 from archspec.errors import SpecError  # noqa: E402

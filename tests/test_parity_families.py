@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("keras")
 
-from conftest import run_archspec
+from helpers import run_archspec
 
 from archspec.parity import TOLERANCE
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from conftest import B0
+from helpers import B0
 
 from archspec import analysis, backends, blocks
 from archspec.blocks import registry

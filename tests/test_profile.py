@@ -7,7 +7,7 @@ import csv
 import json
 
 import pytest
-from conftest import B0, MNASNET, MOBILENET_V2_KERAS, run_archspec
+from helpers import B0, MNASNET, MOBILENET_V2_KERAS, run_archspec
 
 from archspec import analysis, profile
 from archspec.expand import expand

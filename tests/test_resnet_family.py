@@ -16,11 +16,13 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 timm = pytest.importorskip("timm")
 
-from conftest import RESNET, SE_RESNET, run_archspec  # noqa: E402
-from generated_code import (  # noqa: E402
+from helpers import (  # noqa: E402
+    RESNET,
+    SE_RESNET,
     assert_float32_rounding,
     import_generated,
     relative_error,
+    run_archspec,
     variant,
 )
 

@@ -17,11 +17,15 @@ import pytest
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
-from conftest import SPECS, run_archspec  # noqa: E402
-from generated_code import (  # noqa: E402
+from helpers import (  # noqa: E402
+    SPECS,
     assert_float32_rounding,
+    calibrate,
+    emit,
     import_generated,
+    load_module,
     relative_error,
+    run_archspec,
     variant,
 )
 
@@ -111,8 +115,6 @@ def keras_pairs(tmp_path_factory):
     """keras.applications' model with calibrated random weights, and the
     generated model with them brought in by `archspec weights import`."""
     keras = pytest.importorskip("keras")
-    from test_keras_backend import emit, load_module
-    from test_keras_resnet import calibrate
 
     folder = tmp_path_factory.mktemp("resnet_v2_keras")
     built = {}

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")  # before TensorFlow, always
 timm = pytest.importorskip("timm")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from conftest import SPECS  # noqa: E402
+from helpers import SPECS  # noqa: E402
 
 from archspec import ir  # noqa: E402
 from archspec.errors import SpecError  # noqa: E402

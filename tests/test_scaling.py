@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from conftest import B0, B0_TV
+from helpers import B0, B0_TV, PARAMS
 
 from archspec import analysis
 from archspec.errors import SpecError
 from archspec.pipeline import load_spec, network
 from archspec.scaling import make_divisible
 
-# REFERENCE.md, "Figures to match exactly".
-PARAMS = [
-    5_288_548,
-    7_794_184,
-    9_109_994,
-    12_233_232,
-    19_341_616,
-    30_389_784,
-    43_040_704,
-    66_347_960,
-]
+# REFERENCE.md, "Figures to match exactly" (PARAMS: in helpers.py).
 PAPER_FLOPS = [0.39e9, 0.70e9, 1.0e9, 1.8e9, 4.2e9, 9.9e9, 19e9, 37e9]
 STEM = [32, 32, 32, 40, 48, 48, 56, 64]
 HEAD = [1280, 1280, 1408, 1536, 1792, 2048, 2304, 2560]

@@ -10,8 +10,17 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from conftest import MOBILENET_V1, MOBILENET_V3_KERAS, SPECS  # noqa: E402
-from generated_code import B0, B0_TV, import_generated, relative_error, variant  # noqa: E402
+from helpers import (  # noqa: E402
+    B0,
+    B0_TV,
+    MOBILENET_V1,
+    MOBILENET_V3_KERAS,
+    RESNET,
+    SPECS,
+    import_generated,
+    relative_error,
+    variant,
+)
 
 from archspec import backends, ir  # noqa: E402
 from archspec.errors import SpecError  # noqa: E402
@@ -362,8 +371,6 @@ def test_mixed_activations_are_per_layer_where_a_block_kind_allows_it(tmp_path):
     """MBConv rows may each name an activation (MobileNetV3); the module then
     states the most common as ACTIVATION and the others where they are used.
     Residual kinds take the network's: a ResNet block that differs is refused."""
-    from conftest import RESNET
-
     net = variant(B0, 0)
     first = net.stages[1].blocks[0].model_copy(update={"activation": "relu"})
     stage = net.stages[1].model_copy(

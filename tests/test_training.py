@@ -9,9 +9,7 @@ docs/finetuning.md ("What the suite checks")."""
 from __future__ import annotations
 
 import pytest
-from conftest import RESNET
-from families import torch_before_tensorflow
-from training import digits
+from helpers import RESNET, digits, torch_before_tensorflow
 
 torch_before_tensorflow()
 torch = pytest.importorskip("torch")

@@ -14,7 +14,7 @@ import importlib.util
 import re
 
 import pytest
-from conftest import SPECS
+from helpers import SPECS
 
 from archspec.cli import main
 

@@ -4,7 +4,7 @@ that takes variants selects them by name (issue: variant tables)."""
 from __future__ import annotations
 
 import pytest
-from conftest import B0, RESNET, SE_RESNET, run_archspec
+from helpers import B0, RESNET, SE_RESNET, run_archspec
 
 from archspec import analysis, ir
 from archspec.errors import SpecError
