@@ -40,6 +40,38 @@ os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 # environment above is set.
 from helpers import ROOT  # noqa: E402
 
+# `--dist loadfile` hands each worker whole files, by default those with the
+# most tests first; what takes long here is a few files of few slow tests,
+# which then came last and left one worker running alone for ten minutes.
+# Handed out longest first (as measured), the workers finish together.
+LONGEST_FIRST = (
+    "test_parity_families.py",
+    "test_parity.py",
+    "test_keras_backend.py",
+    "test_keras_backends.py",
+    "test_resnet_v2.py",
+    "test_export.py",
+    "test_property.py",
+    "test_generic.py",
+    "test_torch_backend.py",
+    "test_hardening.py",
+    "test_training.py",
+    "test_keras_efficientnet_v2.py",
+    "test_mobile_family.py",
+    "test_finetune_keras.py",
+    "test_keras_densenet.py",
+)
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _release_keras_state(request):

@@ -51,6 +51,18 @@ PARAMS = [
     66_347_960,
 ]
 
+# Property tests ------------------------------------------------------------------
+
+# Hypothesis draws the same examples every run (derandomize); the counts keep
+# the suite within its budget. ARCHSPEC_EXAMPLES=4 draws four times as many.
+EXAMPLES_SCALE = float(os.environ.get("ARCHSPEC_EXAMPLES", "1"))
+
+
+def examples(n: int) -> int:
+    """n examples, scaled by ARCHSPEC_EXAMPLES."""
+    return max(1, round(n * EXAMPLES_SCALE))
+
+
 # The CLI -------------------------------------------------------------------------
 
 
@@ -65,6 +77,29 @@ def run_archspec(
         text=True,
         env={**os.environ, **(env or {})},
         timeout=600,
+    )
+
+
+def check_here(*args: str) -> subprocess.CompletedProcess:
+    """`archspec check ARGS` in this process, as archspec.cli.main runs it for
+    `python -m archspec`, from the project's root: a process per check would
+    import TensorFlow again (10-20 s of each check). run_archspec keeps the
+    CLI's own process covered."""
+    import contextlib
+    import io
+
+    from archspec.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    before = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["check", *args])
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(
+        ["archspec", "check", *args], code, out.getvalue(), err.getvalue()
     )
 
 

@@ -267,12 +267,12 @@ def test_every_op_block_equals_the_graph_in_numpy(tmp_path):
         # Negative values too: zero fill and -inf fill differ on them.
         x = rng.normal(0, 1, (2, block.in_size, block.in_size, block.in_channels))
         expected = mix_block(weights, x, block.stride)
-        found = np.asarray(alone.predict(x.astype("float32"), verbose=0), "float64")
+        found = np.asarray(alone(x.astype("float32"), training=False), "float64")
         scale = np.abs(expected).max()
         np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-6 * scale)
         # The -inf pool and the zero pool really differ here.
         assert (windows(pad(x, 1, 1, 1, 1), 3, block.stride).max(-1) < 0).any()
-    logits = model.predict(rng.uniform(0, 1, (2, 33, 33, 3)), verbose=0)
+    logits = np.asarray(model(rng.uniform(0, 1, (2, 33, 33, 3)), training=False))
     assert logits.shape == (2, 10) and np.isfinite(logits).all()
     keras.backend.clear_session()
 
@@ -333,7 +333,7 @@ def test_a_node_states_what_differs_from_the_module(tmp_path):
     out = conv(pad(pre, 0, 1, 0, 1), weights[4], None, 2)
     out = relu(bn(out, *weights[5:9], eps=1e-3))
     expected = windows(pad(out, 1, 1, 1, 1, -np.inf), 3, 1).max(-1)
-    found = np.asarray(alone.predict(x.astype("float32"), verbose=0), "float64")
+    found = np.asarray(alone(x.astype("float32"), training=False), "float64")
     np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-5)
     keras.backend.clear_session()
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 from helpers import B0, ROOT, run_archspec
+from helpers import examples as scaled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
@@ -52,7 +53,7 @@ FUZZ = settings(
 
 
 def fuzz(examples: int) -> settings:
-    return settings(FUZZ, max_examples=examples)
+    return settings(FUZZ, max_examples=scaled(examples))
 
 
 def run_main(*args: str) -> tuple[int, str, str]:
@@ -322,7 +323,7 @@ def _expand_and_emit(path: Path, phis, emit: bool) -> None:
             ast.parse(source)
 
 
-@fuzz(500)
+@fuzz(300)
 @given(data=mutated_specs())
 def test_fuzz_structural_mutations(data, fuzz_dir):
     path = fuzz_dir / "structural.yaml"
@@ -330,7 +331,7 @@ def test_fuzz_structural_mutations(data, fuzz_dir):
     assert_own_error(*run_main("validate", str(path))[::2])
 
 
-@fuzz(250)
+@fuzz(150)
 @given(
     data=numeric_tweaks(),
     phis=st.lists(
@@ -382,7 +383,7 @@ def byte_mutations(draw):
     return bytes(data)
 
 
-@fuzz(1000)
+@fuzz(500)
 @given(raw=byte_mutations())
 def test_fuzz_byte_mutations(raw, fuzz_dir):
     path = fuzz_dir / "bytes.yaml"

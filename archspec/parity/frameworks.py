@@ -45,16 +45,30 @@ def configure(device: str) -> None:
             jax.config.update("jax_platforms", "cpu")
 
 
+# Up to this many input pixels (batch x height x width) TensorFlow runs a
+# comparison eagerly: tracing a graph costs more than it saves over the few
+# calls a check makes (EfficientNetV2-S at 67 px: 7.7 s to trace and run, 2 s
+# eagerly), and the maps an eager call holds stay small (B7 at 2 x 192 px:
+# 0.8 GB).
+EAGER_PIXELS = 2 * 192 * 192
+
+
+def _eager(x: Any) -> bool:
+    batch, height, width = x.shape[:3]
+    return batch * height * width <= EAGER_PIXELS
+
+
 def keras_call(model: Any, x: Any, *, training: bool) -> Any:
-    """`model(x)`, as a graph on the TensorFlow and JAX backends: called eagerly, a
-    Keras functional model holds every intermediate map until it returns (B7
-    at 600 px: 7.7 GB, against 0.4 GB as a graph). Grappler off: its fused
-    kernels round differently from the eager ones users run (EfficientNetV2-L's
-    ill-conditioned last stages at 129 px: 2.9e-2 against 1.4e-2)."""
+    """`model(x)`, as a graph on the TensorFlow and JAX backends for all but
+    small inputs: called eagerly, a Keras functional model holds every
+    intermediate map until it returns (B7 at 600 px: 7.7 GB, against 0.4 GB as
+    a graph). Grappler off: its fused kernels round differently from the eager
+    ones users run (EfficientNetV2-L's ill-conditioned last stages at 129 px:
+    2.9e-2 against 1.4e-2)."""
     import keras
 
     backend = keras.backend.backend()
-    if backend not in ("jax", "tensorflow"):
+    if backend not in ("jax", "tensorflow") or (backend == "tensorflow" and _eager(x)):
         return model(x, training=training)
     graphs = model.__dict__.setdefault("_archspec_graphs", {})
     if backend == "jax":
@@ -106,13 +120,14 @@ def keras_input_gradient(model: Any, x: Any, w: Any) -> Any:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        @tf.function  # eagerly, the tape holds every map twice over
         def gradient(tx):
             with tf.GradientTape() as tape:
                 tape.watch(tx)
                 loss = tf.reduce_sum(model(tx, training=False) * w)
             return tape.gradient(loss, tx)
 
+        if not _eager(x):  # eagerly, the tape holds every map twice over
+            gradient = tf.function(gradient)
         return gradient(tf.constant(x)).numpy()
     if backend == "torch":
         import torch

@@ -290,7 +290,7 @@ def _features(keras_model: Any, boundaries: list[tuple[str, str | None, str]]) -
     import keras
 
     outputs = [_last_map(keras_model, prefix) for *_, prefix in boundaries]
-    return keras.Model(keras_model.inputs, [*outputs, keras_model.outputs[0]])
+    return keras.Model(keras_model.input, [*outputs, keras_model.outputs[0]])
 
 
 def _last_map(model: Any, name: str) -> Any:
