@@ -51,7 +51,7 @@ PARAMS = [
     66_347_960,
 ]
 
-# Property tests ------------------------------------------------------------------
+# Fuzzing -------------------------------------------------------------------------
 
 # Hypothesis draws the same examples every run (derandomize); the counts keep
 # the suite within its budget. ARCHSPEC_EXAMPLES=4 draws four times as many.
@@ -80,9 +80,9 @@ def run_archspec(
     )
 
 
-def check_here(*args: str) -> subprocess.CompletedProcess:
-    """`archspec check ARGS` in this process, as archspec.cli.main runs it for
-    `python -m archspec`, from the project's root: a process per check would
+def run_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`archspec ARGS` in this process, as archspec.cli.main runs it for
+    `python -m archspec` (from `cwd` if given): a process per command would
     import TensorFlow again (10-20 s of each check). run_archspec keeps the
     CLI's own process covered."""
     import contextlib
@@ -92,15 +92,20 @@ def check_here(*args: str) -> subprocess.CompletedProcess:
 
     out, err = io.StringIO(), io.StringIO()
     before = os.getcwd()
-    os.chdir(ROOT)
+    os.chdir(cwd or before)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(["check", *args])
+            code = main(list(args))
     finally:
         os.chdir(before)
     return subprocess.CompletedProcess(
-        ["archspec", "check", *args], code, out.getvalue(), err.getvalue()
+        ["archspec", *args], code, out.getvalue(), err.getvalue()
     )
+
+
+def check_here(*args: str) -> subprocess.CompletedProcess:
+    """`archspec check ARGS` in this process, from the project's root."""
+    return run_here("check", *args, cwd=ROOT)
 
 
 # Families ------------------------------------------------------------------------

@@ -15,7 +15,6 @@ untrusted reaches the generated code.
 from __future__ import annotations
 
 import ast
-import contextlib
 import copy
 import errno
 import io
@@ -28,14 +27,13 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import B0, ROOT, run_archspec
+from helpers import B0, ROOT, run_archspec, run_here
 from helpers import examples as scaled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from archspec import backends, output
-from archspec.cli import main
 from archspec.errors import SpecError
 from archspec.pipeline import load_spec, network
 
@@ -58,10 +56,8 @@ def fuzz(examples: int) -> settings:
 
 def run_main(*args: str) -> tuple[int, str, str]:
     """The CLI in-process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
+    result = run_here(*args)
+    return result.returncode, result.stdout, result.stderr
 
 
 def assert_own_error(code: int, err: str) -> None:

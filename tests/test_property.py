@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import itertools
 import json
 import re
@@ -49,6 +48,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("keras")
 
+from helpers import run_here  # noqa: E402
 from hypothesis import (  # noqa: E402
     HealthCheck,
     assume,
@@ -64,7 +64,6 @@ from pydantic_core import PydanticUndefined  # noqa: E402
 
 from archspec import analysis, backends, blocks  # noqa: E402
 from archspec.blocks.registry import BUILTIN  # noqa: E402
-from archspec.cli import main  # noqa: E402
 from archspec.errors import SpecError  # noqa: E402
 from archspec.expand import expand  # noqa: E402
 from archspec.parity import Pair  # noqa: E402
@@ -732,10 +731,8 @@ def write(spec: dict, folder: Path, yaml: bool = False) -> Path:
 
 def validate(path: Path) -> tuple[int, str]:
     """`archspec validate`'s exit status and what it printed."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["validate", str(path)])
-    return code, out.getvalue() + err.getvalue()
+    result = run_here("validate", str(path))
+    return result.returncode, result.stdout + result.stderr
 
 
 def check_spec(spec: dict, folder: Path) -> None:
