@@ -1078,6 +1078,21 @@ def _graph_spec(graph: dict, rows: list, **extra) -> dict:
         [["unit", 4, 2, 2]],
     )
 )
+@example(  # found: no batch norm and no activation anywhere (a normless stem,
+    # the block's only norm_act switched off): PyTorch's module read BN_EPS
+    # and ACTIVATIONS of none
+    spec={
+        **_graph_spec(
+            {
+                "norm_act0": {"op": "norm_act", "when": "extra"},
+                "conv1": {"op": "conv", "kernel": 1, "norm": False, "act": False},
+            },
+            [["unit", 4, 1, 1]],
+            columns={"extra": {"type": "bool", "default": False}},
+        ),
+        "stem": {"channels": 4, "kernel": 1, "stride": 1, "norm": False},
+    }
+)
 def test_spec_defined_blocks_are_one_function(spec, tmp_path_factory):
     import keras
 
