@@ -59,7 +59,11 @@ RESERVED = {*BLOCK_NAMES, *StageRow.model_fields, "x"}
 
 class _Model(BaseModel):
     model_config = ConfigDict(
-        frozen=True, extra="forbid", allow_inf_nan=False, populate_by_name=True
+        frozen=True,
+        extra="forbid",
+        allow_inf_nan=False,
+        populate_by_name=True,
+        defer_build=True,
     )
 
 

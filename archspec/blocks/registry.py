@@ -43,7 +43,9 @@ BUILTIN = {
 class StageRow(BaseModel):
     """Columns every block kind has; a kind's row model adds its own."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", allow_inf_nan=False, defer_build=True
+    )
 
     block: str
     channels: Channels
