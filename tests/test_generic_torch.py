@@ -353,3 +353,62 @@ def test_test_networks_are_ruff_clean(tmp_path):
             text=True,
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Two sums: the first (of `a`, a convolution without activation, read once)
+# is taken in place; `r` ends in a ReLU, whose gradient needs its output, so
+# the second is a new tensor; the block's input (a leaf here) is never written.
+SUMS = """\
+name: net
+class_name: Net
+input: {channels: 3, resolution: 16}
+stem: {channels: 8, kernel: 3, stride: 1}
+blocks:
+  sums:
+    out: channels
+    graph:
+      a: {op: conv, kernel: 3, channels: channels, act: false}
+      s1: {op: add, in: [a, x]}
+      r: {op: conv, kernel: 1, channels: channels}
+      s2: {op: add, in: [r, x]}
+stages:
+  columns: [block, channels, layers, stride]
+  rows:
+    - [sums, 8, 1, 1]
+head: {classes: 10}
+defaults: {activation: relu, padding: symmetric, norm: {eps: 1.0e-5, momentum: 0.1}}
+regularization: {dropout: 0.0, drop_path: 0.0}
+scaling: {rule: table, variants: {net1: {layers: [1]}}}
+"""
+
+
+def test_sums_in_place_only_where_autograd_allows(tmp_path):
+    net = network(SUMS, tmp_path)
+    source = only(EMIT(net))
+    assert source.count(" += ") == 1
+    model = getattr(load(source, tmp_path, "sums"), net.class_name)()
+    randomize(model, 16, seed=0)
+    model.train()
+    block = model.stages[0][0]
+    reference = copy.deepcopy(block)
+
+    def conv_bn(m, t):
+        t = F.conv2d(t, m.conv.weight, None, 1, m.conv.kernel_size[0] // 2)
+        bn = m.bn
+        return F.batch_norm(t, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 16, 16, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    found = block(x)
+    s1 = conv_bn(reference.a, x_ref) + x_ref
+    expected = F.relu(conv_bn(reference.r, s1)) + x_ref
+    torch.testing.assert_close(found, expected)
+    weights = torch.randn_like(found)
+    (found * weights).sum().backward()  # raises if a sum overwrote a saved value
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    for (name, p), q in zip(
+        block.named_parameters(), reference.parameters(), strict=True
+    ):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)

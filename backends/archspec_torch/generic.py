@@ -248,6 +248,14 @@ class Writer:
             raise SpecError(f"torch backend: a {layer.kind!r} node in a block")
         if func is not None:
             return call(func, *func_args, indent=8, prefix=prefix).splitlines()
+        main = flow.main.get(name)
+        if isinstance(layer, ir.Add) and len(args) == 2 and flow.fresh(main):
+            # torchvision's `out += identity`: no new map for the sum.
+            kept = flow.variable[main]
+            if last or kept == target:
+                (other,) = (flow.variable[i] for i in node.inputs if i != main)
+                tail = [f"{_PAD}return {kept}"] if last else []
+                return [f"{_PAD}{kept} += {other}", *tail]
         value = " * ".join(args) if isinstance(layer, ir.Multiply) else " + ".join(args)
         line = f"{_PAD}{prefix}{value}"
         if len(line) <= LINE_LENGTH:
@@ -280,10 +288,12 @@ class Flow:
             return node.inputs[0]
 
         by_name = {node.name: node for node in nodes}
+        self.nodes = by_name
         main, name = {}, nodes[-1].name
         while name != ir.BLOCK_INPUT:
             main[name] = main_input(by_name[name])
             name = main[name]
+        self.main = main  # node -> its input on the main path
         self.variable = {ir.BLOCK_INPUT: "x"}
         holds = {"x": ir.BLOCK_INPUT}  # variable -> the value it holds now
 
@@ -305,6 +315,21 @@ class Flow:
                 chosen = _name(name, i, free)
             self.variable[name] = chosen
             holds[chosen] = name
+
+    def fresh(self, name: str | None) -> bool:
+        """Whether a value may be added to in place: read once, made by this
+        block (not its input), and by a node whose gradient does not need its
+        own output (a convolution without activation, an add; a drop path or
+        identity passes its input's status on)."""
+        node = self.nodes.get(name)
+        if node is None or len(self.readers[name]) != 1:
+            return False
+        layer = node.layer
+        if isinstance(layer, ir.DropPath | ir.Identity):
+            return self.fresh(node.inputs[0])
+        return isinstance(layer, ir.Add) or (
+            isinstance(layer, ir.Conv) and not layer.activation
+        )
 
     def shared(self, name: str) -> bool:
         """Whether a value is read more than once, or is the block's input

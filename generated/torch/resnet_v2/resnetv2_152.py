@@ -149,7 +149,8 @@ class PreActBottleneckShortcut(nn.Module):
         out = self.conv3(out)
         out = drop_path(out, self.drop_path, self.training)
         shortcut = self.shortcut(preact)
-        return out + shortcut
+        out += shortcut
+        return out
 
 
 class PreActBottleneck(nn.Module):
@@ -177,7 +178,8 @@ class PreActBottleneck(nn.Module):
         out = self.conv2(out)
         out = self.conv3(out)
         out = drop_path(out, self.drop_path, self.training)
-        return out + x
+        out += x
+        return out
 
 
 class ResNetV2_152(nn.Module):

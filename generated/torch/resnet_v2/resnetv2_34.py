@@ -139,7 +139,8 @@ class PreActBasic(nn.Module):
         out = self.conv1(out)
         out = self.conv2(out)
         out = drop_path(out, self.drop_path, self.training)
-        return out + x
+        out += x
+        return out
 
 
 class PreActBasicShortcut(nn.Module):
@@ -167,7 +168,8 @@ class PreActBasicShortcut(nn.Module):
         out = self.conv2(out)
         out = drop_path(out, self.drop_path, self.training)
         shortcut = self.shortcut(preact)
-        return out + shortcut
+        out += shortcut
+        return out
 
 
 class ResNetV2_34(nn.Module):

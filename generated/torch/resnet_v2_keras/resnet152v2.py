@@ -147,7 +147,8 @@ class PreActBottleneckShortcut(nn.Module):
         out = self.conv3(out)
         shortcut = self.shortcut(preact)
         out = drop_path(out, self.drop_path, self.training)
-        return shortcut + out
+        out += shortcut
+        return out
 
 
 class PreActBottleneck(nn.Module):
@@ -175,7 +176,8 @@ class PreActBottleneck(nn.Module):
         out = self.conv2(out)
         out = self.conv3(out)
         out = drop_path(out, self.drop_path, self.training)
-        return x + out
+        out += x
+        return out
 
 
 class PreActBottleneckPool(nn.Module):
@@ -206,7 +208,8 @@ class PreActBottleneckPool(nn.Module):
         out = self.conv3(out)
         pool = self.pool(x)
         out = drop_path(out, self.drop_path, self.training)
-        return pool + out
+        out += pool
+        return out
 
 
 class ResNet152V2(nn.Module):
