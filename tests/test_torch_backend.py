@@ -329,11 +329,14 @@ def test_torch_export(b0_module):
 
 
 def test_torch_compile(b0_module):
+    """Dynamo traces the whole forward (BN folding included) as one graph, and
+    AOT autograd's functionalized graph computes the same. Inductor lowers that
+    same graph; its C++ code generation (80 s here) checks nothing of ours."""
     net, module = b0_module
     model = getattr(module, net.class_name)().eval()
     randomize(model, 64)
     x = torch.rand(1, 3, 64, 64) * 255
-    compiled = torch.compile(model)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     with torch.no_grad():
         assert relative_error(compiled(x), model(x)) <= TOLERANCE
 
