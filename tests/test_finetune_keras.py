@@ -1,7 +1,7 @@
 """The keras.applications arguments of every generated Keras builder
-(include_top, weights, input_shape, pooling, classes, classifier_activation)
-and its multi-scale feature_model(), against the generated PyTorch model's
-fine-tuning API with the same weights."""
+(include_top, weights, input_shape, pooling, classes, classifier_activation),
+its multi-scale feature_model() and prepare_for_inference(), against the
+generated PyTorch model's fine-tuning API with the same weights."""
 
 from __future__ import annotations
 
@@ -71,6 +71,35 @@ def test_feature_model_equals_torch_feature_maps(family):
         want = want.numpy().transpose(0, 2, 3, 1)
         assert got.shape == want.shape
         assert relative(keras.ops.convert_to_numpy(got), want) <= TOL
+
+
+def test_prepare_for_inference_folds_batch_norm(family):
+    """The serving copy computes the PyTorch model's function, with every batch
+    norm that alone reads a convolution's output folded away and the layer
+    names kept; the model it was made from is untouched."""
+    ours, module, _, model, _, x = family
+    weights = model.get_weights()
+    folded = module.prepare_for_inference(model)
+    names = [layer.name for layer in model.layers]
+    assert [layer.name for layer in folded.layers] == names
+    assert any(isinstance(layer, module.FoldedBatchNorm) for layer in folded.layers)
+    convolutions = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+    made_by = {id(layer.output): layer for layer in folded.layers}
+    read = [
+        id(t) for layer in folded.layers[1:] for t in keras.tree.flatten(layer.input)
+    ]
+    for layer in folded.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            producer = made_by[id(layer.input)]
+            assert type(producer) not in convolutions or read.count(id(layer.input)) > 1
+    with torch.no_grad():
+        expected = ours(nchw(x)).numpy()
+    got = keras.ops.convert_to_numpy(folded(x, training=False))
+    assert relative(got, expected) <= TOL
+    assert all(
+        np.array_equal(a, b) for a, b in zip(model.get_weights(), weights, strict=True)
+    )
+    assert len(module.feature_model(folded).outputs) == len(module.FEATURE_INFO)
 
 
 def test_include_top_false(family):

@@ -83,7 +83,8 @@ NON_NEGATIVE = ("relu", "relu6")
 # block structure may be named.
 MODULE_NAMES = (
     *("pad", "conv_bn_act", "norm_act", "pool", "squeeze_excitation", "drop_path"),
-    *("feature_model", "keras", "include_top", "weights", "input_shape"),
+    *("feature_model", "prepare_for_inference", "FoldedBatchNorm", "keras"),
+    *("include_top", "weights", "input_shape"),
     *("pooling", "classes", "classifier_activation", "drop_rate"),
     *("drop_path_rate", "inputs", "x", "model"),
 )

@@ -229,7 +229,8 @@ def efficientnet_v2_b0(
     `drop_rate` is the dropout rate before the classifier. `drop_path_rate`
     sets stochastic depth: while training, block i of the network's n = 21
     blocks drops its residual branch with probability drop_path_rate * i / n.
-    feature_model() turns the model into a multi-scale backbone.
+    feature_model() turns the model into a multi-scale backbone;
+    prepare_for_inference() gives a copy for serving, batch norms folded.
     """
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling: expected None, 'avg' or 'max'; found {pooling!r}")
@@ -490,4 +491,74 @@ def feature_model(model: keras.Model) -> keras.Model:
         prefix = info["block"] + "_"
         block = [layer for layer in model.layers if layer.name.startswith(prefix)]
         outputs.append(block[-1].output)
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")
+    return keras.Model(model.input, outputs, name=f"{model.name}_features")
+
+
+class FoldedBatchNorm(keras.layers.Layer):
+    """The place of a batch norm that prepare_for_inference() folded into the
+    convolution before it: passes its input through."""
+
+    def call(self, inputs, mask=None):
+        return inputs
+
+
+def prepare_for_inference(model: keras.Model) -> keras.Model:
+    """A copy of `model` for serving: each batch norm that alone reads a
+    convolution's output is folded into that convolution (its weights scaled,
+    a bias added), as the PyTorch module's prepare_for_inference() does, so
+    inference makes no pass over the maps for it. Layer names are kept
+    (feature_model works on the copy). Inference only: the copy has no batch
+    statistics left to train."""
+    layers = [
+        layer
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer)
+    ]
+    readers: dict[int, int] = {}  # id of a map -> how many layers read it
+    for layer in layers:
+        for tensor in keras.tree.flatten(layer.input):
+            readers[id(tensor)] = readers.get(id(tensor), 0) + 1
+    convolutions = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+    made_by = {
+        id(layer.output): layer for layer in layers if type(layer) in convolutions
+    }
+    folded = {}  # convolution name -> the batch norm folded into it
+    for layer in layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.axis in (-1, 3):
+            conv = made_by.get(id(layer.input))
+            if conv is not None and readers[id(layer.input)] == 1:
+                folded[conv.name] = layer
+    norms = {bn.name for bn in folded.values()}
+
+    def clone(layer):
+        if layer.name in folded:
+            return type(layer).from_config({**layer.get_config(), "use_bias": True})
+        if layer.name in norms:
+            return FoldedBatchNorm(name=layer.name)
+        return type(layer).from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    for layer in copy.layers:
+        source = model.get_layer(layer.name)
+        if layer.name in folded:
+            bn = folded[layer.name]
+            scale = keras.ops.rsqrt(bn.moving_variance + bn.epsilon)
+            if bn.scale:
+                scale = scale * bn.gamma
+            bias = source.bias if source.use_bias else 0.0
+            shift = (bias - bn.moving_mean) * scale
+            if bn.center:
+                shift = shift + bn.beta
+            kernel = source.kernel
+            if isinstance(source, keras.layers.DepthwiseConv2D):
+                # (kh, kw, in, multiplier): output channel i * multiplier + m.
+                scale = keras.ops.reshape(scale, kernel.shape[2:])
+            layer.set_weights(
+                [
+                    keras.ops.convert_to_numpy(kernel * scale),
+                    keras.ops.convert_to_numpy(shift),
+                ]
+            )
+        elif layer.weights:
+            layer.set_weights(source.get_weights())
+    return copy
