@@ -93,7 +93,7 @@ def _expand(valid: ValidSpec, variant: Variant, at: list) -> ir.Network:
     at[:] = ("stem",), ("stem",)
     stem = _stem(build)
     width, size = stem[0].out_channels, stem[-1].out_size
-    stages, width, size = _stages(build, width, size, at)
+    stages, width, size = _stages(build, width, size, stem[-1].name, at)
     at[:] = ("head",), ("head",)
     head = _head(build, width, size)
     at[:] = variant.at, variant.at
@@ -111,6 +111,8 @@ def _stem(build: _Build) -> list[ir.Layer]:
     stem_conv = {**build.conv, "padding": s.padding or padding}
     if not s.norm:
         stem_conv.update(norm=None, activation=None)
+    elif not s.act:
+        stem_conv.update(activation=None)
     if s.bias is not None:
         stem_conv["bias"] = s.bias
     conv = ir.Conv(
@@ -146,11 +148,16 @@ def _stem(build: _Build) -> list[ir.Layer]:
 
 
 def _stages(
-    build: _Build, width: int, size: int, at: list
+    build: _Build, width: int, size: int, source: str, at: list
 ) -> tuple[list[ir.Stage], int, int]:
     """One stage per row of the variant's table, its blocks built by the
-    row's block kind from `width` channels at `size` onwards; with the width
-    and size they end at."""
+    row's block kind from `width` channels at `size` (the output `source`)
+    onwards; with the width and size they end at.
+
+    Each block also knows the output before its input (`prev`): cells
+    (NASNet) read it as their second input. It is the previous block's
+    input, or, after a row with `skip_reduction`, the previous block's own
+    prev; the first block's is its own input."""
     variant, d = build.variant, build.valid.spec.defaults
     layers = [round_layers(row.layers, variant.depth) for row in variant.rows]
     total = sum(layers)
@@ -167,6 +174,7 @@ def _stages(
         of=se.of,
     )
     stages = []
+    prev: tuple[str, int, int] | None = None  # (output, channels, size)
     for i, (row, count) in enumerate(zip(variant.rows, layers, strict=True)):
         kind = blocks.get(row.block)
         at[:] = ("stages", "rows", i), ("stages", i)
@@ -190,10 +198,16 @@ def _stages(
                     se=squeeze,
                     make_divisible=lambda v: round_channels(v, variant.rounding),
                     scale=build.channels,
+                    input=source,
+                    prev=prev and prev[0],
+                    prev_channels=prev and prev[1],
+                    prev_size=prev and prev[2],
                 ),
             )
             stage.append(block)
-            width, size = out_channels, block.out_size
+            skip = getattr(row, "skip_reduction", False) and b == count - 1
+            prev = (prev or (source, width, size)) if skip else (source, width, size)
+            source, width, size = block.name, out_channels, block.out_size
         stages.append(ir.Stage(name=f"stages.{i}", blocks=tuple(stage)))
     return stages, width, size
 
@@ -212,6 +226,8 @@ def _head(build: _Build, width: int, size: int) -> list[ir.Layer]:
                 name="head_norm", channels=width, norm=build.norm, activation=activation
             )
         )
+    if h.act and not h.norm:  # NASNet's ReLU before pooling
+        head.append(ir.Act(name="head_act", channels=width, activation=activation))
     if h.channels is not None or h.expand is not None:
         if h.expand is not None:  # a multiple of the last stage (MobileNetV3: 6)
             out = round_channels(h.expand * width, variant.rounding)

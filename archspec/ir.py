@@ -22,7 +22,7 @@ unchanged (`archspec expand`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
@@ -170,9 +170,11 @@ def out_size(size: int, stride: int) -> int:
 def conv_out_size(size: int, kernel: int, stride: int, padding: Padding) -> int:
     """Feature-map size after a convolution: ceil(size / s), except that
     "same_even" pads (k//2 - 1, k//2) also on odd sizes, which loses the
-    last row: floor(size / s)."""
+    last row: floor(size / s), and "valid" does not pad."""
     if padding == "same_even" and kernel > 1:
         return size // stride
+    if padding == "valid":
+        return max(0, size - kernel) // stride + 1
     return out_size(size, stride)
 
 
@@ -187,6 +189,9 @@ def conv_out_size(size: int, kernel: int, stride: int, padding: Padding) -> int:
 NodeName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 # The name by which a block's nodes read the block's input.
 BLOCK_INPUT = "x"
+# A cell's second input: the output of the block before the previous one
+# (NASNet's `p`; the network's first block reads its own input there).
+BLOCK_PREV = "prev"
 
 
 class Layer(Node):
@@ -276,6 +281,10 @@ class Pool(Layer):
     ceil_mode: bool = False
     fill: Literal["-inf", "zero"] = "-inf"  # max pooling's padding
     count_pad: bool = True  # whether average pooling counts its padding
+    # TensorFlow's "same" padding at stride 2, worked out from the map's size
+    # when run: on an even size the extra row and column go after the map
+    # (`pad` is then 0). Stride-1 "same" is `pad: kernel // 2`.
+    same: bool = False
     channels: Size
     in_size: Size
     out_size: Size
@@ -283,6 +292,8 @@ class Pool(Layer):
     @model_validator(mode="after")
     def _one_form(self) -> Pool:
         # One IR per function: each option only where it changes something.
+        if self.same and (self.pad or self.stride != 2 or self.ceil_mode):
+            raise ValueError("`same` is stride-2 pooling's, with no `pad`")
         if self.fill != "-inf" and self.op != "max":
             raise ValueError("`fill` is max pooling's; average pooling pads zeros")
         if not self.count_pad and self.op != "avg":
@@ -459,6 +470,52 @@ class Pad(Layer):
         return self
 
 
+class Call(Layer):
+    """A block kind used as an op inside another block's graph (NASNet's
+    separable branch inside its cells): its own graph, every number written
+    out, computed as one node. Its tensors are `{name}.{node}` inside the
+    calling block. Backends write one class or helper per structure of it,
+    as for blocks; a backend may as well inline the graph (ONNX functions)."""
+
+    kind: Literal["call"] = "call"
+    op: ModuleName  # the kind called
+    class_name: ClassName | None = None
+    in_channels: Size
+    out_channels: Size
+    stride: Stride = 1
+    in_size: Size
+    out_size: Size
+    names: dict[ModuleName, int | float | bool] = {}  # as GraphBlock's
+    graph_: tuple[AnyLayer, ...] = Field(alias="graph", min_length=1)
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    def as_block(self, owner: str = "") -> GraphBlock:
+        """The call as a block of its kind, named by its path."""
+        return GraphBlock(
+            kind=self.op,
+            name=join(owner, self.name),
+            class_name=self.class_name,
+            in_channels=self.in_channels,
+            out_channels=self.out_channels,
+            stride=self.stride,
+            in_size=self.in_size,
+            out_size=self.out_size,
+            names=self.names,
+            graph=self.graph_,
+        )
+
+    def weights(self, owner: str = "") -> list[Weights]:
+        return [
+            replace(w, part=join(self.name, w.part))
+            for layer in self.graph_
+            for w in layer.weights(owner)
+        ]
+
+    def flops(self) -> int:
+        return sum(layer.flops() for layer in self.graph_)
+
+
 class Shift(Layer):
     """The map moved one pixel up and left, a zero row and column filling in
     at the bottom and right: NASNet's factorized reduction
@@ -483,7 +540,8 @@ AnyLayer = Annotated[
     | Concat
     | Multiply
     | Pad
-    | Shift,
+    | Shift
+    | Call,
     Field(discriminator="kind"),
 ]
 
@@ -577,12 +635,35 @@ class GraphBlock(Block):
 
     kind: ModuleName
     class_name: ClassName | None = None
+    # A cell's second input (BLOCK_PREV): the output it reads there (a
+    # block's name, or the stem's last layer) and its shape; None: the
+    # block reads one input.
+    prev: LayerName | None = None
+    prev_channels: Size | None = None
+    prev_size: Size | None = None
+    # The values of the spec's names the graph was built from that a reader
+    # knows the block by: its kind's columns, and a cell's `channels` (the
+    # width of its branches); generic emitters name arguments after them.
+    names: dict[ModuleName, int | float | bool] = {}
     graph_: tuple[AnyLayer, ...] = Field(alias="graph", min_length=1)
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
+    @model_validator(mode="after")
+    def _prev_shape(self) -> GraphBlock:
+        given = (self.prev_channels is not None, self.prev_size is not None)
+        if given != (self.prev is not None,) * 2:
+            raise ValueError("`prev`, `prev_channels` and `prev_size` go together")
+        return self
+
     def graph(self) -> list[Layer]:
         return list(self.graph_)
+
+    def check(self) -> list[tuple[int | None, str]]:
+        given = {BLOCK_INPUT: Shape(self.in_channels, self.in_size)}
+        if self.prev is not None:
+            given[BLOCK_PREV] = Shape(self.prev_channels, self.prev_size)
+        return check_graph(self.graph(), given, Shape(self.out_channels, self.out_size))
 
     def block_class(self) -> str:
         return self.class_name or camel(self.kind)
@@ -610,6 +691,7 @@ BLOCK_NODES = (
     "multiply",
     "pad",
     "shift",
+    "call",
 )
 
 
@@ -710,6 +792,13 @@ def node_shape(node: Layer, inputs: list[Shape], errors: list, i: int) -> Shape 
         if total != node.channels:
             return fail(f"the concat has {node.channels} channels, its inputs {total}")
         return Shape(total, first.size)
+    if isinstance(node, Call):
+        if first.channels != node.in_channels or first.size != node.in_size:
+            return fail(
+                f"the {node.op} takes {node.in_channels} channels at "
+                f"{node.in_size}x{node.in_size}, its input has {_shape(first)}"
+            )
+        return Shape(node.out_channels, node.out_size)
     if isinstance(node, Multiply):
         gate = inputs[1]
         if gate.channels != first.channels or gate.size not in (1, first.size):

@@ -82,8 +82,18 @@ def nodes(network: ir.Network) -> list[ir.Node]:
     """Every layer of the network, blocks included, and the blocks themselves."""
     found: list[ir.Node] = list(network.stem)
     for block in network.blocks:
-        found += [block, *block.layers()]
+        found += [block, *_inside(block.layers())]
     return found + list(network.head)
+
+
+def _inside(layers: Iterable[ir.Layer]) -> list[ir.Layer]:
+    """Layers, each call followed by the layers of its graph."""
+    found: list[ir.Layer] = []
+    for layer in layers:
+        found.append(layer)
+        if isinstance(layer, ir.Call):
+            found += _inside(layer.graph_)
+    return found
 
 
 def uniform(
@@ -296,6 +306,42 @@ def paddings(
                     "stem and head layers may have a padding rule of their own"
                 )
     return Paddings(default, tuple(sorted(counts)))
+
+
+def cell_wiring(network: ir.Network, backend: str) -> tuple[bool, set[str]]:
+    """Whether the network is a stack of cells (every block reads the two
+    outputs before it: NASNet), and the stages after whose last block the
+    next reads that block's own `prev` (skip_reduction). Backends thread
+    (x, prev) from cell to cell; a wiring they cannot is an error."""
+    blocks = network.blocks
+    reading = [getattr(b, "prev", None) is not None for b in blocks]
+    if not any(reading):
+        return False, set()
+    if not all(reading):
+        raise SpecError(
+            f"{backend} backend: a network of cells (blocks reading prev) and "
+            "other blocks is not supported yet"
+        )
+    skip: set[str] = set()
+    source = prev = network.stem[-1].name  # what x and prev hold
+    for s, stage in enumerate(network.stages):
+        for b, block in enumerate(stage.blocks):
+            if block.prev != prev:
+                raise SpecError(
+                    f"{backend} backend: {block.name} reads {block.prev} as prev; "
+                    f"cells read the output two back ({prev})"
+                )
+            nxt = (
+                network.stages[s + 1].blocks[0]
+                if b == len(stage.blocks) - 1 and s + 1 < len(network.stages)
+                else None
+            )
+            if nxt is not None and nxt.prev == block.prev and block.prev != source:
+                skip.add(stage.name)  # hands its own prev on
+            else:
+                prev = source
+            source = block.name
+    return True, skip
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,8 @@ class Defaults(SpecModel):
         'convolution on an even size goes after the input; "symmetric": k // 2 '
         'on every side, as torchvision pads; "same_even": "same" as it pads an even '
         "size, (k//2 - 1, k//2), whatever the size (Keras's MobileNet: "
-        "ZeroPadding2D(((0, 1), (0, 1))) before its stride-2 depthwise convolutions)",
+        "ZeroPadding2D(((0, 1), (0, 1))) before its stride-2 depthwise convolutions); "
+        '"valid": no padding, as Keras\'s NASNet stem',
     )
     norm: Norm = Norm()
     bias: bool = Field(
@@ -236,6 +237,11 @@ class Stem(SpecModel):
         description="whether the stem convolution has a bias; default: "
         "`defaults.bias` (keras.applications' ResNetV2: true)",
     )
+    act: bool = Field(
+        True,
+        description="the activation after the stem's batch norm; false: the "
+        "norm alone (NASNet, whose cells start with a ReLU)",
+    )
 
 
 class Hidden(SpecModel):
@@ -272,6 +278,11 @@ class Head(SpecModel):
         False,
         description="a batch norm and the activation after the last stage "
         "(DenseNet's norm5, whose layers put the norm before the convolution)",
+    )
+    act: bool = Field(
+        False,
+        description="the activation alone on the last stage's output, before "
+        "pooling (NASNet's ReLU; `norm` is a batch norm with it)",
     )
     classes: Annotated[int, Field(gt=0, le=1 << 20)] = 1000
     pool: Literal["avg"] = "avg"

@@ -71,10 +71,40 @@ def explicit(block: ir.Block) -> list[Node]:
 
 
 def _settings(layer: ir.Layer) -> dict[str, Any]:
+    if isinstance(layer, ir.Call):
+        return _call_settings(layer)
     values = {k: getattr(layer, k) for k in SETTINGS.get(layer.kind, ())}
     if isinstance(layer, ir.Conv):
         values["norm"] = layer.norm is not None
     return values
+
+
+def _call_settings(call: ir.Call) -> dict[str, Any]:
+    """A call's settings: the shape of its graph (which class computes it)
+    and every number inside, as `node.setting`, so the calling class passes
+    on those that vary as its own arguments."""
+    block = call.as_block()
+    values: dict[str, Any] = {"graph": _signature(block)}
+    for key in BLOCK_ARGUMENTS:
+        values[key] = getattr(block, key)
+    for node in explicit(block):
+        for key, value in _settings(node.layer).items():
+            if _number(value):
+                values[f"{node.name}.{key}"] = value
+    return values
+
+
+def calls(blocks: Sequence[ir.Block]) -> list[ir.GraphBlock]:
+    """Every call in the blocks' graphs (and in the calls'), as a block named
+    by its path."""
+    found: list[ir.GraphBlock] = []
+    todo = [(block.name, layer) for block in blocks for layer in block.graph()]
+    while todo:
+        owner, layer = todo.pop(0)
+        if isinstance(layer, ir.Call):
+            found.append(layer.as_block(owner))
+            todo += [(found[-1].name, inner) for inner in layer.graph_]
+    return found
 
 
 def _number(value: Any) -> bool:
@@ -133,7 +163,11 @@ class Structure:
 def structures(
     blocks: Sequence[ir.Block], generic: set[str]
 ) -> dict[str, list[Structure]]:
-    """Kind -> its structures, for the kinds emitted generically."""
+    """Kind -> its structures, for the kinds emitted generically and the
+    kinds their graphs call (each called kind after those calling it)."""
+    called = calls([b for b in blocks if b.kind in generic])
+    blocks = [*blocks, *called]
+    generic = {*generic, *(c.kind for c in called)}
     by_kind: dict[str, dict[tuple, list[ir.Block]]] = {}
     for block in blocks:
         if block.kind in generic and not block.graph():
@@ -172,6 +206,13 @@ def _structure(kind: str, name: str, members: list[ir.Block]) -> Structure:
     block_vectors = {
         key: tuple(getattr(b, key) for b in members) for key in BLOCK_ARGUMENTS
     }
+    # Then the names the spec knows a block by (a cell's channels, the
+    # columns: a separable branch's kernel), as their own arguments.
+    first = members[0]
+    for key in (*getattr(first, "names", {}), "prev_channels"):
+        vector = tuple(_named_value(b, key) for b in members)
+        if None not in vector and key not in block_vectors:
+            block_vectors[key] = vector
     vectors: dict[tuple, str] = {}
     for node in nodes:
         for key, value in _settings(node.layer).items():
@@ -181,14 +222,18 @@ def _structure(kind: str, name: str, members: list[ir.Block]) -> Structure:
             vector = (_category(key), numbers)
             if len(members) > 1 and len(set(numbers)) == 1:
                 continue  # the same in every block: a literal in the class
-            widths = (block_vectors["in_channels"], block_vectors["out_channels"])
+            widths = tuple(
+                v for k, v in block_vectors.items() if _category(k) == "width"
+            )
             if len(members) == 1 and not (
-                key in ("in_channels", "out_channels", "channels") and numbers in widths
+                _category(key) == "width" and numbers in widths
             ):
                 continue  # one block: literals but for its widths in and out
             if vector not in vectors:
                 named = [
-                    k for k, v in block_vectors.items() if (_category(k), v) == vector
+                    k
+                    for k, v in block_vectors.items()
+                    if (_category(k), v) == vector and _category(k) == _category(key)
                 ]
                 vectors[vector] = named[0] if named else _argument_name(node, key)
                 if vectors[vector] in structure.parameters:
@@ -201,10 +246,18 @@ def _structure(kind: str, name: str, members: list[ir.Block]) -> Structure:
 
 
 def _category(key: str) -> str:
-    return "width" if key in WIDTHS else key
+    key = key.rpartition(".")[2]  # a call's `node.setting`
+    return "width" if key in WIDTHS or key.endswith("channels") else key
+
+
+def _named_value(block: ir.Block, key: str) -> Any:
+    names = getattr(block, "names", {})
+    return names[key] if key in names else getattr(block, key, None)
 
 
 def _argument_name(node: Node, key: str) -> str:
+    # A call's `node.setting`: path1.out_channels -> path1_channels.
+    key = key.replace(".out_channels", "_channels").replace(".", "_")
     if key in ("out_channels", "channels"):
         return f"{node.name}_channels"
     if key == "squeeze_channels":
@@ -234,10 +287,15 @@ def _describe(layer: ir.Layer) -> str:
         return text
     if isinstance(layer, ir.NormAct):
         return "batch norm" + (f", {layer.activation}" if layer.activation else "")
+    if isinstance(layer, ir.Pool) and layer.same:
+        return f"{layer.kernel}x{layer.kernel} {layer.op} pool, stride 2, same"
     if isinstance(layer, ir.Pool):
         return f"{layer.kernel}x{layer.kernel} {layer.op} pool, stride {layer.stride}"
     if isinstance(layer, ir.Act):
         return layer.activation
+    if isinstance(layer, ir.Call):
+        text = layer.op.replace("_", " ")
+        return text + (f", stride {layer.stride}" if layer.stride != 1 else "")
     names = {
         "se": "squeeze-excitation",
         "add": "sum",

@@ -69,13 +69,37 @@ def _defined_kinds(
     if not isinstance(section, dict):
         return {}  # absent, or the Spec model reports its shape
     kinds: dict[str, blocks.BlockKind | None] = {}
+    definitions: dict[str, defined_blocks.BlockDef | None] = {}
     for name, entry in section.items():
         at = ("blocks", name)
-        definition = check(defined_blocks.BlockDef, entry, document, diagnostics, at=at)
+        definitions[name] = check(
+            defined_blocks.BlockDef, entry, document, diagnostics, at=at
+        )
+    # Kinds may use each other as ops (not round in a circle).
+    cycle = defined_blocks.call_cycle({k: v for k, v in definitions.items() if v})
+    if cycle:
+        at = ("blocks", cycle[0])
+        diagnostics.error(
+            f"kinds that use each other as ops: {' -> '.join([*cycle, cycle[0]])}",
+            document.position(at),
+            format_path(at),
+        )
+        return {name: None for name in definitions}
+    defined = {
+        name: defined_blocks.Defined(
+            d, defined_blocks.Where(document.position, ("blocks", name))
+        )
+        for name, d in definitions.items()
+        if d is not None
+    }
+    for name, definition in definitions.items():
+        at = ("blocks", name)
         if definition is None:
             kinds[name] = None
             continue
-        problems = defined_blocks.check_definition(str(name), definition, at)
+        problems = defined_blocks.check_definition(
+            str(name), definition, at, definitions
+        )
         for path, message in problems:
             diagnostics.error(message, document.position(path), format_path(path))
         if problems:
@@ -83,7 +107,7 @@ def _defined_kinds(
             kinds[name] = None
         else:
             kinds[name] = defined_blocks.make_kind(
-                name, definition, defined_blocks.Where(document.position, at)
+                name, definition, defined[name].where, defined
             )
     return kinds
 

@@ -30,11 +30,12 @@ every width written out, so backends emit it through their generic path.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model
 
 from .. import ir
 from ..errors import Diagnostic, Diagnostics, SpecError, format_path
@@ -52,9 +53,25 @@ Expr = Annotated[
         "in_channels, out_channels and stride (archspec.expr)"
     ),
 ]
-# Names every block's expressions may read, besides its columns.
-BLOCK_NAMES = ("channels", "in_channels", "out_channels", "stride")
-RESERVED = {*BLOCK_NAMES, *StageRow.model_fields, "x"}
+# Names every block's expressions may read, besides its columns. `prev_*`
+# describe a cell's second input (`prev`); `has_prev` is false in the
+# network's first block, whose `prev` is its own input.
+BLOCK_NAMES = (
+    "channels",
+    "in_channels",
+    "out_channels",
+    "stride",
+    "in_size",
+    "prev_channels",
+    "prev_size",
+    "has_prev",
+)
+# The names `out` may not read: a block's width does not depend on sizes.
+SIZE_NAMES = {"in_size", "prev_channels", "prev_size", "has_prev"}
+# The row column of kinds that read `prev` (NASNet's skip_reduction).
+SKIP_REDUCTION = "skip_reduction"
+INPUTS = (ir.BLOCK_INPUT, ir.BLOCK_PREV)
+RESERVED = {*BLOCK_NAMES, *StageRow.model_fields, *INPUTS, SKIP_REDUCTION}
 
 
 class _Model(BaseModel):
@@ -83,8 +100,9 @@ class _Node(_Model):
     in_: NodeName | list[NodeName] | None = Field(
         None,
         alias="in",
-        description="the node(s) read (x: the block's input); default: the node "
-        "written before, or x for the first",
+        description="the node(s) read (x: the block's input; prev: the output "
+        "of the block before the previous one); default: the node written "
+        "before, or x for the first",
     )
     when: Expr | None = Field(
         None, description="a condition: the node exists only where it holds"
@@ -130,6 +148,12 @@ class PoolNode(_Node):
     kernel: Expr = 1
     stride: Expr = 1
     pad: Expr = Field(0, description="zeros (or -inf: `fill`) on every side")
+    padding: Literal["same"] | None = Field(
+        None,
+        description="same: TensorFlow's rule instead of `pad` (stride 1: kernel "
+        "// 2 on every side; stride 2: on an even size the extra row and column "
+        "go after the map)",
+    )
     fill: Literal["-inf", "zero"] = Field(
         "-inf",
         description="max pooling: what the padding holds (PyTorch and timm: "
@@ -163,16 +187,65 @@ class PadNode(_Node):
     )
 
 
+class CallNode(_Node):
+    """Another block kind of the spec's `blocks:` used as one op (NASNet's
+    separable branch inside its cells): its `channels` and `stride`, and its
+    columns as further keys (`kernel: 5`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    op: ModuleName = Field(description="a block kind this spec defines")
+    channels: Expr | None = Field(
+        None, description="the called block's `channels`; default: the input's"
+    )
+    stride: Expr = 1
+
+    def arguments(self) -> dict[str, Any]:
+        """The called kind's columns, as given."""
+        return dict(self.model_extra or {})
+
+
+# Each primitive op's node model; any other op calls a kind of the spec's.
+_TAGS = {
+    "conv": "conv",
+    "norm_act": "norm_act",
+    "act": "act",
+    "max_pool": "pool",
+    "avg_pool": "pool",
+    "se": "se",
+    "add": "merge",
+    "concat": "merge",
+    "multiply": "merge",
+    "identity": "plain",
+    "drop_path": "plain",
+    "shift": "plain",
+    "pad": "pad",
+}
+PRIMITIVES = tuple(_TAGS)
+
+
+def _tag(value: Any) -> str | None:
+    op = value.get("op") if isinstance(value, dict) else getattr(value, "op", None)
+    if not isinstance(op, str):
+        return None
+    return _TAGS.get(op, "call")
+
+
 NodeDef = Annotated[
-    ConvNode
-    | NormActNode
-    | ActNode
-    | PoolNode
-    | SENode
-    | MergeNode
-    | PlainNode
-    | PadNode,
-    Field(discriminator="op"),
+    Annotated[ConvNode, Tag("conv")]
+    | Annotated[NormActNode, Tag("norm_act")]
+    | Annotated[ActNode, Tag("act")]
+    | Annotated[PoolNode, Tag("pool")]
+    | Annotated[SENode, Tag("se")]
+    | Annotated[MergeNode, Tag("merge")]
+    | Annotated[PlainNode, Tag("plain")]
+    | Annotated[PadNode, Tag("pad")]
+    | Annotated[CallNode, Tag("call")],
+    Discriminator(
+        _tag,
+        custom_error_type="op",
+        custom_error_message="expected a node with an `op`",
+    ),
 ]
 
 
@@ -189,6 +262,20 @@ class BlockDef(_Model):
     )
     graph: dict[NodeName, NodeDef] = Field(min_length=1)
     output: NodeName | None = Field(None, description="default: the last node")
+
+    @property
+    def reads_prev(self) -> bool:
+        """Whether the kind is a cell that reads two inputs, `x` and `prev`."""
+        written = list(self.graph)
+        return any(
+            ir.BLOCK_PREV in _inputs(node, written[i - 1] if i else ir.BLOCK_INPUT)
+            or node.else_ == ir.BLOCK_PREV
+            for i, node in enumerate(self.graph.values())
+        )
+
+    def calls(self) -> list[str]:
+        """The kinds its graph uses as ops."""
+        return [n.op for n in self.graph.values() if isinstance(n, CallNode)]
 
 
 # Checking a definition ------------------------------------------------------
@@ -212,9 +299,13 @@ def _inputs(node: Any, previous: str) -> list[str]:
 
 
 def check_definition(
-    name: str, definition: BlockDef, at: DataPath
+    name: str,
+    definition: BlockDef,
+    at: DataPath,
+    definitions: Mapping[str, BlockDef | None] = MappingProxyType({}),
 ) -> list[tuple[DataPath, str]]:
-    """Every mistake in one definition, each with the path of its value."""
+    """Every mistake in one definition, each with the path of its value;
+    `definitions`: the spec's kinds, which its graph may use as ops."""
     errors: list[tuple[DataPath, str]] = []
     if name in BUILTIN:
         errors.append(
@@ -247,15 +338,17 @@ def check_definition(
                     )
                 )
 
-    expression(definition.out, (*at, "out"), known - {"out_channels"})
+    expression(definition.out, (*at, "out"), known - {"out_channels", *SIZE_NAMES})
     nodes = definition.graph
     order = list(nodes)
     edges: dict[str, list[str]] = {}
     previous = ir.BLOCK_INPUT
     for node_name, node in nodes.items():
         where = (*at, "graph", node_name)
-        if node_name == ir.BLOCK_INPUT:
-            errors.append((where, "'x' names the block's input; choose another name"))
+        if node_name in INPUTS:
+            errors.append(
+                (where, f"{node_name!r} names a block input; choose another name")
+            )
         reads = _inputs(node, previous)
         arity = {"add": None, "concat": None, "multiply": 2}.get(node.op, 1)
         if arity is None and len(reads) < 2:
@@ -274,14 +367,18 @@ def check_definition(
             )
         targets = [*reads, *([node.else_] if node.else_ else [])]
         for target in targets:
-            if target != ir.BLOCK_INPUT and target not in nodes:
+            if target not in INPUTS and target not in nodes:
                 field = "else" if target == node.else_ and target not in reads else "in"
                 errors.append(
                     (
                         (*where, field),
-                        f"unknown node {target!r} (known: x, {', '.join(order)})",
+                        f"unknown node {target!r} (known: x, prev, {', '.join(order)})",
                     )
                 )
+        if isinstance(node, CallNode):
+            errors += _check_call(node, where, definitions, expression, known)
+        if isinstance(node, PoolNode) and node.padding and node.pad != 0:
+            errors.append(((*where, "pad"), "expected `pad` or `padding`, not both"))
         edges[node_name] = [t for t in targets if t in nodes]
         for field, value in _expressions(node):
             expression(value, (*where, field), known)
@@ -306,6 +403,56 @@ def check_definition(
                 )
             )
     return errors
+
+
+def _check_call(
+    node: CallNode,
+    where: DataPath,
+    definitions: Mapping[str, BlockDef | None],
+    expression: Callable[[Any, DataPath, set[str]], None],
+    known: set[str],
+) -> list[tuple[DataPath, str]]:
+    """A node that uses another kind as its op: one the spec defines, with
+    one input, given its columns and nothing else."""
+    if node.op not in definitions:
+        ops = ", ".join([*PRIMITIVES, *sorted(definitions)])
+        return [((*where, "op"), f"unknown op {node.op!r} (known: {ops})")]
+    callee = definitions[node.op]
+    if callee is None:
+        return []  # its own definition's errors say what is wrong
+    errors: list[tuple[DataPath, str]] = []
+    if callee.reads_prev:
+        errors.append(
+            ((*where, "op"), f"{node.op!r} reads two inputs (prev): not an op")
+        )
+    given = node.arguments()
+    for key, value in given.items():
+        if key not in callee.columns:
+            columns = ", ".join(["channels", "stride", *callee.columns])
+            errors.append(
+                (
+                    (*where, key),
+                    f"{node.op!r} has no column {key!r} (known: {columns})",
+                )
+            )
+        elif isinstance(value, bool | int | float | str):
+            expression(value, (*where, key), known)
+        else:
+            errors.append(((*where, key), "expected a number or an expression"))
+    for key, column in callee.columns.items():
+        if column.default is None and key not in given:
+            errors.append(((*where,), f"{node.op!r} needs its column {key!r}"))
+    return errors
+
+
+def call_cycle(definitions: Mapping[str, BlockDef]) -> list[str] | None:
+    """Kinds that use each other as ops, round in a circle, if any."""
+    return _cycle(
+        {
+            name: [c for c in d.calls() if c in definitions]
+            for name, d in definitions.items()
+        }
+    )
 
 
 def _cycle(edges: dict[str, list[str]]) -> list[str] | None:
@@ -373,10 +520,34 @@ class Where:
         return Diagnostic(message, self.position(at), format_path(at))
 
 
-def make_kind(name: str, definition: BlockDef, where: Where) -> BlockKind:
+@dataclass(frozen=True)
+class Defined:
+    """A kind's definition and where it sits: what a call to it builds from."""
+
+    definition: BlockDef
+    where: Where
+
+
+def make_kind(
+    name: str,
+    definition: BlockDef,
+    where: Where,
+    definitions: Mapping[str, Defined] = MappingProxyType({}),
+) -> BlockKind:
     """A BlockKind whose rows have the definition's columns and whose blocks
-    are `ir.GraphBlock`s built from its graph."""
+    are `ir.GraphBlock`s built from its graph; `definitions`: the spec's
+    kinds, which the graph may call."""
     fields: dict[str, Any] = {"block": (Literal[name], ...)}  # type: ignore[valid-type]
+    if definition.reads_prev:
+        fields[SKIP_REDUCTION] = (
+            bool,
+            Field(
+                False,
+                description="after this row's last block, the next block reads as "
+                "`prev` this block's own `prev`, not its input (NASNet's "
+                "skip_reduction: the cell after a reduction reads the cell before it)",
+            ),
+        )
     types = {"int": int, "float": float, "bool": bool}
     for column, spec in definition.columns.items():
         bounds = {}
@@ -414,7 +585,9 @@ def make_kind(name: str, definition: BlockDef, where: Where) -> BlockKind:
     )
 
     def build(row_value: StageRow, at: BlockContext) -> ir.GraphBlock:
-        return _build(name, definition, row_value, at, where)
+        columns = _columns(row_value, definition)
+        channels = at.scale(row_value.channels)
+        return _build(name, definition, columns, channels, at, where, definitions)
 
     return BlockKind(name, row, ir.GraphBlock, build)
 
@@ -424,11 +597,24 @@ def _columns(row: StageRow, definition: BlockDef) -> dict[str, Any]:
 
 
 def _build(
-    name: str, definition: BlockDef, row: StageRow, at: BlockContext, where: Where
+    name: str,
+    definition: BlockDef,
+    columns: dict[str, Any],
+    channels: int,
+    at: BlockContext,
+    where: Where,
+    definitions: Mapping[str, Defined],
 ) -> ir.GraphBlock:
-    names = {**_columns(row, definition), "channels": at.scale(row.channels)}
+    prev = (at.prev_channels, at.prev_size) if at.prev else (at.in_channels, at.in_size)
+    names = {**columns, "channels": channels}
     names.update(
-        in_channels=at.in_channels, out_channels=at.out_channels, stride=at.stride
+        in_channels=at.in_channels,
+        out_channels=at.out_channels,
+        stride=at.stride,
+        in_size=at.in_size,
+        prev_channels=prev[0],
+        prev_size=prev[1],
+        has_prev=at.has_prev,
     )
     diagnostics = Diagnostics()
 
@@ -446,8 +632,11 @@ def _build(
     previous = {
         n: (written[i - 1] if i else ir.BLOCK_INPUT) for i, n in enumerate(written)
     }
-    alias: dict[str, str] = {ir.BLOCK_INPUT: ir.BLOCK_INPUT}
-    shapes: dict[str, ir.Shape] = {ir.BLOCK_INPUT: ir.Shape(at.in_channels, at.in_size)}
+    alias: dict[str, str] = {i: i for i in INPUTS}
+    shapes: dict[str, ir.Shape] = {
+        ir.BLOCK_INPUT: ir.Shape(at.in_channels, at.in_size),
+        ir.BLOCK_PREV: ir.Shape(*prev),
+    }
     built: dict[str, ir.Layer] = {}
     failed: set[str] = set()
     for node_name in topological(definition):
@@ -463,9 +652,20 @@ def _build(
                 alias.get(node.else_, node.else_) if node.else_ else reads[0]
             )
             continue
-        made = _node(
-            node_name, node, [shapes[r] for r in reads], at, value, diagnostics, where
-        )
+        if isinstance(node, CallNode):
+            made = _call(
+                node_name, node, shapes[reads[0]], at, value, diagnostics, definitions
+            )
+        else:
+            made = _node(
+                node_name,
+                node,
+                [shapes[r] for r in reads],
+                at,
+                value,
+                diagnostics,
+                where,
+            )
         if made is not None:
             made = made.model_copy(update={"inputs": tuple(reads)})
             problems: list = []
@@ -491,6 +691,7 @@ def _build(
         nodes = [ir.Identity(name="identity", channels=at.in_channels, inputs=("x",))]
     nodes = _implicit_inputs(nodes)
     out_shape = shapes.get(output, ir.Shape(at.in_channels, at.in_size))
+    reads_prev = any(ir.BLOCK_PREV in n.inputs for n in nodes)
     block = ir.GraphBlock(
         kind=name,
         name=at.name,
@@ -500,6 +701,13 @@ def _build(
         stride=at.stride,
         in_size=at.in_size,
         out_size=out_shape.size,
+        prev=(at.prev or at.input) if reads_prev else None,
+        prev_channels=prev[0] if reads_prev else None,
+        prev_size=prev[1] if reads_prev else None,
+        names={
+            **{k: v for k, v in columns.items() if isinstance(v, int | float)},
+            **({"channels": channels} if reads_prev else {}),
+        },
         graph=tuple(nodes),
     )
     problems = block.check()
@@ -605,6 +813,10 @@ def _node(
         if None in (kernel, stride, pad):
             return None
         extra = {}
+        if node.padding == "same" and stride == 1:
+            pad = kernel // 2  # TensorFlow's stride-1 "same", for odd kernels
+        elif node.padding == "same":
+            extra["same"] = True
         fields = ir.Pool.model_fields
         if "fill" in fields:
             extra["fill"] = node.fill
@@ -621,7 +833,9 @@ def _node(
         if "count_pad" in fields:
             extra["count_pad"] = node.count_pad
         out = (
-            ir.pool_out_size(first.size, kernel, stride, pad, False)
+            ir.out_size(first.size, stride)
+            if extra.get("same")
+            else ir.pool_out_size(first.size, kernel, stride, pad, False)
             if kernel > 0 and stride > 0
             else first.size
         )
@@ -707,6 +921,77 @@ def _node(
         "shift": ir.Shift,
     }
     return kinds[op](name=name, channels=first.channels)
+
+
+def _call(
+    name: str,
+    node: CallNode,
+    first: ir.Shape,
+    at: BlockContext,
+    value: Callable[..., Any],
+    diagnostics: Diagnostics,
+    definitions: Mapping[str, Defined],
+) -> ir.Call | None:
+    """A node whose op is a kind of the spec's: that kind's block, built on
+    the node's input with the node's channels, stride and columns."""
+    callee = definitions[node.op]
+    d = callee.definition
+    args = {k: value(name, k, v, integer=False) for k, v in node.arguments().items()}
+    for key, column in d.columns.items():
+        if key not in args:
+            args[key] = column.default
+    channels = (
+        first.channels
+        if node.channels is None
+        else value(name, "channels", node.channels)
+    )
+    stride = value(name, "stride", node.stride)
+    if None in (channels, stride, *args.values()):
+        return None
+    names = {
+        **args,
+        "channels": channels,
+        "in_channels": first.channels,
+        "stride": stride,
+    }
+    try:
+        out = whole(Expression.parse(d.out).evaluate(names), "the block's output width")
+    except ExprError as exc:
+        diagnostics.items.append(callee.where.error(f"in {d.out!r}: {exc}", "out"))
+        return None
+    if stride not in (1, 2):
+        diagnostics.items.append(
+            callee.where.error(f"{at.name}.{name}: stride = {stride}: expected 1 or 2")
+        )
+        return None
+    inner = replace(
+        at,
+        name=f"{at.name}.{name}",
+        in_channels=first.channels,
+        out_channels=out,
+        stride=stride,
+        in_size=first.size,
+        input=ir.BLOCK_INPUT,
+        prev=None,
+        scale=lambda c: c,
+    )
+    try:
+        block = _build(node.op, d, args, channels, inner, callee.where, definitions)
+    except SpecError as exc:
+        diagnostics.items += exc.diagnostics.items
+        return None
+    return ir.Call(
+        name=name,
+        op=node.op,
+        class_name=d.class_name,
+        in_channels=block.in_channels,
+        out_channels=block.out_channels,
+        stride=block.stride,
+        in_size=block.in_size,
+        out_size=block.out_size,
+        names=block.names,
+        graph=block.graph_,
+    )
 
 
 def _made(

@@ -100,6 +100,18 @@ class BlockContext:
     # A width as the table gives it (multiplier 1), scaled and rounded as
     # this variant scales every channel count.
     scale: Callable[[float], int]
+    # What the block reads: `input`, the output its x is (a block's name, or
+    # the stem's last layer), and for a cell (archspec.blocks.graph) `prev`,
+    # the output it reads as its second input, with its shape; None in the
+    # network's first block, whose prev is its own input.
+    input: str = ""
+    prev: str | None = None
+    prev_channels: int | None = None
+    prev_size: int | None = None
+
+    @property
+    def has_prev(self) -> bool:
+        return self.prev is not None
 
     @property
     def out_size(self) -> int:

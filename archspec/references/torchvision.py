@@ -79,6 +79,7 @@ This is what makes the references' (and so pretrained) weights usable:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TypeVar
 
@@ -298,6 +299,86 @@ def resnetv2(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str
     return f"stages.{owner.stage}.blocks.{owner.index}.{inner}"
 
 
+# NASNet-A and PNASNet-5 (timm/models/nasnet.py, pnasnet.py): a cell's
+# nodes, then the parts of the ops they call.
+CELL_NODES = {
+    "nasnet": {
+        "hidden": "conv_1x1",
+        "prev_projected": "conv_prev_1x1",
+        "prev_reduced": "",
+    },
+    "pnasnet": {
+        "hidden": "conv_1x1",
+        "left_projected": "conv_prev_1x1",
+        "left": "conv_prev_1x1",
+    },
+}
+CELL_OPS = {
+    # sep_conv: timm's BranchSeparables
+    "depthwise1": "separable_1.depthwise_conv2d",
+    "pointwise1.conv": "separable_1.pointwise_conv2d",
+    "pointwise1.bn": "bn_sep_1",
+    "depthwise2": "separable_2.depthwise_conv2d",
+    "pointwise2.conv": "separable_2.pointwise_conv2d",
+    "pointwise2.bn": "bn_sep_2",
+    # relu_conv_bn: ActConvBn
+    "conv.conv": "conv",
+    "conv.bn": "bn",
+    # factorized_reduction: FactorizedReduction (CellStem1, FirstCell)
+    "path1": "path_1.conv",
+    "path2": "path_2.conv",
+    "bn.bn": "final_path_bn",
+}
+CELL_TOP = {
+    "nasnet": {
+        "stem.conv": "conv0.conv",
+        "stem.bn": "conv0.bn",
+        "classifier": "last_linear",
+    },
+    "pnasnet": {
+        "stem.conv": "conv_0.conv",
+        "stem.bn": "conv_0.bn",
+        "classifier": "last_linear",
+    },
+}
+
+
+def _cells(family: str):
+    """timm's NASNet-A or PNASNet-5 names: cell_stem_0, cell_stem_1, then
+    cell_N (NASNet: reduction_cell_K for the reductions), and inside a cell
+    comb_iter_I_{left,right} for our combI_{left,right}."""
+    where = f"timm's {family}"
+
+    def scheme(network: ir.Network, layer: ir.Weights, owner: Owner | None) -> str:
+        if owner is None:
+            return part(CELL_TOP[family], layer, where)
+        position = owner.position
+        if position < 2:
+            cell = f"cell_stem_{position}"
+        elif family == "pnasnet":
+            cell = f"cell_{position - 2}"
+        else:
+            later = network.blocks[2 : position + 1]
+            reductions = sum(b.stride == 2 for b in later)
+            cell = (
+                f"reduction_cell_{reductions - 1}"
+                if owner.block.stride == 2
+                else f"cell_{len(later) - 1 - reductions}"
+            )
+        node, _, inner = layer.part.partition(".")
+        combination = re.fullmatch(r"comb(\d)_(left|right)", node)
+        if combination:
+            outer = f"comb_iter_{combination[1]}_{combination[2]}"
+        elif node in CELL_NODES[family]:
+            outer = CELL_NODES[family][node]
+        else:
+            raise SpecError(f"{where} has no counterpart for {layer.path!r}")
+        inner = CELL_OPS.get(inner, inner) if inner else ""
+        return ".".join(p for p in (cell, outer, inner) if p)
+
+    return scheme
+
+
 SCHEMES = {
     "densenet": densenet,
     "efficientnet": efficientnet,
@@ -306,6 +387,8 @@ SCHEMES = {
     "mobilenet_v3": mobilenet_v3,
     "resnet": resnet,
     "resnetv2": resnetv2,
+    "nasnet": _cells("nasnet"),
+    "pnasnet": _cells("pnasnet"),
 }
 
 

@@ -28,6 +28,7 @@ from archspec.render import (
     Provenance,
     activations,
     bare_convs,
+    cell_wiring,
     environment,
     features,
     head,
@@ -59,7 +60,7 @@ ACTIVATION_NAMES = {
     "gelu": "GELU",
 }
 # Stem and head layers that become a module attribute (the rest are inline).
-MODULES = ("conv", "norm_act", "pool", "dropout", "dense")
+MODULES = ("conv", "norm_act", "act", "pool", "dropout", "dense")
 TOP_LEVEL = (*MODULES, "global_pool")
 
 
@@ -110,6 +111,7 @@ class TorchBackend:
         acts = activations(network, self.name, ACTIVATIONS)
         top = head(network, self.name)
         _check_supported(network)
+        cells, skip_reduction = cell_wiring(network, self.name)
         # Convolutions in blocks written from their graphs state their own
         # rule where it is not PADDING.
         pads = paddings(network, self.name, from_graph)
@@ -135,7 +137,9 @@ class TorchBackend:
             )
         )
         groups = structures(network.blocks, from_graph)
-        writer = Writer(acts.default, acts.per_layer, conv_bias, pads)
+        # Kinds the graphs use as ops (NASNet's separable branch) come first.
+        kinds = [*(k for k in groups if k not in kinds), *kinds]
+        writer = Writer(acts.default, acts.per_layer, conv_bias, pads, groups)
         classes = {
             kind: [writer.write(s) for s in found] for kind, found in groups.items()
         }
@@ -158,6 +162,9 @@ class TorchBackend:
             # A squeeze-excitation that must not gate its input in place.
             se_copies=any(c.se_copies for found in classes.values() for c in found),
             padded_conv=writer.padded_conv,
+            pool_same=writer.pool_same,
+            cells=cells,
+            skip_reduction=skip_reduction,
             net=network,
             about=Provenance.of(network),
             kinds=kinds,

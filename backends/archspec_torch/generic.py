@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from archspec import ir
 from archspec.errors import SpecError
 from archspec.render import LINE_LENGTH, Code, Paddings, call, literal
-from archspec.structure import Node, Structure, describe_nodes
+from archspec.structure import BLOCK_ARGUMENTS, Node, Structure, describe_nodes
 
 # Activations applied on their own (`act` nodes, convolutions without norm).
 FUNCTIONAL = {
@@ -45,6 +45,7 @@ class Class:
     init: str
     forward: str
     se_copies: bool = False
+    reads_prev: bool = False  # a cell: forward(x, prev)
 
 
 class Writer:
@@ -59,13 +60,18 @@ class Writer:
         per_layer: bool,
         conv_bias: bool,
         paddings: Paddings | None = None,
+        structures: Mapping[str, list[Structure]] | None = None,
     ):
         self.activation = activation
+        # Every structure, by kind: what a call node's class is.
+        self.structures = structures or {}
         self.per_layer = per_layer
         self.conv_bias = conv_bias
         self.paddings = paddings or Paddings("symmetric", ("symmetric",))
-        # Whether a class uses PaddedConv2d (the module then defines it).
+        # Whether a class uses PaddedConv2d, Pool2dSame (the module then
+        # defines them).
         self.padded_conv = False
+        self.pool_same = False
 
     def write(self, structure: Structure) -> Class:
         params = [f"{p}: int" for p in structure.parameters]
@@ -96,7 +102,38 @@ class Writer:
             "\n".join(init),
             "\n".join(forward),
             se_copies,
+            any(ir.BLOCK_PREV in node.inputs for node in structure.nodes),
         )
+
+    def callee(self, s: Structure, node: str) -> Structure:
+        """The structure a call node of `s` builds (the same in each of its
+        blocks: a structure's signature holds its calls' graphs)."""
+        path = ir.join(s.blocks[0].name, node)
+        layer = next(n for n in s.blocks[0].graph() if n.name == node)
+        return next(
+            c
+            for c in self.structures[layer.op]
+            if any(b.name == path for b in c.blocks)
+        )
+
+    def call_arguments(self, s: Structure, node: str) -> list[Code]:
+        """A call's constructor arguments, as its class takes them: each the
+        calling class's argument or a literal."""
+        callee = self.callee(s, node)
+        first = {}
+        for (inner, key), argument in callee.arguments.items():
+            # Its width in and out and stride are the call's own settings.
+            outer = key if argument == key and key in BLOCK_ARGUMENTS else None
+            first.setdefault(argument, outer or f"{inner}.{key}")
+        found = []
+        for parameter in callee.parameters:
+            value = self.arg(s, node, first[parameter])
+            found.append(
+                value
+                if parameter in ("in_channels", "out_channels")
+                else Code(f"{parameter}={value}")
+            )
+        return found
 
     def arg(self, structure: Structure, node: str, key: str) -> Code:
         """A setting as source: the constructor argument that carries it, or
@@ -117,7 +154,7 @@ class Writer:
         layer, name = node.layer, node.name
         this = f"self.{name} = "
         holds_module = isinstance(
-            layer, ir.Conv | ir.NormAct | ir.Pool | ir.SqueezeExcite
+            layer, ir.Conv | ir.NormAct | ir.Pool | ir.SqueezeExcite | ir.Call
         )
         if holds_module and (keyword.iskeyword(name) or name in MODULE_ATTRIBUTES):
             raise SpecError(
@@ -127,6 +164,10 @@ class Writer:
                 + ("a Python keyword" if keyword.iskeyword(name) else "nn.Module's")
                 + ": rename the node"
             )
+        if isinstance(layer, ir.Call):
+            callee = self.callee(s, name)
+            args = self.call_arguments(s, name)
+            return call(callee.name, *args, indent=8, prefix=this)
         if isinstance(layer, ir.Conv):
             return self._conv(s, name, layer, this)
         if isinstance(layer, ir.NormAct):
@@ -201,6 +242,20 @@ class Writer:
             self.arg(s, name, k) for k in ("kernel", "stride", "pad")
         )
         kw: dict[str, object] = {"stride": stride}
+        if layer.same:
+            if layer.op == "avg" and not layer.count_pad:
+                raise SpecError(
+                    f'torch backend: {name}: stride-2 "same" average pooling '
+                    "that does not count its padding is not supported yet"
+                )
+            self.pool_same = True
+            if layer.op == "max":
+                kw = {"fill": Code("0.0" if layer.fill == "zero" else "-math.inf")}
+            else:
+                kw = {}
+            return call(
+                "Pool2dSame", literal(layer.op), kernel, indent=8, prefix=this, **kw
+            )
         if layer.op == "max" and layer.fill == "zero" and layer.pad:
             # Zeros around the map, which win over negative values (Keras's
             # ZeroPadding2D before MaxPooling2D), not nn.MaxPool2d's -inf.
@@ -228,7 +283,9 @@ class Writer:
         func, func_args = None, [x]
         if isinstance(layer, ir.Conv) and layer.norm is None and layer.activation:
             func, func_args = FUNCTIONAL[layer.activation], [f"self.{name}({x})"]
-        elif isinstance(layer, ir.Conv | ir.NormAct | ir.SqueezeExcite | ir.Pool):
+        elif isinstance(
+            layer, ir.Conv | ir.NormAct | ir.SqueezeExcite | ir.Pool | ir.Call
+        ):
             func = f"self.{name}"
         elif isinstance(layer, ir.Act):
             func = FUNCTIONAL[layer.activation]
@@ -274,8 +331,8 @@ class Flow:
     """
 
     def __init__(self, nodes: list[Node]):
-        self.readers: dict[str, list[int]] = {ir.BLOCK_INPUT: []}
-        depth = {ir.BLOCK_INPUT: 0}
+        self.readers: dict[str, list[int]] = {ir.BLOCK_INPUT: [], ir.BLOCK_PREV: []}
+        depth = {ir.BLOCK_INPUT: 0, ir.BLOCK_PREV: 0}
         for i, node in enumerate(nodes):
             self.readers[node.name] = []
             for name in node.inputs:
@@ -290,12 +347,13 @@ class Flow:
         by_name = {node.name: node for node in nodes}
         self.nodes = by_name
         main, name = {}, nodes[-1].name
-        while name != ir.BLOCK_INPUT:
+        while name not in (ir.BLOCK_INPUT, ir.BLOCK_PREV):
             main[name] = main_input(by_name[name])
             name = main[name]
         self.main = main  # node -> its input on the main path
-        self.variable = {ir.BLOCK_INPUT: "x"}
-        holds = {"x": ir.BLOCK_INPUT}  # variable -> the value it holds now
+        self.variable = {ir.BLOCK_INPUT: "x", ir.BLOCK_PREV: "prev"}
+        # variable -> the value it holds now
+        holds = {"x": ir.BLOCK_INPUT, "prev": ir.BLOCK_PREV}
 
         def free(variable: str, i: int) -> bool:
             # Nothing held, or nothing held that a node after i still reads.
@@ -334,7 +392,7 @@ class Flow:
     def shared(self, name: str) -> bool:
         """Whether a value is read more than once, or is the block's input
         (which the caller may hold)."""
-        return name == ir.BLOCK_INPUT or len(self.readers[name]) > 1
+        return name in (ir.BLOCK_INPUT, ir.BLOCK_PREV) or len(self.readers[name]) > 1
 
 
 def _name(node: str, i: int, free) -> str:
@@ -342,7 +400,7 @@ def _name(node: str, i: int, free) -> str:
     or Python defines, or a value still needed."""
     name = f"{node}_out" if node in TAKEN or keyword.iskeyword(node) else node
     chosen, n = name, 2
-    while chosen in ("x", "out") or not free(chosen, i):
+    while chosen in ("x", "out", "prev") or not free(chosen, i):
         chosen, n = f"{name}_{n}", n + 1
     return chosen
 

@@ -1,0 +1,129 @@
+"""NASNet-A and PNASNet-5, whose cells are written in the specs as data:
+specs/nasnet.yaml against timm's nasnetalarge and specs/pnasnet.yaml against
+timm's pnasnet5large (PyTorch): parameter and buffer counts, every tensor
+name, and logits with timm's random weights brought in by
+`archspec weights import`, at a small odd size and at the native 331 px.
+
+"Equal" is measured against float32 rounding (exact in float64), as for the
+other families. The Keras side (keras.applications' NASNetMobile and
+NASNetLarge) is tests/test_nasnet_keras.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+
+from helpers import (  # noqa: E402
+    SPECS,
+    assert_float32_rounding,
+    check_here,
+    import_generated,
+    relative_error,
+    run_archspec,
+    variant,
+)
+
+from archspec import analysis  # noqa: E402
+from archspec.parity import randomize  # noqa: E402
+from archspec.references.torchvision import from_torchvision, state_dict_names  # noqa: E402
+
+# spec, variant = timm model, naming scheme; REFERENCE-FAMILIES.md section
+# 13.5: timm parameters and BN buffers.
+MODELS = {
+    "nasnetalarge": (SPECS / "nasnet.yaml", "nasnet", 88_753_150, 196_668),
+    "pnasnet5large": (SPECS / "pnasnet.yaml", "pnasnet", 86_057_668, 176_988),
+}
+ODD = 97  # 97 -> 48 (the stem: unpadded) -> 24 -> 12 -> 6 -> 3
+NATIVE = 331
+
+
+def generated(name, folder):
+    spec, scheme, _, _ = MODELS[name]
+    net = variant(spec, name)
+    return net, scheme, getattr(import_generated(net, "torch", folder), net.class_name)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_timm_parameter_and_buffer_counts(name, tmp_path):
+    net, scheme, cls = generated(name, tmp_path)
+    with torch.device("meta"):
+        ours, theirs = cls(), timm.create_model(name)
+    _, _, params, buffers = MODELS[name]
+    assert sum(p.numel() for p in ours.parameters()) == params == analysis.params(net)
+    assert sum(p.numel() for p in theirs.parameters()) == params
+    running = [
+        b
+        for n, b in ours.named_buffers()
+        if n.endswith(("running_mean", "running_var"))
+    ]
+    assert sum(b.numel() for b in running) == buffers
+    # Every tensor has its counterpart, and no other.
+    assert set(state_dict_names(net, scheme)) == set(theirs.state_dict())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("size", [ODD, NATIVE])
+def test_timm_weights_give_timm_logits(name, size, tmp_path):
+    torch.manual_seed(0)
+    theirs = timm.create_model(name)
+    randomize(theirs, size, seed=0)
+    net, scheme, cls = generated(name, tmp_path)
+    ours = cls().eval()
+    ours.load_state_dict(from_torchvision(net, theirs.state_dict(), scheme))
+    batch = 2 if size == ODD else 1
+    x = torch.randn(batch, 3, size, size)
+    if batch == 1:  # the signal check below needs two images
+        x = torch.cat([x, torch.randn_like(x)])
+    assert_float32_rounding(ours, theirs, x)
+
+
+def test_timm_weights_import_command(tmp_path):
+    """`archspec weights import --from timm` on a timm state dict, loaded strictly."""
+    name = "pnasnet5large"
+    spec = MODELS[name][0]
+    theirs = timm.create_model(name)
+    randomize(theirs, ODD, seed=1)
+    torch.save(theirs.state_dict(), tmp_path / "theirs.pt")
+    out = tmp_path / "ours.pt"
+    result = run_archspec(
+        "weights", "import", "--spec", str(spec), "--variant", name,
+        "--from", "timm", str(tmp_path / "theirs.pt"), "-o", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    _net, _scheme, cls = generated(name, tmp_path)
+    ours = cls().eval()
+    ours.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    x = torch.randn(2, 3, ODD, ODD)
+    with torch.no_grad():
+        assert relative_error(ours(x), theirs.eval()(x)) < 1e-4
+
+
+def test_skip_reduction_wiring():
+    """NASNet-Large's first cell after each reduction reads the cell before
+    the reduction (timm: cell_6 reads cell_4, cell_12 reads cell_10); the
+    others read the cell two back; the first cell reads the stem twice."""
+    net = variant(MODELS["nasnetalarge"][0], "nasnetalarge")
+    blocks = net.blocks
+    assert blocks[0].prev == net.stem[-1].name  # cell_stem_0: no cell two back
+    assert blocks[1].prev == net.stem[-1].name  # cell_stem_1: the stem
+    assert [b.name for b in blocks[8:10]] == ["stages.3.0", "stages.4.0"]
+    assert blocks[8].prev == blocks[6].name  # reduction_cell_0 reads cell_4
+    assert blocks[9].prev == blocks[6].name  # cell_6: skip_reduction
+    assert blocks[10].prev == blocks[8].name  # cell_7 reads reduction_cell_0
+    pnas = variant(MODELS["pnasnet5large"][0], "pnasnet5large")
+    # No skip: cell_5 (after the reduction cell_4) reads cell_3.
+    assert pnas.blocks[7].prev == pnas.blocks[5].name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_archspec_check(name):
+    """The PyTorch and Keras models of each timm spec compute one function."""
+    spec = MODELS[name][0]
+    result = check_here(str(spec), "--variant", name, "--size", str(ODD))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert " ok" in result.stdout
