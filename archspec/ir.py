@@ -289,6 +289,13 @@ class Pool(Layer):
     in_size: Size
     out_size: Size
 
+    @model_serializer(mode="wrap")
+    def _without_same(self, handler: SerializerFunctionWrapHandler) -> dict:
+        data = handler(self)
+        if not self.same:  # the padding `pad` says: as before `same` existed
+            data.pop("same", None)
+        return data
+
     @model_validator(mode="after")
     def _one_form(self) -> Pool:
         # One IR per function: each option only where it changes something.
@@ -614,6 +621,11 @@ class Block(Node):
         # theirs from their fields get it written out (and checked on reading
         # back, archspec.network_file).
         data = handler(self)
+        # What only cells (prev) and spec-defined kinds (names) have is left
+        # out where a block has none.
+        for key in ("prev", "prev_channels", "prev_size", "names"):
+            if key in data and not data[key]:
+                del data[key]
         if not isinstance(self, GraphBlock):
             data["graph"] = [
                 {"kind": node.kind, "name": node.name}

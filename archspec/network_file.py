@@ -8,6 +8,8 @@ fields).
 
 from __future__ import annotations
 
+import builtins
+import keyword
 import re
 from typing import Any
 
@@ -37,6 +39,16 @@ def validate_network(document: Document, diagnostics: Diagnostics) -> ir.Network
 
 # Names the stem's and head's layers may have: they become attributes of the
 # generated PyTorch model and prefixes of Keras layer names, so nothing else.
+# What generated modules define or import besides their blocks' classes and
+# helpers (named after the network's kinds and class names).
+GENERATED_NAMES = {
+    *("torch", "nn", "F", "math", "keras", "np", "ConvBNAct", "NormAct"),
+    *("PaddedConv2d", "Pool2dSame", "Cells", "SqueezeExcitation", "Preprocess"),
+    *("FoldedBatchNorm", "activation_layer", "computing_layout", "layout_of"),
+    *("fold_batch_norm", "shifted_padding", "drop_path", "conv_bn_act"),
+    *("norm_act", "pad", "pool", "feature_model", "prepare_for_inference"),
+    *("squeeze_excitation", "ACTIVATION", "ACTIVATIONS", "RESOLUTION"),
+}
 STEM_NAME = re.compile(r"stem(_[a-z0-9]+)*\Z")
 HEAD_NAME = re.compile(r"(head(_[a-z0-9]+)*|pool|hidden|dropout|classifier)\Z")
 
@@ -48,8 +60,8 @@ def _network_checks(
     the backends trust it as they trust what `expand` builds.
 
     - module and class_name end in the variant's number, as expand names them
-      (efficientnet_b3, EfficientNetB3, resnet50). That rules out Python
-      keywords (`class`, `None`) and names that would shadow what a generated
+      (efficientnet_b3, EfficientNetB3, resnet50), or else (nasnet_mobile,
+      NASNetMobile) are no Python keyword or builtin and nothing a generated
       module defines or imports (`torch`, `MBConv`, `F`, `pad`).
     - layer names are the structural ones (stem*, stages.S, stages.S.B, head*,
       pool, hidden, dropout, classifier), each once: weights move by them, they become
@@ -61,15 +73,24 @@ def _network_checks(
     def error(message: str, path: DataPath) -> None:
         diagnostics.error(message, document.position(path), format_path(path))
 
+    # Names the generated modules define or import, which a module or class
+    # name without a number (nasnet_mobile, NASNetLarge) must not be.
+    taken = {
+        *dir(builtins),
+        *keyword.kwlist,
+        *GENERATED_NAMES,
+        *(b.block_class() for b in net.blocks),
+        *(b.kind for b in net.blocks),
+    }
     for key, example in (
         ("module", "efficientnet_b3"),
         ("class_name", "EfficientNetB3"),
     ):
         value = getattr(net, key)
-        if not value[-1].isdigit():
+        if not value[-1].isdigit() and (value in taken or value.lower() in taken):
             error(
-                f"expected a variant name ending in its number, as archspec expand "
-                f"writes it (like {example!r}), found {value!r}",
+                f"{value!r} is a Python keyword or builtin, or a name the generated code defines or imports; "
+                f"expected a variant name (like {example!r})",
                 (key,),
             )
     seen: set[str] = set()

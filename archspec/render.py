@@ -284,7 +284,9 @@ def paddings(
     counts = Counter(
         node.padding
         for node in nodes(network)
-        if isinstance(node, ir.Conv) and node.stride > 1 and node.kernel > 1
+        if isinstance(node, ir.Conv)
+        and node.kernel > 1
+        and (node.stride > 1 or node.padding == "valid")
     )
     if not counts:  # nothing strided: any rule gives the same, say the spec's
         counts = Counter(n.padding for n in nodes(network) if isinstance(n, ir.Conv))

@@ -27,6 +27,7 @@ from .types import (
     Count,
     Gate,
     ModuleName,
+    NetworkPadding,
     OddKernel,
     Padding,
     Rate,
@@ -125,14 +126,13 @@ class SqueezeExcite(SpecModel):
 
 class Defaults(SpecModel):
     activation: Activation = "silu"
-    padding: Padding = Field(
+    padding: NetworkPadding = Field(
         "same",
         description='"same": TensorFlow\'s rule, the extra row/column of a stride-2 '
         'convolution on an even size goes after the input; "symmetric": k // 2 '
         'on every side, as torchvision pads; "same_even": "same" as it pads an even '
         "size, (k//2 - 1, k//2), whatever the size (Keras's MobileNet: "
-        "ZeroPadding2D(((0, 1), (0, 1))) before its stride-2 depthwise convolutions); "
-        '"valid": no padding, as Keras\'s NASNet stem',
+        "ZeroPadding2D(((0, 1), (0, 1))) before its stride-2 depthwise convolutions)",
     )
     norm: Norm = Norm()
     bias: bool = Field(
@@ -224,7 +224,8 @@ class Stem(SpecModel):
     padding: Padding | None = Field(
         None,
         description="the stem convolution's own padding rule; default: the "
-        "network's (Keras's MobileNet: same, its blocks same_even)",
+        "network's (Keras's MobileNet: same, its blocks same_even); also "
+        '"valid": none (NASNet)',
     )
     norm: bool = Field(
         True,
@@ -415,7 +416,7 @@ class VariantOverride(SpecModel):
     )
     variants: list[ModuleName] = Field([], description="variant names")
     activation: Activation | None = None
-    padding: Padding | None = None
+    padding: NetworkPadding | None = None
     norm: Norm | None = None
     preprocess: Preprocess | None = Field(
         None,

@@ -63,5 +63,8 @@ Ratio = Annotated[float, BeforeValidator(_ratio), Field(ge=1.0, le=64.0)]
 ModuleName = Annotated[str, AfterValidator(_snake_identifier)]
 ClassName = Annotated[str, AfterValidator(_pascal_identifier)]
 Activation = Literal["silu", "relu", "relu6", "hardswish", "gelu"]
+# How convolutions pad; "valid" (none) only where the spec says so for one
+# layer (NASNet's stem): a network's blocks keep their maps' sizes.
+NetworkPadding = Literal["same", "symmetric", "same_even"]
 Padding = Literal["same", "symmetric", "same_even", "valid"]
 Gate = Literal["sigmoid", "hardsigmoid"]

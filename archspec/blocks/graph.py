@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_mo
 from .. import ir
 from ..errors import Diagnostic, Diagnostics, SpecError, format_path
 from ..expr import ExprError, Expression, whole
-from ..types import Activation, ClassName, ModuleName, Padding
+from ..types import Activation, ClassName, ModuleName, NetworkPadding
 from .registry import BUILTIN, BlockContext, BlockKind, StageRow
 
 DataPath = tuple[str | int, ...]
@@ -130,7 +130,7 @@ class ConvNode(_Node):
         "false for none, or a name",
     )
     bias: bool | None = Field(None, description="default: the spec's defaults.bias")
-    padding: Padding | None = Field(None, description="default: the network's")
+    padding: NetworkPadding | None = Field(None, description="default: the network's")
 
 
 class NormActNode(_Node):
