@@ -649,14 +649,26 @@ def plot_(
 @click.option(
     "-o", "--output", required=True, help="The picture: FILE.svg or FILE.png."
 )
-def draw_(spec: str, output: str, **selection) -> None:
+@click.option(
+    "--block",
+    "block",
+    metavar="KIND",
+    help="Draw the graph of the variant's first block of this kind "
+    "(normal_cell, reduction_cell, bottleneck, ...) instead of the network.",
+)
+def draw_(spec: str, output: str, block: str | None, **selection) -> None:
     """Draw one variant's architecture: stem, one box per stage (block kind,
-    kernel, expansion, channels, repeats, feature-map size) and head."""
+    kernel, expansion, channels, repeats, feature-map size) and head; or,
+    with --block, one block's graph (as the NASNet paper draws its cells)."""
     from . import draw, plot
 
     out = plot.check_output(output)
     net = _one_network(spec, "draw shows one network", **selection)
-    plot.save(draw.figure(net), out)
+    if block is None:
+        figure = draw.figure(net)
+    else:
+        figure = draw.cell_figure(net, draw.find_block(net, block))
+    plot.save(figure, out)
     click.echo(f"wrote {out}", err=True)
 
 
