@@ -107,6 +107,11 @@ RESNET_TARGETS = (
         1.0,
     ),
 )
+# NASNet-A Large and PNASNet-5 Large against timm's (no torchvision model).
+TIMM_TARGETS = (
+    ("generated >= 1.0x timm, contiguous", "gen", "tv", 1.0),
+    ("generated >= 1.0x timm, channels_last", "gen_cl", "tv_cl", 1.0),
+)
 COMPILE_ONE_LIMIT_S = 0.5
 COMPILE_ALL_LIMIT_S = 2.0
 # `archspec compile` runs timed: (key, spec, variant selection, backend).
@@ -147,6 +152,9 @@ class Model:
     # Largest forward peak memory allowed, as a multiple of torchvision's (in
     # each memory format); None: not a target.
     memory_limit: float | None = None
+    # Where `reference` comes from: torchvision.models or timm.create_model;
+    # None: no PyTorch reference (NASNet-A Mobile: keras.applications only).
+    library: str | None = "torchvision"
 
     def spec(self, family: str) -> str:
         return dict(self.families)[family]
@@ -180,6 +188,13 @@ MOBILE = {
 SCHEMES = {"efficientnet_v2": "efficientnet"}
 # DenseNet's growing feature map: its peak memory must not exceed torchvision's.
 MEMORY_LIMITS = {"densenet121": 1.0}
+# Cell networks: variant -> (spec stem, timm model or None, keras.applications
+# model or None, report name).
+CELLS = {
+    "nasnetalarge": ("nasnet", "nasnetalarge", None, "NASNetALarge"),
+    "pnasnet5large": ("pnasnet", "pnasnet5large", None, "PNASNet5Large"),
+    "nasnet_mobile": ("nasnet_keras", None, "NASNetMobile", "NASNetMobile"),
+}
 
 
 def model(text: str) -> Model:
@@ -209,6 +224,20 @@ def model(text: str) -> Model:
             targets=RESNET_TARGETS,
             keras_app=None,
         )
+    t = next((v for v, (*_, name) in CELLS.items() if name.lower() == t), t)
+    if t in CELLS:
+        spec, timm_name, keras_app, name = CELLS[t]
+        return Model(
+            name=name,
+            variant=t,
+            reference=timm_name or "",
+            families=(("gen", spec),),
+            raw_input=(),
+            weights=spec if timm_name else None,
+            targets=TIMM_TARGETS,
+            keras_app=keras_app,
+            library="timm" if timm_name else None,
+        )
     # The report names them too ("MobileNetV2"): either finds the model.
     t = next((v for v, (*_, name) in MOBILE.items() if name.lower() == t), t)
     if t in MOBILE:
@@ -226,7 +255,7 @@ def model(text: str) -> Model:
         )
     raise SystemExit(
         f"bench.py: unknown model {text!r}; expected b0..b7 (or 0..7) or one of "
-        + ", ".join((*RESNETS, *MOBILE))
+        + ", ".join((*RESNETS, *MOBILE, *CELLS))
     )
 
 
@@ -341,13 +370,14 @@ def machine() -> dict:
 @dataclass(frozen=True)
 class Contender:
     key: str  # e.g. "gen_tv_cl_folded"
-    family: str  # tv | gen | gen_tv
+    family: str  # tv (the reference) | gen | gen_tv
     channels_last: bool
     folded: bool
+    library: str = "torchvision"  # the reference's
 
     @property
     def label(self) -> str:
-        text = FAMILY_LABELS[self.family]
+        text = self.library if self.family == "tv" else FAMILY_LABELS[self.family]
         text += ", channels_last" if self.channels_last else ", contiguous"
         return text + (", prepare_for_inference()" if self.folded else "")
 
@@ -364,16 +394,24 @@ def contenders(model: Model, cuda: bool) -> list[Contender]:
                     + ("_cl" if channels_last else "")
                     + ("_folded" if folded else "")
                 )
-                out.append(Contender(key, family, channels_last, folded))
+                out.append(
+                    Contender(key, family, channels_last, folded, model.library or "")
+                )
     return out
 
 
 def _reference(model: Model):
-    """torchvision's model, initialised from seed 0 (the same weights every call)."""
+    """torchvision's (or timm's) model, initialised from seed 0 (the same
+    weights every call)."""
     import torch
-    import torchvision
 
     torch.manual_seed(0)
+    if model.library == "timm":
+        import timm
+
+        return timm.create_model(model.reference)
+    import torchvision
+
     return getattr(torchvision.models, model.reference)(weights=None)
 
 
@@ -970,15 +1008,15 @@ def main() -> int:
             print("archspec compile ...", file=sys.stderr)
             report["compile"] = bench_compile(3 if args.quick else 11)
         for m in models:
-            if "torch" not in skip:
+            if "torch" not in skip and m.library:
                 print(f"torch {m.name} ...", file=sys.stderr)
                 report.setdefault("torch", {})[m.name] = bench_torch_cpu(
                     m, warmup, rounds
                 )
-            if "memory" not in skip:
+            if "memory" not in skip and m.library:
                 print(f"torch memory {m.name} ...", file=sys.stderr)
                 report.setdefault("torch_memory", {})[m.name] = bench_torch_memory(m)
-            if "compiled" not in skip:
+            if "compiled" not in skip and m.library:
                 print(f"torch.compile {m.name} ...", file=sys.stderr)
                 report.setdefault("compiled", {})[m.name] = _variant_child(
                     "compiled", m, warmup, rounds

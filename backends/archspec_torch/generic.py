@@ -385,6 +385,8 @@ class Flow:
         layer = node.layer
         if isinstance(layer, ir.DropPath | ir.Identity):
             return self.fresh(node.inputs[0])
+        if isinstance(layer, ir.Call):  # as the last node of its graph
+            layer = layer.graph_[-1]
         return isinstance(layer, ir.Add) or (
             isinstance(layer, ir.Conv) and not layer.activation
         )

@@ -364,7 +364,7 @@ class NormalCellPrevReduced(nn.Module):
         hidden = self.hidden(x)
         out = self.comb0_left(hidden)
         comb0_right = self.comb0_right(prev_reduced)
-        out = out + comb0_right
+        out += comb0_right
         comb1_left = self.comb1_left(prev_reduced)
         comb1_right = self.comb1_right(prev_reduced)
         comb1 = comb1_left + comb1_right
@@ -418,7 +418,7 @@ class NormalCellPrevProjected(nn.Module):
         hidden = self.hidden(x)
         out = self.comb0_left(hidden)
         comb0_right = self.comb0_right(prev_projected)
-        out = out + comb0_right
+        out += comb0_right
         comb1_left = self.comb1_left(prev_projected)
         comb1_right = self.comb1_right(prev_projected)
         comb1 = comb1_left + comb1_right

@@ -369,7 +369,7 @@ class CellComb0RightComb4Right(nn.Module):
         comb2 = out + comb2_right
         out = self.comb3_left(comb2)
         comb3_right = self.comb3_right(hidden)
-        out = out + comb3_right
+        out += comb3_right
         comb4_left = self.comb4_left(prev)
         comb4_right = self.comb4_right(hidden)
         comb4 = comb4_left + comb4_right
@@ -429,7 +429,7 @@ class CellLeftComb4Right(nn.Module):
         comb2 = out + comb2_right
         out = self.comb3_left(comb2)
         comb3_right = self.comb3_right(hidden)
-        out = out + comb3_right
+        out += comb3_right
         comb4_left = self.comb4_left(left)
         comb4_right = self.comb4_right(hidden)
         comb4 = comb4_left + comb4_right
@@ -495,7 +495,7 @@ class CellLeft(nn.Module):
         comb2 = out + comb2_right
         out = self.comb3_left(comb2)
         comb3_right = self.comb3_right(hidden)
-        out = out + comb3_right
+        out += comb3_right
         comb4_left = self.comb4_left(left)
         comb4 = comb4_left + hidden
         return torch.cat((comb0, comb1, comb2, out, comb4), 1)
@@ -552,7 +552,7 @@ class CellLeftProjected(nn.Module):
         comb2 = out + comb2_right
         out = self.comb3_left(comb2)
         comb3_right = self.comb3_right(hidden)
-        out = out + comb3_right
+        out += comb3_right
         comb4_left = self.comb4_left(left_projected)
         comb4 = comb4_left + hidden
         return torch.cat((comb0, comb1, comb2, out, comb4), 1)
@@ -611,7 +611,7 @@ class CellLeftProjectedComb4Right(nn.Module):
         comb2 = out + comb2_right
         out = self.comb3_left(comb2)
         comb3_right = self.comb3_right(hidden)
-        out = out + comb3_right
+        out += comb3_right
         comb4_left = self.comb4_left(left_projected)
         comb4_right = self.comb4_right(hidden)
         comb4 = comb4_left + comb4_right
