@@ -268,15 +268,23 @@ def _argument_name(node: Node, key: str) -> str:
 def describe_nodes(s: Structure) -> list[str]:
     """One line per node, for a docstring: what it computes from what."""
     return [
-        f"{node.name}: {_describe(node.layer)} of {', '.join(node.inputs)}"
+        f"{node.name}: {_describe(node.layer, s, node.name)} of "
+        f"{', '.join(node.inputs)}"
         for node in s.nodes
     ]
 
 
-def _describe(layer: ir.Layer) -> str:
+def _describe(layer: ir.Layer, s: Structure, name: str) -> str:
     if isinstance(layer, ir.Conv):
-        text = f"{layer.kernel}x{layer.kernel} convolution"
-        if layer.stride != 1:
+        # A kernel or stride the blocks differ in is the argument's name.
+        kernel = s.arguments.get((name, "kernel"))
+        stride = s.arguments.get((name, "stride"))
+        text = (
+            f"`{kernel}` x `{kernel}`" if kernel else f"{layer.kernel}x{layer.kernel}"
+        ) + " convolution"
+        if stride:
+            text += f", stride `{stride}`"
+        elif layer.stride != 1:
             text += f", stride {layer.stride}"
         if layer.groups != 1:
             text += ", depthwise" if layer.depthwise else f", {layer.groups} groups"
@@ -323,8 +331,10 @@ class Flow:
 
     def __init__(self, nodes: list[Node], taken: Collection[str] = ()):
         self.taken = taken
-        self.readers: dict[str, list[int]] = {ir.BLOCK_INPUT: []}
-        depth = {ir.BLOCK_INPUT: 0}
+        # A cell's second input, `prev`, is held in a variable of that name.
+        inputs = (ir.BLOCK_INPUT, ir.BLOCK_PREV)
+        self.readers: dict[str, list[int]] = {name: [] for name in inputs}
+        depth = dict.fromkeys(inputs, 0)
         for i, node in enumerate(nodes):
             self.readers[node.name] = []
             for name in node.inputs:
@@ -338,11 +348,12 @@ class Flow:
 
         by_name = {node.name: node for node in nodes}
         main, name = {}, nodes[-1].name
-        while name != ir.BLOCK_INPUT:
+        while name not in inputs:
             main[name] = main_input(by_name[name])
             name = main[name]
-        self.variable = {ir.BLOCK_INPUT: "x"}
-        holds = {"x": ir.BLOCK_INPUT}  # variable -> the value it holds now
+        self.variable = {ir.BLOCK_INPUT: "x", ir.BLOCK_PREV: "prev"}
+        # variable -> the value it holds now
+        holds = {"x": ir.BLOCK_INPUT, "prev": ir.BLOCK_PREV}
 
         def free(variable: str, i: int) -> bool:
             # Nothing held, or nothing held that a node after i still reads.
@@ -366,7 +377,7 @@ class Flow:
     def shared(self, name: str) -> bool:
         """Whether a value is read more than once, or is the block's input
         (which the caller may hold)."""
-        return name == ir.BLOCK_INPUT or len(self.readers[name]) > 1
+        return name in (ir.BLOCK_INPUT, ir.BLOCK_PREV) or len(self.readers[name]) > 1
 
     def _name(self, node: str, i: int, free) -> str:
         """A node's own variable: its name, unless that shadows a name the
@@ -374,6 +385,6 @@ class Flow:
         taken = node in self.taken or keyword.iskeyword(node)
         name = f"{node}_out" if taken else node
         chosen, n = name, 2
-        while chosen in ("x", "out") or not free(chosen, i):
+        while chosen in ("x", "out", "prev") or not free(chosen, i):
             chosen, n = f"{name}_{n}", n + 1
         return chosen

@@ -74,11 +74,16 @@ def test_timm_weights_give_timm_logits(name, size, tmp_path):
     net, scheme, cls = generated(name, tmp_path)
     ours = cls().eval()
     ours.load_state_dict(from_torchvision(net, theirs.state_dict(), scheme))
-    batch = 2 if size == ODD else 1
-    x = torch.randn(batch, 3, size, size)
-    if batch == 1:  # the signal check below needs two images
-        x = torch.cat([x, torch.randn_like(x)])
-    assert_float32_rounding(ours, theirs, x)
+    x = torch.randn(2, 3, size, size)
+    if size == ODD:  # exact in float64, float32 rounding in float32
+        assert_float32_rounding(ours, theirs, x)
+        return
+    # At the native size, float32 only (a float64 copy of each model costs
+    # more than the check): within the rounding measured at the odd size.
+    with torch.no_grad():
+        mine, truth = ours(x), theirs.eval()(x)
+    assert relative_error(mine, truth) < 1e-4
+    assert relative_error(truth[0], truth[1]) > 1e-2  # the weights carry signal
 
 
 def test_timm_weights_import_command(tmp_path):
@@ -120,10 +125,43 @@ def test_skip_reduction_wiring():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", MODELS)
-def test_archspec_check(name):
-    """The PyTorch and Keras models of each timm spec compute one function."""
-    spec = MODELS[name][0]
-    result = check_here(str(spec), "--variant", name, "--size", str(ODD))
+@pytest.mark.parametrize(
+    ("spec", "name", "size"),
+    [
+        # NASNet-A at 224 (even maps: both TensorFlow paddings) and the
+        # second genotype at an odd size. NASNet-A Large (both specs) differs
+        # from these only in its table and pool fill; it passes too (run by
+        # hand: `archspec check specs/nasnet.yaml --size 97`), at a minute each.
+        (SPECS / "nasnet_keras.yaml", "nasnet_mobile", None),
+        (SPECS / "pnasnet.yaml", "pnasnet5large", str(ODD)),
+    ],
+)
+def test_archspec_check(spec, name, size):
+    """The PyTorch and Keras models of the cells compute one function."""
+    args = [str(spec), "--variant", name] + (["--size", size] if size else [])
+    result = check_here(*args)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert " ok" in result.stdout
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_backbone_api_levels_are_timms(name, tmp_path):
+    """forward_features, forward_head, feature_maps and reset_classifier, as
+    for every family; the feature levels are timm's (without its stem's)."""
+    _net, _scheme, cls = generated(name, tmp_path)
+    torch.manual_seed(0)
+    model = cls().eval()
+    x = torch.randn(2, 3, ODD, ODD)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape[1] == model.num_features
+        assert torch.equal(model.forward_head(features), model(x))
+        maps = model.feature_maps(x)
+        model.reset_classifier(7)
+        assert model(x).shape == (2, 7)
+    levels = [(f["num_chs"], f["reduction"]) for f in model.feature_info]
+    assert [m.shape[1] for m in maps] == [c for c, _ in levels]
+    theirs = timm.create_model(name, pretrained=False).feature_info
+    assert levels == [
+        (f["num_chs"], f["reduction"]) for f in theirs if f["reduction"] > 2
+    ]

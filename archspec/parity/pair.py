@@ -147,7 +147,13 @@ class Pair:
             for _, attribute, _ in self.boundaries
         ]
         hooks = [
-            m.register_forward_hook(lambda _m, _i, out: captured.append(out))
+            # A stage of cells hands on (x, prev); the head may then change
+            # x in place (NASNet's ReLU): keep a copy.
+            m.register_forward_hook(
+                lambda _m, _i, out: captured.append(
+                    (out[0] if isinstance(out, tuple) else out).clone()
+                )
+            )
             for m in modules
         ]
         try:

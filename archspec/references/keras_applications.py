@@ -6,7 +6,13 @@ The Keras backend names a layer after its IR weight path with "." replaced by
 between keras.applications and a generated model layer by layer::
 
     for ours, theirs in layer_names(network, "resnet").items():
-        model.get_layer(ours).set_weights(app.get_layer(theirs).get_weights())
+        model.get_layer(ours).set_weights(their_weights(app, theirs))
+
+A name stands for all the arrays of that layer. Where one keras.applications
+layer holds the weights of two of ours (NASNet's SeparableConv2D: the
+depthwise kernel, then the pointwise one), the name is an `Array`: array
+`index` of that layer's weights, all there is of our layer's. `their_weights`
+reads either.
 
 The mapping is built from what each weight tensor is, never from its path:
 the top-level layer's part (`stem.conv`, `classifier`), or a block's kind and
@@ -45,6 +51,22 @@ names its scheme under `references: {keras.applications: ...}`.
 - "mobilenet_v1" (`keras/src/applications/mobilenet.py`, any alpha and
   depth multiplier): `conv1`, `conv1_bn`, `conv_dw_{i}`, `conv_pw_{i}` (+
   `_bn`; i counts the blocks from 1), and the 1x1 classifier `conv_preds`.
+- "nasnet" (`keras/src/applications/nasnet.py`, NASNetMobile and
+  NASNetLarge): `stem_conv1`, `stem_bn1`, then per cell, named by its id
+  (`stem_1`, `stem_2`, the normal cells' numbers 0..N-1, `reduce_N`,
+  N+1..2N, `reduce_2N`, 2N+1..3N): `{normal,reduction}_conv_1_{id}` /
+  `_bn_1_{id}` (our `hidden`), `adjust_conv_projection_{id}` /
+  `adjust_bn_{id}` (`prev_projected`), `adjust_conv_1_{id}`,
+  `adjust_conv_2_{id}` / `adjust_bn_{id}` (`prev_reduced`), and each
+  separable branch's `separable_conv_{1,2}_{branch}_{id}` (an `Array`:
+  [depthwise kernel, pointwise kernel] = our `depthwise{1,2}` and
+  `pointwise{1,2}.conv`) and `separable_conv_{1,2}_bn_{branch}_{id}`. The
+  branches: normal comb0/comb1 left and right -> `normal_{left,right}{1,2}`,
+  comb4_left -> `normal_left5`; reduction comb0_left -> `reduction_left1`,
+  comb0_right, comb1_right, comb2_right -> `reduction_right{1,2,3}`,
+  comb4_left -> `reduction_left4`. Classifier `predictions`. The model is
+  built at the network's resolution: with no static input size Keras builds
+  no factorized reductions.
 - "mobilenet_v3" (`keras/src/applications/mobilenet_v3.py`, Large and Small,
   any alpha, minimalistic or not): `conv`, `conv_bn`, the first block
   `expanded_conv_{depthwise,project}` (+ `_bn`), then
@@ -140,6 +162,44 @@ def mobilenet_v3_model(network: ir.Network) -> tuple[str, dict]:
     }
 
 
+def nasnet_block(stage: int, index: int, position: int) -> str:
+    """keras.applications NASNet's cell id: `stem_1`, `stem_2`, the normal
+    cells 0..N-1, `reduce_N`, N+1..2N, `reduce_2N` (the number of the cell
+    before it again), 2N+1..3N: the cells after the stem cells counted from
+    0, one fewer after the second reduction."""
+    if stage < 2:
+        return f"stem_{stage + 1}"
+    number = position - 2 - (stage >= 5)
+    return f"reduce_{number}" if stage % 2 else str(number)
+
+
+def nasnet_model(network: ir.Network) -> tuple[str, dict]:
+    """NASNetMobile (4 normal cells a stage, 1056 features) or NASNetLarge (6,
+    4032), built at the network's resolution (13.3 of REFERENCE-FAMILIES:
+    with no static size Keras drops the factorized reductions)."""
+    kinds = [stage.blocks[0].kind for stage in network.stages]
+    expected = [
+        "reduction_cell",
+        "reduction_cell",
+        *["normal_cell", "reduction_cell"] * 2,
+    ]
+    if kinds[:-1] != expected or kinds[-1:] != ["normal_cell"]:
+        raise SpecError(
+            f"{network.title}: keras.applications' NASNet has stages of reduction, "
+            f"reduction, normal, reduction, normal, reduction and normal cells; "
+            f"found {', '.join(kinds)}"
+        )
+    name, _ = by_depths(
+        "nasnet",
+        {
+            ((1, 1, 4, 1, 4, 1, 4), 1056): "NASNetMobile",
+            ((1, 1, 6, 1, 6, 1, 6), 4032): "NASNetLarge",
+        },
+    )(network)
+    size = network.input.resolution
+    return name, {"input_shape": (size, size, network.input.channels)}
+
+
 def densenet_block(stage: int, index: int, position: int = 0) -> str:
     """keras.applications DenseNet's prefix: dense blocks (even stages) and
     transitions (odd stages) alternate, numbered after the stem's conv1 /
@@ -149,13 +209,27 @@ def densenet_block(stage: int, index: int, position: int = 0) -> str:
 
 
 @dataclass(frozen=True)
+class Array:
+    """Array `index` of the weights of keras.applications layer `layer`: all
+    the weights of one of our layers, where their layer holds two of ours."""
+
+    layer: str
+    index: int
+
+
+# A keras.applications layer: all its arrays (a name), or one of them.
+Theirs = str | Array
+
+
+@dataclass(frozen=True)
 class Scheme:
     """How one family of keras.applications models names its layers."""
 
     top: Mapping[str, str]  # part of a top-level layer's weights -> name
     # (stage, index in the stage, index in the network) -> block prefix
     block: Callable[[int, int, int], str]
-    parts: Mapping[str, Mapping[str, str]]  # block kind -> {part: suffix}
+    # block kind -> {part: suffix, or the layer with `{block}` in it}
+    parts: Mapping[str, Mapping[str, Theirs]]
     # network -> the keras.applications constructor it matches, and its
     # arguments (MobileNetV2's alpha)
     model: Callable[[ir.Network], tuple[str, dict]]
@@ -179,6 +253,28 @@ def by_depths(scheme: str, models: Mapping[tuple[tuple[int, ...], int], str]):
         return models[key], {}
 
     return model
+
+
+def _nasnet_cell(kind: str, branches: Mapping[str, str]) -> dict[str, Theirs]:
+    """A NASNet cell's parts: its 1x1 ReLU-conv-BN `hidden` and the adjusted
+    cell two back (`prev_projected` or `prev_reduced`), then its separable
+    branches, ours -> Keras's tag (`comb0_left` -> `normal_left1`)."""
+    parts: dict[str, Theirs] = {
+        "hidden.conv.conv": f"{kind}_conv_1_{{block}}",
+        "hidden.conv.bn": f"{kind}_bn_1_{{block}}",
+        "prev_projected.conv.conv": "adjust_conv_projection_{block}",
+        "prev_projected.conv.bn": "adjust_bn_{block}",
+        "prev_reduced.path1": "adjust_conv_1_{block}",
+        "prev_reduced.path2": "adjust_conv_2_{block}",
+        "prev_reduced.bn.bn": "adjust_bn_{block}",
+    }
+    for ours, tag in branches.items():
+        for i in (1, 2):
+            separable = f"separable_conv_{i}_{tag}_{{block}}"
+            parts[f"{ours}.depthwise{i}"] = Array(separable, 0)
+            parts[f"{ours}.pointwise{i}.conv"] = Array(separable, 1)
+            parts[f"{ours}.pointwise{i}.bn"] = f"separable_conv_{i}_bn_{tag}_{{block}}"
+    return parts
 
 
 def _conv_bn(pairs: Mapping[str, str]) -> dict[str, str]:
@@ -369,6 +465,37 @@ SCHEMES = {
             }
         },
     ),
+    "nasnet": Scheme(
+        top={
+            "stem.conv": "stem_conv1",
+            "stem.bn": "stem_bn1",
+            "classifier": "predictions",
+        },
+        block=nasnet_block,
+        model=nasnet_model,
+        parts={
+            "normal_cell": _nasnet_cell(
+                "normal",
+                {
+                    "comb0_left": "normal_left1",
+                    "comb0_right": "normal_right1",
+                    "comb1_left": "normal_left2",
+                    "comb1_right": "normal_right2",
+                    "comb4_left": "normal_left5",
+                },
+            ),
+            "reduction_cell": _nasnet_cell(
+                "reduction",
+                {
+                    "comb0_left": "reduction_left1",
+                    "comb0_right": "reduction_right1",
+                    "comb1_right": "reduction_right2",
+                    "comb2_right": "reduction_right3",
+                    "comb4_left": "reduction_left4",
+                },
+            ),
+        },
+    ),
     "mobilenet_v3": Scheme(
         top={
             "stem.conv": "conv",
@@ -396,8 +523,9 @@ SCHEMES = {
 }
 
 
-def layer_names(network: ir.Network, scheme: str) -> dict[str, str]:
-    """{our Keras layer name: keras.applications layer name}, in forward order.
+def layer_names(network: ir.Network, scheme: str) -> dict[str, Theirs]:
+    """{our Keras layer name: keras.applications layer name, or an `Array` of
+    one}, in forward order.
 
     Covers every weight-bearing layer of `network.weights()`. SpecError for an
     unknown scheme, or a layer or block kind the scheme's models do not have.
@@ -415,7 +543,7 @@ def layer_names(network: ir.Network, scheme: str) -> dict[str, str]:
             prefix = naming.block(s, b, position)
             prefixes[block.name] = (prefix, naming.parts[block.kind])
             position += 1
-    names: dict[str, str] = {}
+    names: dict[str, Theirs] = {}
     for weights in network.weights():
         if weights.owner:
             prefix, parts = prefixes[weights.owner]
@@ -426,9 +554,7 @@ def layer_names(network: ir.Network, scheme: str) -> dict[str, str]:
                     f"{weights.path}: keras.applications' {scheme} models have no "
                     f"counterpart of the {kind!r} part {weights.part!r}"
                 )
-            names[keras_name(weights.path)] = (
-                theirs.format(block=prefix) if "{" in theirs else f"{prefix}_{theirs}"
-            )
+            names[keras_name(weights.path)] = _in_block(theirs, prefix)
         else:
             theirs = naming.top.get(weights.part)
             if theirs is None:
@@ -438,6 +564,22 @@ def layer_names(network: ir.Network, scheme: str) -> dict[str, str]:
                 )
             names[keras_name(weights.path)] = theirs
     return names
+
+
+def _in_block(theirs: Theirs, prefix: str) -> Theirs:
+    """A block's part named in full: `{block}` replaced by the block's prefix,
+    or the part after it (`conv2_block1` + `1_conv`)."""
+    if isinstance(theirs, Array):
+        return Array(_in_block(theirs.layer, prefix), theirs.index)
+    return theirs.format(block=prefix) if "{" in theirs else f"{prefix}_{theirs}"
+
+
+def their_weights(app: Any, theirs: Theirs) -> list[Any]:
+    """The arrays of keras.applications model `app` that `theirs` (a value of
+    `layer_names`) names, in Keras's order."""
+    if isinstance(theirs, Array):
+        return [app.get_layer(theirs.layer).get_weights()[theirs.index]]
+    return app.get_layer(theirs).get_weights()
 
 
 def _scheme(scheme: str) -> Scheme:
@@ -490,6 +632,6 @@ def read_weights(network: ir.Network, scheme: str, src: Path) -> dict[str, list[
             f"{src}: not weights of keras.applications.{constructor}: {first[:300]}"
         ) from None
     return {
-        ours: [np.asarray(w) for w in app.get_layer(theirs).get_weights()]
+        ours: [np.asarray(w) for w in their_weights(app, theirs)]
         for ours, theirs in names.items()
     }

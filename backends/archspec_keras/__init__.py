@@ -31,7 +31,14 @@ A kind with no template (a kind written in a spec), or every kind with
 `emit(network, generic=True)`, is written from its graph by `generic.py`
 and `templates/generic.py.j2`, which has the same two macros: one helper per
 block structure. docs/backends.md ("Template contract") states the macros
-of both backends.
+of both backends. The kinds such graphs call as ops (NASNet's separable
+branch) get helpers of their own, written first.
+
+A network of cells (NASNet, PNASNet: every block reads the output before it,
+x, and the one before that, prev) threads both through the builder:
+`x, prev = cell(x, prev, ...), x`, the first cell reading the stem's output
+as both; after a stage whose next cell reads the same prev as its last
+(skip_reduction), `x = cell(x, prev, ...)`.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from archspec.render import (
     Provenance,
     activations,
     bare_convs,
+    cell_wiring,
     environment,
     features,
     head,
@@ -145,6 +153,7 @@ class KerasBackend:
             templates[kind] = None if generic else self._kind(kind)
         from_graph = {kind for kind, found in templates.items() if found is None}
         groups = structures(network.blocks, from_graph)
+        cells, skip_reduction = cell_wiring(network, self.name)
         norm = uniform(network, "norm", self.name)
         acts = activations(network, self.name, ACTIVATIONS)
         activation, se_activation = acts.default, acts.se
@@ -195,14 +204,24 @@ class KerasBackend:
         }
         names = helper_names(groups, taken)
         writer = Writer(
-            drop_rate, activation, bool(conv_bias), ACTIVATIONS, pads.default
+            drop_rate,
+            activation,
+            bool(conv_bias),
+            ACTIVATIONS,
+            pads.default,
+            groups,
+            names,
         )
+        wiring = _wiring(network, skip_reduction) if cells else {}
         generic_template = self.env.get_template("generic.py.j2")
         for kind in groups:  # the kinds written from their graphs
             kinds[kind] = generic_template.make_module(
-                vars=writer.kind(groups[kind], names[kind])
+                vars=writer.kind(groups[kind], names[kind]) | {"wiring": wiring}
             )
             definitions[kind] = kinds[kind].definitions()
+        # The kinds only called inside graphs (NASNet's separable branch) have
+        # helpers, written first, and no block of their own.
+        called = [kind for kind in groups if kind not in templates]
         kinds = {kind: kinds[kind] for kind in templates}
 
         convs = [node for node in everything if isinstance(node, ir.Conv)]
@@ -230,15 +249,18 @@ class KerasBackend:
             "exclude_padding": bool(excluded)
             or any(
                 excludes_padding(node)
-                for block in network.blocks
-                if block.kind in from_graph
+                for found in groups.values()
+                for s in found
+                for block in s.blocks
                 for node in block.graph()
                 if isinstance(node, ir.Pool)
             ),
             # Max pools over zeros on purpose (keras.applications' ResNetV2).
             "zero_max": any(
-                p.op == "max" and p.fill == "zero" and p.pad for p in pools
+                p.op == "max" and p.fill == "zero" and (p.pad or p.same) for p in pools
             ),
+            # Stride-2 pools padded as TensorFlow's "same" (NASNet's).
+            "same": any(p.same for p in pools),
             # SE layers with an activation of their own (SE_ACTIVATION).
             "se_activation": se_activation not in (None, activation),
             # Layers that name an activation other than ACTIVATION.
@@ -254,7 +276,7 @@ class KerasBackend:
             for macro, needed_by in HELPERS.items()
             if needed_by in used
         ]
-        helpers += [definitions[kind] for kind in kinds]
+        helpers += [definitions[kind] for kind in (*called, *kinds)]
 
         source = self.env.get_template("module.py.j2").render(
             network=network,
@@ -278,8 +300,29 @@ class KerasBackend:
             # include_top=False ends at the global pool.
             feature_head=network.head[:pool],
             pooled_head=network.head[pool:],
+            cells=cells,
         )
         return {f"{network.module}.py": source}
+
+
+def _wiring(network: ir.Network, skip_reduction: set[str]) -> dict[str, tuple]:
+    """Block name -> (the assignment before its call, after it, and a comment
+    above it) in a network of cells: each cell's output becomes x and its
+    input prev, but where the next cell reads this cell's own prev (after a
+    stage in `skip_reduction`) and after the last cell, prev stays."""
+    last = network.blocks[-1].name
+    wiring = {}
+    for stage in network.stages:
+        for i, block in enumerate(stage.blocks):
+            keeps = i == len(stage.blocks) - 1 and stage.name in skip_reduction
+            if keeps:
+                comment = "The next cell reads this one's prev (skip_reduction)."
+                wiring[block.name] = ("x = ", "", comment)
+            elif block.name == last:
+                wiring[block.name] = ("x = ", "", "")
+            else:
+                wiring[block.name] = ("x, prev = ", ", x", "")
+    return wiring
 
 
 def _drop_rates(network: ir.Network) -> Callable[[ir.Block], Code]:

@@ -12,6 +12,13 @@ again); branches and values read twice are named after their nodes
 (archspec.structure.Flow). Blocks of such a kind are built with one call
 each, arguments as literals.
 
+A call node (a block kind used as an op inside another graph: NASNet's
+separable branch) is a call of that kind's own helper, named
+`{name}_{node}`, with each of its arguments the caller's argument or a
+literal; its layers are then `{name}_{node}_{its node}`, the IR's weight
+paths. A cell (a block reading `prev`, the output two blocks back) takes
+`(x, prev, ...)`.
+
 This module decides what each statement says (`Step`: which settings are
 arguments, which are literals, which flags a layer needs);
 templates/generic.py.j2 writes the code, with the macros every kind's
@@ -28,7 +35,14 @@ from typing import Any
 from archspec import ir
 from archspec.errors import SpecError
 from archspec.render import Code, literal
-from archspec.structure import SETTINGS, Flow, Node, Structure, describe_nodes
+from archspec.structure import (
+    BLOCK_ARGUMENTS,
+    SETTINGS,
+    Flow,
+    Node,
+    Structure,
+    describe_nodes,
+)
 from archspec.weights import keras_name
 
 # The module's names for a structure's arguments (its own names otherwise).
@@ -38,7 +52,7 @@ IN_FILTERS = "in_filters"
 # Names a helper's values must not take: the module's own and Python's.
 TAKEN = {
     *("drop_path", "keras", "pool", "pad", "name", "norm_act", "conv_bn_act"),
-    *("squeeze_excitation", "drop_rate", IN_FILTERS),
+    *("squeeze_excitation", "drop_rate", IN_FILTERS, ir.BLOCK_PREV),
     *("sum", "max", "min", "input", "len", "type", "id", "pow", "abs", "round"),
 }
 # Keras layers of each merge node.
@@ -53,7 +67,8 @@ class Step:
     `target` assigns, unless the statement returns); `layer`: the Keras
     layer name, as source; `args`: the settings after the input, as source;
     `kw`: its keyword arguments, the layer name among them where the call
-    takes it so (values are literals unless Code)."""
+    takes it so (values are literals unless Code); `helper`: the function a
+    call node calls."""
 
     kind: str
     target: str
@@ -62,6 +77,7 @@ class Step:
     layer: Code
     args: tuple[Code, ...] = ()
     kw: Mapping[str, Any] = field(default_factory=dict)
+    helper: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,12 +92,15 @@ class Helper:
     steps: tuple[Step, ...]
     # Whether the body starts by reading the input's width (IN_FILTERS).
     reads_width: bool = False
+    # A cell's: its second input, `prev`, follows x.
+    reads_prev: bool = False
 
 
 class Writer:
     """Writes the helpers of a kind's structures with the module's
     conventions: its default activation, convolution bias and padding rule
-    (conv_bn_act's and norm_act's defaults)."""
+    (conv_bn_act's and norm_act's defaults). `structures` and `names`: every
+    kind's structures and their helper names, which call nodes call."""
 
     def __init__(
         self,
@@ -90,12 +109,16 @@ class Writer:
         conv_bias: bool,
         activations: Mapping[str, str],
         padding: str | None,
+        structures: Mapping[str, list[Structure]] | None = None,
+        names: Mapping[str, list[str]] | None = None,
     ):
         self.drop_rate = drop_rate
         self.activation = activation
         self.conv_bias = conv_bias
         self.activations = activations
         self.padding = padding
+        self.structures = structures or {}
+        self.names = names or {}
 
     def kind(self, structures: list[Structure], names: list[str]) -> dict[str, Any]:
         """What templates/generic.py.j2 needs for one kind: `helpers`, and
@@ -112,13 +135,17 @@ class Writer:
     def helper(self, s: Structure, name: str) -> Helper:
         _check_layer_names(s)
         parameters = self._parameters(s)
-        flow = Flow(s.nodes, TAKEN | set(parameters))
+        helpers = {h for names in self.names.values() for h in names}
+        reads_prev = any(ir.BLOCK_PREV in node.inputs for node in s.nodes)
+        taken = TAKEN | set(parameters) | helpers
+        flow = Flow(s.nodes, taken)
         steps = []
         for i, node in enumerate(s.nodes):
             step = self._step(s, node, flow, last=i == len(s.nodes) - 1)
             if step is not None:
                 steps.append(step)
-        signature = [f"{p}: int" for p in parameters if p != IN_FILTERS]
+        signature = [ir.BLOCK_PREV] if reads_prev else []
+        signature += [f"{p}: int" for p in parameters if p != IN_FILTERS]
         if s.drops_path:
             signature.append("drop_rate: float")
         signature.append("name: str")
@@ -130,7 +157,36 @@ class Writer:
             tuple(describe_nodes(s)),
             tuple(steps),
             reads_width=IN_FILTERS in parameters,
+            reads_prev=reads_prev,
         )
+
+    def callee(self, s: Structure, node: str) -> tuple[Structure, str]:
+        """The structure a call node of `s` builds, and its helper's name
+        (the same in each of s's blocks: a structure's signature holds its
+        calls' graphs)."""
+        path = ir.join(s.blocks[0].name, node)
+        layer = next(n for n in s.blocks[0].graph() if n.name == node)
+        for callee, name in zip(
+            self.structures[layer.op], self.names[layer.op], strict=True
+        ):
+            if any(b.name == path for b in callee.blocks):
+                return callee, name
+        raise AssertionError(f"no structure of {layer.op} builds {path}")
+
+    def _call_keys(self, s: Structure, node: str) -> dict[str, str]:
+        """A call's arguments, as its helper takes them (Keras's names) ->
+        the setting of the call node that gives each: its own width out and
+        stride, or `{inner node}.{setting}`."""
+        callee, _ = self.callee(s, node)
+        found: dict[str, str] = {}
+        for (inner, key), argument in callee.arguments.items():
+            name = _rename(callee, argument)
+            if name == IN_FILTERS or name in found:
+                continue  # the callee reads its input's width itself
+            own = argument == key and key in BLOCK_ARGUMENTS
+            found[name] = key if own else f"{inner}.{key}"
+        order = self._parameters(callee)
+        return {p: found[p] for p in order if p != IN_FILTERS}
 
     def _arguments(self, s: Structure, block: ir.Block) -> dict[str, Any]:
         """The call's keyword arguments for one block, as literals."""
@@ -147,9 +203,14 @@ class Writer:
     def _parameters(self, s: Structure) -> list[str]:
         """The arguments Keras needs, in the structure's order: a layer's
         input width is its input's, and the block's own input width is read
-        from x (IN_FILTERS), not passed."""
+        from x (IN_FILTERS), not passed. A call node needs those its helper
+        takes."""
+        calls = {n.name for n in s.nodes if isinstance(n.layer, ir.Call)}
+        passed = {node: set(self._call_keys(s, node).values()) for node in calls}
         needed = []
-        for (_, key), argument in s.arguments.items():
+        for (node, key), argument in s.arguments.items():
+            if node in calls and key not in passed[node]:
+                continue
             name = _rename(s, argument)
             if key not in ("in_channels", "channels") and name not in needed:
                 needed.append(name)
@@ -214,10 +275,21 @@ class Writer:
             args = (Code(literal(((t, b), (left, right)))),)
         elif isinstance(layer, ir.Shift):
             kw = {"pad_layer": Code(f'f"{{name}}_{n}_pad"')}
+        elif isinstance(layer, ir.Pool) and _same(s, n):
+            # TensorFlow's "same" at stride 2, worked out from the map's size.
+            settings = (self._arg(s, n, k) for k in ("kernel", "stride"))
+            args = (Code(literal(layer.op)), *settings, Code(literal("same")))
+            kw = {"name": name} | self._same_pool_flags(s, n, layer)
         elif isinstance(layer, ir.Pool):
             settings = (self._arg(s, n, k) for k in ("kernel", "stride", "pad"))
             args = (Code(literal(layer.op)), *settings)
             kw = {"name": name} | self._pool_flags(s, n, layer)
+        elif isinstance(layer, ir.Call):
+            _, helper = self.callee(s, n)
+            keys = self._call_keys(s, n)
+            kw = {p: self._arg(s, n, key) for p, key in keys.items()}
+            kw["name"] = name
+            return Step(layer.kind, target, inputs, variable, name, (), kw, helper)
         elif not isinstance(layer, ir.Add | ir.Concat | ir.Multiply | ir.Identity):
             # check_graph lets no other kind into a block
             raise SpecError(f"keras backend: a {layer.kind!r} node in a block")
@@ -252,6 +324,27 @@ class Writer:
         return kw
 
     @staticmethod
+    def _same_pool_flags(s: Structure, n: str, layer: ir.Pool) -> dict[str, Any]:
+        """pool(padding="same")'s flags: zeros it takes in (max pooling
+        with fill zero, averages that count them), or Keras's own "same"
+        pooling, whose padding takes no part (max pooling with -inf)."""
+        even = sorted({k for b in s.blocks if (k := s.value(n, "kernel", b)) % 2 == 0})
+        if even:
+            raise SpecError(
+                f'keras backend: {s.kind} blocks: node {n}: stride-2 "same" '
+                f"pooling needs an odd kernel; found {even[0]}"
+            )
+        if layer.op == "avg" and not layer.count_pad:
+            raise SpecError(
+                f'keras backend: {s.kind} blocks: node {n}: stride-2 "same" '
+                "average pooling that does not count its padding is not "
+                "supported yet"
+            )
+        if layer.op == "max" and layer.fill == "-inf":
+            return {"exclude_padding": True}
+        return {}
+
+    @staticmethod
     def _pool_flags(s: Structure, n: str, layer: ir.Pool) -> dict[str, Any]:
         if layer.ceil_mode:
             raise SpecError(
@@ -278,10 +371,22 @@ class Writer:
 def excludes_padding(pool: ir.Pool) -> bool:
     """Whether a pool's padding must take no part in its windows: PyTorch's
     -inf padding for max pooling, an average that does not count it."""
-    return pool.pad > 0 and (
+    return (pool.pad > 0 or pool.same) and (
         (pool.op == "max" and pool.fill == "-inf")
         or (pool.op == "avg" and not pool.count_pad)
     )
+
+
+def _same(s: Structure, node: str) -> bool:
+    """Whether a pool node pads as TensorFlow's "same" at stride 2 (then in
+    every block of the structure: the pool helper is called so)."""
+    found = {next(n for n in b.graph() if n.name == node).same for b in s.blocks}
+    if len(found) > 1:
+        raise SpecError(
+            f'keras backend: {s.kind} blocks: node {node} pools "same" at '
+            "stride 2 in some blocks and with a fixed padding in others"
+        )
+    return found.pop()
 
 
 def helper_names(

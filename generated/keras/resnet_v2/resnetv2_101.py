@@ -143,10 +143,10 @@ def preact_bottleneck_shortcut(
 
     preact: batch norm, relu of x
     conv1: 1x1 convolution, batch norm, relu of preact
-    conv2: 3x3 convolution, batch norm, relu of conv1
+    conv2: 3x3 convolution, stride `stride`, batch norm, relu of conv1
     conv3: 1x1 convolution of conv2
     drop_path: drop path of conv3
-    shortcut: 1x1 convolution of preact
+    shortcut: 1x1 convolution, stride `stride` of preact
     add: sum of drop_path, shortcut
     """
     preact = norm_act(x, name=f"{name}_preact")

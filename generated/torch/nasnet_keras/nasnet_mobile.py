@@ -245,9 +245,9 @@ class SeparableBranch(nn.Module):
     """A sep_conv block, written from its graph:
 
     act: relu of x
-    depthwise1: 5x5 convolution, stride 2, depthwise of act
+    depthwise1: `kernel` x `kernel` convolution, stride `stride`, depthwise of act
     pointwise1: 1x1 convolution, batch norm, relu of depthwise1
-    depthwise2: 5x5 convolution, depthwise of pointwise1
+    depthwise2: `kernel` x `kernel` convolution, depthwise of pointwise1
     pointwise2: 1x1 convolution, batch norm of depthwise2
     """
 
