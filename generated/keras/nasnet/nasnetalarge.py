@@ -137,10 +137,15 @@ def pool(
     same = keras.layers.MaxPooling2D if op == "max" else keras.layers.AveragePooling2D
     if padding == "same" and exclude_padding:  # Keras's own "same" pooling
         return same(pool_size, strides=strides, padding="same", name=name)(x)
+    if padding == "same" and None not in x.shape[1:3]:
+        # A static size: keras.applications' correct_pad, then valid pooling.
+        pad = [(pool_size // 2 - 1 + n % 2, pool_size // 2) for n in x.shape[1:3]]
+        x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+        return same(pool_size, strides=strides, name=name)(x)
     if padding == "same":
-        # pool_size - 1 zeros on every side (an even number: the size keeps its
-        # parity), Keras's "same" pooling, whose own padding then reaches only
-        # the first and last pool_size // 2 windows: cropped.
+        # Any size: pool_size - 1 zeros on every side (an even number: the size
+        # keeps its parity), Keras's "same" pooling, whose own padding then
+        # reaches only the first and last pool_size // 2 windows: cropped.
         x = keras.layers.ZeroPadding2D(pool_size - 1, name=f"{name}_pad")(x)
         x = same(pool_size, strides=strides, padding="same", name=f"{name}_same")(x)
         return keras.layers.Cropping2D(pool_size // 2, name=name)(x)
