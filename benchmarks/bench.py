@@ -809,7 +809,7 @@ def markdown(report: dict) -> str:
             f"PyTorch, CPU, float32, eval, batch {CPU_BATCH}, median of {report['rounds']} alternated rounds "
             "(spread: min-max of the rounds; forward peak: VmHWM over VmRSS across 3 forwards, one process per contender)",
             "",
-            "| model | contender | images/s | vs torchvision (same format) | spread | forward peak MB |",
+            "| model | contender | images/s | vs reference (same format) | spread | forward peak MB |",
             "|---|---|---|---|---|---|",
         ]
         for variant, res in report["torch"].items():
