@@ -89,8 +89,9 @@ def _network_checks(
         value = getattr(net, key)
         if not value[-1].isdigit() and (value in taken or value.lower() in taken):
             error(
-                f"{value!r} is a Python keyword or builtin, or a name the generated code defines or imports; "
-                f"expected a variant name (like {example!r})",
+                f"expected a variant name (like {example!r}), not a Python "
+                "keyword or builtin or a name the generated code defines or "
+                f"imports; found {value!r}",
                 (key,),
             )
     seen: set[str] = set()

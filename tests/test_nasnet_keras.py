@@ -24,10 +24,12 @@ from helpers import (  # noqa: E402
     emit,
     load_module,
     run_archspec,
+    run_here,
     variant,
 )
 
-from archspec import analysis  # noqa: E402
+from archspec import analysis, runtime  # noqa: E402
+from archspec.parity import randomize  # noqa: E402
 from archspec.references.keras_applications import (  # noqa: E402
     Array,
     layer_names,
@@ -159,3 +161,30 @@ def test_layer_names_cover_nasnet_mobile():
         "separable_conv_2_normal_left5_12", 1
     )
     assert names["classifier"] == "predictions"
+
+
+def test_weights_convert_round_trip(tmp_path):
+    """`archspec weights convert` PyTorch -> Keras -> PyTorch: every tensor
+    back unchanged, and the Keras file computes the PyTorch model's logits."""
+    net = variant(SPEC, "nasnet_mobile")
+    model = runtime.torch_model(net, tmp_path).eval()
+    randomize(model, ODD, seed=2)
+    pt, h5, back = tmp_path / "a.pt", tmp_path / "a.weights.h5", tmp_path / "b.pt"
+    torch.save(model.state_dict(), pt)
+    common = ["weights", "convert", "--spec", str(SPEC), "--variant", "nasnet_mobile"]
+    there = run_here(*common, "--from", "torch", str(pt), "--to", "keras", str(h5))
+    assert there.returncode == 0, there.stderr
+    again = run_here(*common, "--from", "keras", str(h5), "--to", "torch", str(back))
+    assert again.returncode == 0, again.stderr
+    original, returned = model.state_dict(), torch.load(back, weights_only=True)
+    assert set(original) == set(returned)
+    for key, tensor in original.items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(tensor, returned[key]), key
+    keras_model = runtime.keras_model(net, tmp_path)
+    keras_model.load_weights(h5)
+    x = np.random.default_rng(5).uniform(-1, 1, (2, ODD, ODD, 3)).astype("float32")
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    got = np.asarray(keras_model(x, training=False))
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-5
