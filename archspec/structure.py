@@ -12,7 +12,7 @@ arguments; backends only lay out the code.
 from __future__ import annotations
 
 import keyword
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ SETTINGS: dict[str, tuple[str, ...]] = {
         "padding",
         "activation",
     ),
-    "pool": ("op", "kernel", "stride", "pad", "ceil_mode", "fill", "count_pad"),
+    "pool": ("op", "kernel", "stride", "pad", "ceil_mode", "fill", "count_pad", "same"),
     "norm_act": ("channels", "activation"),
     "se": ("channels", "squeeze_channels"),
     "act": ("activation",),
@@ -141,6 +141,11 @@ class Structure:
     # The nodes that only some structures of the kind have, which name it.
     optional: tuple[str, ...] = ()
 
+    @property
+    def reads_prev(self) -> bool:
+        """A cell's: its graph reads `prev`, the output two blocks back."""
+        return any(ir.BLOCK_PREV in node.inputs for node in self.nodes)
+
     def value(self, node: str, key: str, block: ir.Block | None = None) -> Any:
         """The setting of `node` in `block` (default: the first block)."""
         layer = next(n for n in (block or self.blocks[0]).graph() if n.name == node)
@@ -158,6 +163,32 @@ class Structure:
         for (node, key), argument in self.arguments.items():
             found.setdefault(argument, self.value(node, key, block))
         return [(p, found[p]) for p in self.parameters]
+
+
+def callee(
+    found: Mapping[str, list[Structure]], s: Structure, node: str
+) -> tuple[int, Structure]:
+    """The structure a call node of `s` builds, and its place among its
+    kind's (the same in each of s's blocks: a structure's signature holds its
+    calls' graphs)."""
+    path = ir.join(s.blocks[0].name, node)
+    layer = next(n for n in s.blocks[0].graph() if n.name == node)
+    return next(
+        (i, c)
+        for i, c in enumerate(found[layer.op])
+        if any(b.name == path for b in c.blocks)
+    )
+
+
+def call_settings(callee: Structure) -> dict[str, str]:
+    """Each argument of a called structure -> the setting of the call node
+    that gives it: the call's own width in or out or stride, or the first
+    `{inner node}.{setting}` it carries."""
+    found: dict[str, str] = {}
+    for (inner, key), argument in callee.arguments.items():
+        own = argument == key and key in BLOCK_ARGUMENTS
+        found.setdefault(argument, key if own else f"{inner}.{key}")
+    return found
 
 
 def structures(

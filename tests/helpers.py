@@ -214,6 +214,27 @@ def assert_float32_rounding(ours, reference, x) -> None:
     assert relative_error(truth[0], truth[1]) > 1e-2
 
 
+def timm_weights_imported(spec: Path, name: str, size: int, folder: Path):
+    """timm's `name` with calibrated random weights, and its state dict as
+    `archspec weights import --from timm` writes it for the spec's variant
+    (the command run as a process, and checked to succeed)."""
+    import timm
+    import torch
+
+    from archspec.parity import randomize
+
+    theirs = timm.create_model(name)
+    randomize(theirs, size, seed=1)
+    torch.save(theirs.state_dict(), folder / "theirs.pt")
+    out = folder / "ours.pt"
+    result = run_archspec(
+        "weights", "import", "--spec", str(spec), "--variant", name,
+        "--from", "timm", str(folder / "theirs.pt"), "-o", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return theirs.eval(), torch.load(out, weights_only=True)
+
+
 # Keras ---------------------------------------------------------------------------
 
 TOLERANCE = 1e-5  # max|ours - reference| / max|reference|

@@ -22,7 +22,7 @@ from helpers import (  # noqa: E402
     check_here,
     import_generated,
     relative_error,
-    run_archspec,
+    timm_weights_imported,
     variant,
 )
 
@@ -90,21 +90,13 @@ def test_timm_weights_import_command(tmp_path):
     """`archspec weights import --from timm` on a timm state dict, loaded strictly."""
     name = "pnasnet5large"
     spec = MODELS[name][0]
-    theirs = timm.create_model(name)
-    randomize(theirs, ODD, seed=1)
-    torch.save(theirs.state_dict(), tmp_path / "theirs.pt")
-    out = tmp_path / "ours.pt"
-    result = run_archspec(
-        "weights", "import", "--spec", str(spec), "--variant", name,
-        "--from", "timm", str(tmp_path / "theirs.pt"), "-o", str(out),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    theirs, state = timm_weights_imported(spec, name, ODD, tmp_path)
     _net, _scheme, cls = generated(name, tmp_path)
     ours = cls().eval()
-    ours.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    ours.load_state_dict(state, strict=True)
     x = torch.randn(2, 3, ODD, ODD)
     with torch.no_grad():
-        assert relative_error(ours(x), theirs.eval()(x)) < 1e-4
+        assert relative_error(ours(x), theirs(x)) < 1e-4
 
 
 def test_skip_reduction_wiring():

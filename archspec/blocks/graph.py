@@ -560,17 +560,11 @@ def make_kind(
             Annotated[types[spec.type], Field(**bounds)],
             Field(default, description=spec.description or None),
         )
-    out = Expression.parse(definition.out)
 
     def block_channels(self: StageRow, in_channels: int, scale) -> int:
-        names = {**_columns(self, definition), "channels": scale(self.channels)}
-        names.update(in_channels=in_channels, stride=self.stride)
-        try:
-            return whole(out.evaluate(names), "the block's output width")
-        except ExprError as exc:
-            raise SpecError(
-                where.error(f"in {definition.out!r}: {exc}", "out")
-            ) from None
+        columns = _columns(self, definition)
+        channels = scale(self.channels)
+        return out_width(definition, where, columns, channels, in_channels, self.stride)
 
     # A row model of the definition's columns; its output width is `out`.
     base = type(
@@ -590,6 +584,25 @@ def make_kind(
         return _build(name, definition, columns, channels, at, where, definitions)
 
     return BlockKind(name, row, ir.GraphBlock, build)
+
+
+def out_width(
+    definition: BlockDef,
+    where: Where,
+    columns: dict[str, Any],
+    channels: int,
+    in_channels: int,
+    stride: int,
+) -> int:
+    """A block's output width: the definition's `out`, for a row (or a call)
+    with these columns, `channels`, input width and stride."""
+    names = {**columns, "channels": channels, "in_channels": in_channels}
+    names["stride"] = stride
+    try:
+        value = Expression.parse(definition.out).evaluate(names)
+        return whole(value, "the block's output width")
+    except ExprError as exc:
+        raise SpecError(where.error(f"in {definition.out!r}: {exc}", "out")) from None
 
 
 def _columns(row: StageRow, definition: BlockDef) -> dict[str, Any]:
@@ -948,16 +961,10 @@ def _call(
     stride = value(name, "stride", node.stride)
     if None in (channels, stride, *args.values()):
         return None
-    names = {
-        **args,
-        "channels": channels,
-        "in_channels": first.channels,
-        "stride": stride,
-    }
     try:
-        out = whole(Expression.parse(d.out).evaluate(names), "the block's output width")
-    except ExprError as exc:
-        diagnostics.items.append(callee.where.error(f"in {d.out!r}: {exc}", "out"))
+        out = out_width(d, callee.where, args, channels, first.channels, stride)
+    except SpecError as exc:
+        diagnostics.items += exc.diagnostics.items
         return None
     if stride not in (1, 2):
         diagnostics.items.append(

@@ -36,11 +36,12 @@ from archspec import ir
 from archspec.errors import SpecError
 from archspec.render import Code, literal
 from archspec.structure import (
-    BLOCK_ARGUMENTS,
     SETTINGS,
     Flow,
     Node,
     Structure,
+    call_settings,
+    callee,
     describe_nodes,
 )
 from archspec.weights import keras_name
@@ -136,7 +137,6 @@ class Writer:
         _check_layer_names(s)
         parameters = self._parameters(s)
         helpers = {h for names in self.names.values() for h in names}
-        reads_prev = any(ir.BLOCK_PREV in node.inputs for node in s.nodes)
         taken = TAKEN | set(parameters) | helpers
         flow = Flow(s.nodes, taken)
         steps = []
@@ -144,7 +144,7 @@ class Writer:
             step = self._step(s, node, flow, last=i == len(s.nodes) - 1)
             if step is not None:
                 steps.append(step)
-        signature = [ir.BLOCK_PREV] if reads_prev else []
+        signature = [ir.BLOCK_PREV] if s.reads_prev else []
         signature += [f"{p}: int" for p in parameters if p != IN_FILTERS]
         if s.drops_path:
             signature.append("drop_rate: float")
@@ -157,36 +157,23 @@ class Writer:
             tuple(describe_nodes(s)),
             tuple(steps),
             reads_width=IN_FILTERS in parameters,
-            reads_prev=reads_prev,
+            reads_prev=s.reads_prev,
         )
 
     def callee(self, s: Structure, node: str) -> tuple[Structure, str]:
-        """The structure a call node of `s` builds, and its helper's name
-        (the same in each of s's blocks: a structure's signature holds its
-        calls' graphs)."""
-        path = ir.join(s.blocks[0].name, node)
-        layer = next(n for n in s.blocks[0].graph() if n.name == node)
-        for callee, name in zip(
-            self.structures[layer.op], self.names[layer.op], strict=True
-        ):
-            if any(b.name == path for b in callee.blocks):
-                return callee, name
-        raise AssertionError(f"no structure of {layer.op} builds {path}")
+        """The structure a call node of `s` builds, and its helper's name."""
+        i, called = callee(self.structures, s, node)
+        return called, self.names[called.kind][i]
 
     def _call_keys(self, s: Structure, node: str) -> dict[str, str]:
         """A call's arguments, as its helper takes them (Keras's names) ->
-        the setting of the call node that gives each: its own width out and
-        stride, or `{inner node}.{setting}`."""
-        callee, _ = self.callee(s, node)
+        the setting of the call node that gives each (structure.call_settings);
+        the callee reads its input's width itself."""
+        called, _ = self.callee(s, node)
         found: dict[str, str] = {}
-        for (inner, key), argument in callee.arguments.items():
-            name = _rename(callee, argument)
-            if name == IN_FILTERS or name in found:
-                continue  # the callee reads its input's width itself
-            own = argument == key and key in BLOCK_ARGUMENTS
-            found[name] = key if own else f"{inner}.{key}"
-        order = self._parameters(callee)
-        return {p: found[p] for p in order if p != IN_FILTERS}
+        for argument, key in call_settings(called).items():
+            found.setdefault(_rename(called, argument), key)
+        return {p: found[p] for p in self._parameters(called) if p != IN_FILTERS}
 
     def _arguments(self, s: Structure, block: ir.Block) -> dict[str, Any]:
         """The call's keyword arguments for one block, as literals."""
@@ -275,7 +262,7 @@ class Writer:
             args = (Code(literal(((t, b), (left, right)))),)
         elif isinstance(layer, ir.Shift):
             kw = {"pad_layer": Code(f'f"{{name}}_{n}_pad"')}
-        elif isinstance(layer, ir.Pool) and _same(s, n):
+        elif isinstance(layer, ir.Pool) and layer.same:
             # TensorFlow's "same" at stride 2, worked out from the map's size.
             settings = (self._arg(s, n, k) for k in ("kernel", "stride"))
             args = (Code(literal(layer.op)), *settings, Code(literal("same")))
@@ -375,18 +362,6 @@ def excludes_padding(pool: ir.Pool) -> bool:
         (pool.op == "max" and pool.fill == "-inf")
         or (pool.op == "avg" and not pool.count_pad)
     )
-
-
-def _same(s: Structure, node: str) -> bool:
-    """Whether a pool node pads as TensorFlow's "same" at stride 2 (then in
-    every block of the structure: the pool helper is called so)."""
-    found = {next(n for n in b.graph() if n.name == node).same for b in s.blocks}
-    if len(found) > 1:
-        raise SpecError(
-            f'keras backend: {s.kind} blocks: node {node} pools "same" at '
-            "stride 2 in some blocks and with a fixed padding in others"
-        )
-    return found.pop()
 
 
 def helper_names(

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from archspec import ir
 from archspec.errors import SpecError
 from archspec.render import LINE_LENGTH, Code, Paddings, call, literal
-from archspec.structure import BLOCK_ARGUMENTS, Node, Structure, describe_nodes
+from archspec.structure import (
+    Node,
+    Structure,
+    call_settings,
+    callee,
+    describe_nodes,
+)
 
 # Activations applied on their own (`act` nodes, convolutions without norm).
 FUNCTIONAL = {
@@ -102,38 +108,23 @@ class Writer:
             "\n".join(init),
             "\n".join(forward),
             se_copies,
-            any(ir.BLOCK_PREV in node.inputs for node in structure.nodes),
+            structure.reads_prev,
         )
 
-    def callee(self, s: Structure, node: str) -> Structure:
-        """The structure a call node of `s` builds (the same in each of its
-        blocks: a structure's signature holds its calls' graphs)."""
-        path = ir.join(s.blocks[0].name, node)
-        layer = next(n for n in s.blocks[0].graph() if n.name == node)
-        return next(
-            c
-            for c in self.structures[layer.op]
-            if any(b.name == path for b in c.blocks)
-        )
-
-    def call_arguments(self, s: Structure, node: str) -> list[Code]:
-        """A call's constructor arguments, as its class takes them: each the
-        calling class's argument or a literal."""
-        callee = self.callee(s, node)
-        first = {}
-        for (inner, key), argument in callee.arguments.items():
-            # Its width in and out and stride are the call's own settings.
-            outer = key if argument == key and key in BLOCK_ARGUMENTS else None
-            first.setdefault(argument, outer or f"{inner}.{key}")
+    def call_arguments(self, s: Structure, node: str) -> tuple[str, list[Code]]:
+        """A call's class and constructor arguments, as the class takes them:
+        each the calling class's argument or a literal."""
+        _, called = callee(self.structures, s, node)
+        settings = call_settings(called)
         found = []
-        for parameter in callee.parameters:
-            value = self.arg(s, node, first[parameter])
+        for parameter in called.parameters:
+            value = self.arg(s, node, settings[parameter])
             found.append(
                 value
                 if parameter in ("in_channels", "out_channels")
                 else Code(f"{parameter}={value}")
             )
-        return found
+        return called.name, found
 
     def arg(self, structure: Structure, node: str, key: str) -> Code:
         """A setting as source: the constructor argument that carries it, or
@@ -165,9 +156,8 @@ class Writer:
                 + ": rename the node"
             )
         if isinstance(layer, ir.Call):
-            callee = self.callee(s, name)
-            args = self.call_arguments(s, name)
-            return call(callee.name, *args, indent=8, prefix=this)
+            class_name, args = self.call_arguments(s, name)
+            return call(class_name, *args, indent=8, prefix=this)
         if isinstance(layer, ir.Conv):
             return self._conv(s, name, layer, this)
         if isinstance(layer, ir.NormAct):
