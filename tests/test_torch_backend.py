@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,59 @@ class _OnCuda(torch.Tensor):
         return True
 
 
+def _fold_ops(model, x) -> int:
+    """How many rsqrt ops one eval forward of model on x runs: one per batch
+    norm it folds."""
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU]
+    ) as prof:
+        model(x)
+    return sum(e.count for e in prof.key_averages() if e.key == "aten::rsqrt")
+
+
+@pytest.mark.parametrize(
+    ("spec", "name"), [(RESNET, "resnet18"), (SPECS / "densenet.yaml", "densenet121")]
+)
+def test_eval_folds_once_and_again_when_the_weights_change(spec, name, tmp_path):
+    """Without autograd, eval mode keeps the folded weights between calls (on a
+    GPU folding anew costs more launches than batch norm: issue 28), and folds
+    again whenever a weight or statistic changes, in place or by conversion.
+    With autograd it folds on every call, so gradients reach every weight."""
+    net = variant(spec, name)
+    model = getattr(import_generated(net, "torch", tmp_path), net.class_name)().eval()
+    randomize(model, 48)
+    x = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        norms, first = _fold_ops(model, x), model(x)
+        assert norms > 10 and _fold_ops(model, x) == 0  # kept
+        assert torch.equal(model(x), first)
+        # In place (an optimizer's step, load_state_dict): the changed layer
+        # folds again, and the output is that of the new weights.
+        bn = (
+            model.stages[0][0].conv1.bn
+            if "resnet" in name
+            else model.stages[0][0].norm2.bn
+        )
+        bn.running_var.mul_(4.0)
+        assert _fold_ops(model, x) in (1, 2)
+        changed = model(x)
+        assert not torch.equal(changed, first)
+        with torch.enable_grad():
+            assert torch.equal(model(x), changed)  # folded on the call itself
+        model.load_state_dict(model.state_dict())  # copies: every layer refolds
+        assert _fold_ops(model, x) == norms
+        # A float -> bfloat16 -> float round trip rounds the weights; what was
+        # kept from the float weights must not survive it.
+        model.bfloat16().float()
+        rounded = model(x)
+        assert not torch.equal(rounded, changed)
+        with torch.enable_grad():
+            assert torch.equal(model(x), rounded)
+    model.zero_grad()
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
 @pytest.mark.parametrize(
     ("spec", "name"),
     [
@@ -260,7 +314,11 @@ def test_generated_module_imports_torch_only(b0_module):
             imported |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module)
-    assert imported == {"math", "torch", "torch.nn.functional"}
+    # Self-contained: torch and the standard library, nothing else.
+    third_party = {
+        m for m in imported if m.split(".")[0] not in sys.stdlib_module_names
+    }
+    assert third_party == {"torch", "torch.nn.functional"}
 
 
 def test_train_mode_backward_and_drop_path(b0_module):

@@ -11,6 +11,7 @@ the generated PyTorch and Keras models.
 """
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -52,13 +53,43 @@ def layout_of(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def batch_norm_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and shift per channel: bn in eval mode is x * scale + shift."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
 def fold_batch_norm(
     conv: nn.Conv2d, bn: nn.BatchNorm2d
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of conv followed by bn in eval mode, as one convolution."""
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-    shift = bn.bias - bn.running_mean * scale
+    scale, shift = batch_norm_affine(bn)
     return conv.weight * scale.view(-1, 1, 1, 1), shift
+
+
+def kept(
+    owner: nn.Module,
+    compute: Callable[[], tuple[torch.Tensor, ...]],
+    *sources: nn.Module,
+) -> tuple[torch.Tensor, ...]:
+    """compute(), kept on owner between calls without autograd while the
+    weights and statistics of sources are unchanged (the same tensors, storage
+    and in-place version; the model drops what it kept when it is moved or
+    converted). Folding on every call costs several small kernels per layer:
+    on a GPU more launches than batch norm itself."""
+    if (
+        torch.is_grad_enabled()
+        or torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+    ):
+        return compute()
+    tensors = [t for m in sources for t in (*m.parameters(False), *m.buffers(False))]
+    key = [(id(t), t.data_ptr(), t._version) for t in tensors]
+    cache = owner.__dict__.get("_kept")
+    if cache is None or cache[0] != key:
+        # Holding the tensors keeps their ids and addresses from being reused.
+        cache = owner.__dict__["_kept"] = (key, tensors, compute())
+    return cache[2]
 
 
 class ConvBNAct(nn.Module):
@@ -94,8 +125,11 @@ class ConvBNAct(nn.Module):
             return self.act(self.bn(self._conv(x, self.conv.weight, self.conv.bias)))
         # In eval mode batch norm is a fixed per-channel affine map: folded into
         # the weights it costs no pass over (nor allocation of) the activations.
-        weight, bias = fold_batch_norm(self.conv, self.bn)
+        weight, bias = kept(self, self._fold, self.conv, self.bn)
         return self.act(self._conv(x, weight, bias))
+
+    def _fold(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return fold_batch_norm(self.conv, self.bn)
 
     def _conv(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
@@ -142,8 +176,9 @@ class MobileNetV2_075(nn.Module):
 
     Takes normalized images, NCHW.
     Returns logits; with num_classes=0, the pooled features. In eval mode
-    every batch norm is folded into its convolution on each call;
-    prepare_for_inference() folds them once, for serving. Outside training,
+    every batch norm is folded into its convolution, once without autograd
+    (kept until the weights change), on each call with it;
+    prepare_for_inference() folds them in place, for serving. Outside training,
     on a CPU, it computes in channels-last whatever the input's layout, and
     hands maps back in that layout.
 
@@ -289,7 +324,7 @@ class MobileNetV2_075(nn.Module):
         """Fold every batch norm into the convolution before it, once, in place.
 
         For inference only: the model is put in eval mode and keeps no batch
-        norm to train. Outputs are those of eval mode, which folds on each call.
+        norm to train. Outputs are those of eval mode, which folds too.
         """
         self.eval()
         for m in self.modules():
@@ -299,3 +334,12 @@ class MobileNetV2_075(nn.Module):
                 m.conv.bias = nn.Parameter(bias)
                 m.bn = nn.Identity()
         return self
+
+    def _apply(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
+    ) -> "MobileNetV2_075":
+        # .to(), .half(), .cuda() give the weights new storage but keep their
+        # in-place version: drop the folds kept from the old ones.
+        for m in self.modules():
+            m.__dict__.pop("_kept", None)
+        return super()._apply(fn, recurse)
