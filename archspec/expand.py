@@ -309,6 +309,7 @@ def _network(
             )
             if pre
             else None,
+            data=_data(valid, variant),
         ),
         stem=tuple(stem),
         stages=tuple(stages),
@@ -336,6 +337,29 @@ def _preprocess(valid: ValidSpec, variant: Variant):
         if override.preprocess and _named(override, variant):
             pre = override.preprocess
     return pre
+
+
+def _data(valid: ValidSpec, variant: Variant) -> ir.Data | None:
+    """The spec's evaluation transform with the variant's overrides, field by
+    field; a crop stated as padding becomes the variant's crop_pct."""
+    stated: dict = {}
+    overrides = [o.data for o in valid.spec.per_variant if _named(o, variant)]
+    for data in (valid.spec.input.data, *overrides, variant.data):
+        if data is not None:
+            given = data.model_dump(exclude_none=True)
+            if "crop_pct" in given or "crop_padding" in given:
+                stated.pop("crop_pct", None)
+                stated.pop("crop_padding", None)
+            stated.update(given)
+    if not stated:
+        return None
+    padding = stated.pop("crop_padding", None)
+    if padding is not None:
+        r = variant.resolution
+        stated["crop_pct"] = r / (r + padding)
+    return ir.Data(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in stated.items()}
+    )
 
 
 def _named(override, variant: Variant) -> bool:

@@ -844,10 +844,21 @@ class Preprocess(Node):
     std: tuple[float, ...]
 
 
+class Data(Node):
+    """The evaluation transform the reference's weights expect (timm's
+    pretrained_cfg); what the spec does not state is None."""
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
+    crop_pct: Annotated[float, Field(gt=0, le=1)] | None = None
+
+
 class Input(Node):
     channels: Size
     resolution: Size
     preprocess: Preprocess | None = None
+    data: Data | None = None
 
 
 class Source(Node):

@@ -48,6 +48,8 @@ GENERATED_NAMES = {
     *("fold_batch_norm", "shifted_padding", "drop_path", "conv_bn_act"),
     *("norm_act", "pad", "pool", "feature_model", "prepare_for_inference"),
     *("squeeze_excitation", "ACTIVATION", "ACTIVATIONS", "RESOLUTION"),
+    *("PRETRAINED_CFG", "Callable", "checkpoint", "kept", "batch_norm_affine"),
+    *("feature_take_indices", "DenseBlock"),
 }
 STEM_NAME = re.compile(r"stem(_[a-z0-9]+)*\Z")
 HEAD_NAME = re.compile(r"(head(_[a-z0-9]+)*|pool|hidden|dropout|classifier)\Z")

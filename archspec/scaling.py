@@ -22,7 +22,7 @@ from .spec import Rounding
 
 if TYPE_CHECKING:
     from .blocks import StageRow
-    from .spec import Head, StemChanges
+    from .spec import Data, Head, StemChanges
     from .spec import Variant as SpecVariant
     from .validate import ValidSpec
 
@@ -81,6 +81,7 @@ class Variant:
     # Where this variant's settings came from, for error positions.
     at: tuple = field(default=("scaling",))
     head: Head | None = None  # the variant's own head; None: the spec's
+    data: Data | None = None  # its own evaluation transform, over the spec's
 
 
 # The phis a compound rule without a published table names (B0-B7's).
@@ -137,6 +138,7 @@ def _named(valid: ValidSpec, name: str, v: SpecVariant, rounding: Rounding) -> V
         stem=v.stem,
         at=("scaling", "variants", name),
         head=v.head,
+        data=v.data,
     )
 
 

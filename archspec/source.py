@@ -108,8 +108,9 @@ def _load_with_extends(
 
 
 # Mappings that a child spec replaces as a whole: the variants a spec lists are
-# its variants, not additions to its base's.
-WHOLE = {("scaling", "variants")}
+# its variants, not additions to its base's; its data transform is that of its
+# own reference's weights.
+WHOLE = {("scaling", "variants"), ("input", "data")}
 
 
 def _merge(base: Any, child: Any, path: DataPath, base_doc: Document) -> Any:

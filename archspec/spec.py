@@ -147,10 +147,41 @@ class Preprocess(SpecModel):
     std: list[Annotated[float, Field(gt=0)]] = Field(min_length=1)
 
 
+class Data(SpecModel):
+    """How the reference's weights expect images prepared for evaluation
+    (timm's pretrained_cfg): the mean and std of the normalisation after
+    scaling to [0, 1], the resize interpolation and the center crop."""
+
+    mean: list[float] | None = Field(None, min_length=1)
+    std: list[Annotated[float, Field(gt=0)]] | None = Field(None, min_length=1)
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
+    crop_pct: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="crop size / resize size"
+    )
+    crop_padding: Annotated[int, Field(ge=0, le=1024)] | None = Field(
+        None,
+        description="resize to the resolution plus this, crop the resolution "
+        "(EfficientNet's evaluation: 32): crop_pct = r / (r + crop_padding)",
+    )
+
+    @model_validator(mode="after")
+    def _one_crop(self) -> Data:
+        if self.crop_pct is not None and self.crop_padding is not None:
+            raise ValueError("expected crop_pct or crop_padding, not both")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("expected mean and std together")
+        return self
+
+
 class Input(SpecModel):
     channels: Channels = 3
     resolution: Annotated[int, Field(ge=8, le=4096)]
     preprocess: Preprocess | None = None
+    data: Data | None = Field(
+        None,
+        description="the evaluation transform the reference's weights expect "
+        "(timm's pretrained_cfg)",
+    )
 
     @model_validator(mode="after")
     def _per_channel(self) -> Input:
@@ -160,6 +191,18 @@ class Input(SpecModel):
                 f"preprocess mean and std need one value per input channel "
                 f"({self.channels}); found {len(p.mean)} and {len(p.std)}"
             )
+        d = self.data
+        if d and d.mean is not None:
+            if p:
+                raise ValueError(
+                    "data mean and std: the model normalises its input itself "
+                    "(preprocess), so its transform only scales to 0-255"
+                )
+            if not len(d.mean) == len(d.std) == self.channels:
+                raise ValueError(
+                    f"data mean and std need one value per input channel "
+                    f"({self.channels}); found {len(d.mean)} and {len(d.std)}"
+                )
         return self
 
 
@@ -365,6 +408,11 @@ class Variant(SpecModel):
     dropout: Rate | None = None
     drop_path: Rate | None = None
     top1: Top1 = None
+    data: Data | None = Field(
+        None,
+        description="this variant's evaluation transform, field by field over "
+        "input.data (torchvision's MNASNet-0.75 weights resize to 232, not 256)",
+    )
 
 
 class TableRule(SpecModel):
@@ -422,6 +470,11 @@ class VariantOverride(SpecModel):
         None,
         description="in-model input preprocessing of these variants (Keras's "
         "EfficientNetV2-S/M/L rescale differently from B0-B3)",
+    )
+    data: Data | None = Field(
+        None,
+        description="these variants' evaluation transform, field by field over "
+        "input.data (torchvision's EfficientNet-B1 resizes to 256, B3 to 320)",
     )
 
     @model_validator(mode="after")

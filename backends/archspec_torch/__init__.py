@@ -183,6 +183,7 @@ class TorchBackend:
             head_dropout=top.dropout,
             feature_head=network.head[:pool],
             pooled_head=network.head[pool:-1],
+            **_timm_names(network, pool),
             features=features(network),
             init_args=init_args,
             stochastic_depth=stochastic_depth,
@@ -192,6 +193,27 @@ class TorchBackend:
             norm_act=any(isinstance(node, ir.NormAct) for node in nodes(network)),
         )
         return {f"{network.module}.py": source}
+
+
+def _timm_names(network: ir.Network, pool: int) -> dict:
+    """What timm's model API names: the transform the weights expect, the first
+    convolution, the final norm (forward_intermediates' `norm`), and the
+    top-level modules before and after the stages (group_matcher)."""
+    weighted = ("conv", "norm_act", "dense")
+    first = next(layer for layer in network.stem if isinstance(layer, ir.Conv))
+    final_norm = [
+        layer.name for layer in network.head[:pool] if layer.kind == "norm_act"
+    ]
+    return {
+        "data": network.input.data or ir.Data(),
+        "first_conv": first.name + (".conv" if first.norm else ""),
+        "final_norm": final_norm[-1] if final_norm else None,
+        "stem_names": [layer.name for layer in network.stem if layer.kind in weighted],
+        # The classifier stays out: timm gives it a group of its own, last.
+        "head_names": [
+            layer.name for layer in network.head[:-1] if layer.kind in weighted
+        ],
+    }
 
 
 def _arguments(values: list[tuple[str, int]]) -> list[str]:

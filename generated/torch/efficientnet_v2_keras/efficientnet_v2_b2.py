@@ -16,11 +16,26 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 __all__ = ["RESOLUTION", "EfficientNetV2B2"]
 
 # The input size the variant was built for; any size works.
 RESOLUTION = 260
+
+# timm's pretrained_cfg: the evaluation transform the reference's weights
+# expect (timm.data.resolve_model_data_config reads it), and where the
+# first convolution and the classifier are.
+PRETRAINED_CFG = {
+    "input_size": (3, 260, 260),
+    # The model normalises inside and takes 0-255: the transform only
+    # scales ToTensor()'s [0, 1] back.
+    "mean": (0.0, 0.0, 0.0),
+    "std": (0.00392156862745098, 0.00392156862745098, 0.00392156862745098),
+    "num_classes": 1000,
+    "first_conv": "stem.conv",
+    "classifier": "classifier",
+}
 
 # Batch norm in PyTorch's convention: momentum weighs each new batch.
 BN_EPS = 0.001
@@ -42,6 +57,26 @@ def shifted_padding(
     columns before: a convolution's windows over it sit shift pixels further
     down and right."""
     return F.pad(x, (padding - shift_w, padding, padding - shift_h, padding))
+
+
+def feature_take_indices(
+    count: int, indices: int | list[int] | None
+) -> tuple[list[int], int]:
+    """Which of count feature maps to take, timm's rule: None, all; n, the last
+    n; a list, those (negative from the end). And the largest taken."""
+    if indices is None:
+        indices = count
+    if isinstance(indices, int):
+        if not 0 < indices <= count:
+            raise ValueError(f"indices: expected 1 to {count} maps; found {indices}")
+        take = list(range(count - indices, count))
+    else:
+        take = [i + count if i < 0 else i for i in indices]
+        if not take or not all(0 <= i < count for i in take):
+            raise ValueError(
+                f"indices: expected maps -{count} to {count - 1}; found {indices}"
+            )
+    return take, max(take)
 
 
 def computing_layout(x: torch.Tensor, training: bool) -> torch.Tensor:
@@ -93,11 +128,15 @@ def kept(
     ):
         return compute()
     tensors = [t for m in sources for t in (*m.parameters(False), *m.buffers(False))]
-    key = [(id(t), t.data_ptr(), t._version) for t in tensors]
+    versions = [(t.data_ptr(), t._version) for t in tensors]
     cache = owner.__dict__.get("_kept")
-    if cache is None or cache[0] != key:
-        # Holding the tensors keeps their ids and addresses from being reused.
-        cache = owner.__dict__["_kept"] = (key, tensors, compute())
+    if (
+        cache is None
+        or cache[1] != versions
+        or not all(a is b for a, b in zip(cache[0], tensors, strict=True))
+    ):
+        # Holding the tensors keeps their addresses from being reused.
+        cache = owner.__dict__["_kept"] = (tensors, versions, compute())
     return cache[2]
 
 
@@ -357,6 +396,9 @@ class EfficientNetV2B2(nn.Module):
         self.num_features = 1408  # channels of forward_features()
         self.head_hidden_size = 1408  # features into the classifier
         self.reset_classifier(num_classes)
+        self.grad_checkpointing = False
+        # timm's names for it, and its older name.
+        self.pretrained_cfg = self.default_cfg = dict(PRETRAINED_CFG)
         for m in self.modules():
             self._init_weights(m)
         # Stochastic depth grows linearly with the block's index in the network.
@@ -378,6 +420,10 @@ class EfficientNetV2B2(nn.Module):
             nn.init.uniform_(m.weight, -bound, bound)
             nn.init.zeros_(m.bias)
 
+    def get_classifier(self) -> nn.Module:
+        """The classifier (nn.Identity() with num_classes=0)."""
+        return self.classifier
+
     def reset_classifier(self, num_classes: int) -> None:
         """A new, freshly initialized classifier for num_classes (0: none, and
         the model returns the pooled features)."""
@@ -398,7 +444,15 @@ class EfficientNetV2B2(nn.Module):
         """The last feature map, before global pooling: NCHW, num_features
         channels, in the input's memory format."""
         layout = layout_of(x)
-        x = self.stages(self.forward_stem(x))
+        x = self.forward_stem(x)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            # Only each block's input is kept for the backward pass, which
+            # runs the block again: memory for one block's maps, not all.
+            for stage in self.stages:
+                for block in stage:
+                    x = checkpoint(block, x, use_reentrant=False)
+        else:
+            x = self.stages(x)
         x = self.head(x)
         return x.contiguous(memory_format=layout)
 
@@ -416,14 +470,89 @@ class EfficientNetV2B2(nn.Module):
         """The output of every stage group, in feature_info's order: the
         multi-scale maps a detection or segmentation network (FPN, U-Net)
         builds on."""
+        return self.forward_intermediates(x, intermediates_only=True)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's feature API: the maps of feature_info's entries `indices`
+        (None: all; n: the last n; a list: those, negative from the end), in
+        the input's memory format, and unless intermediates_only, the last
+        feature map too (forward_features()'s, if the last stage ran).
+        stop_early runs no stage after the last one taken. norm: the last
+        stage's map goes through the final norm (this network has none), as
+        forward_features() gives it."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt: expected 'NCHW'; found {output_fmt!r}")
+        take, last = feature_take_indices(len(self.feature_info), indices)
+        ends = [int(info["module"].split(".")[1]) for info in self.feature_info]
+        taken = {ends[i] for i in take}
+        stages = self.stages[: ends[last] + 1] if stop_early else self.stages
         layout = layout_of(x)
         x = self.forward_stem(x)
-        maps = []
-        for i, stage in enumerate(self.stages):
+        intermediates = []
+        for i, stage in enumerate(stages):
             x = stage(x)
-            if i in (0, 1, 2, 4, 5):
-                maps.append(x.contiguous(memory_format=layout))
-        return maps
+            if i in taken:
+                intermediates.append(x.contiguous(memory_format=layout))
+        if intermediates_only:
+            return intermediates
+        if len(stages) == len(self.stages):
+            x = self.head(x)
+        return x.contiguous(memory_format=layout), intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | list[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Remove what forward_intermediates(indices) does not need (timm's
+        API): the stages after the last map taken, and with them, or with
+        prune_head, the layers after the stages and the classifier; with
+        prune_norm, the final norm. Returns the indices taken."""
+        take, last = feature_take_indices(len(self.feature_info), indices)
+        end = int(self.feature_info[last]["module"].split(".")[1])
+        truncated = end < len(self.stages) - 1
+        self.stages = self.stages[: end + 1]
+        self.feature_info = self.feature_info[: last + 1]
+        if truncated or prune_head:
+            self.head = nn.Identity()
+            self.dropout = nn.Identity()
+            self.num_features = self.head_hidden_size = self.feature_info[-1]["num_chs"]
+            self.reset_classifier(0)
+        return take
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """While training, keep only each block's input for the backward pass
+        and run the block again there (timm's API): far less memory for the
+        maps, about a third more time."""
+        self.grad_checkpointing = enable
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, str | list]:
+        """Parameter groups by name, in timm's format (its layer-wise
+        learning-rate decay reads them): the stem, each stage (coarse) or
+        each block; the classifier, matched by none, comes last."""
+        return {
+            "stem": r"^(?:stem)\.",
+            "blocks": [
+                (r"^stages\.(\d+)" if coarse else r"^stages\.(\d+)\.(\d+)", None),
+                # The layers after the stages join the last block ((99999,) is
+                # timm's "previous group").
+                (r"^(?:head)\.", (99999,)),
+            ],
+        }
+
+    def no_weight_decay(self) -> set[str]:
+        """The parameters weight decay should leave alone, as timm's
+        optimizer factory asks: batch-norm scales and shifts, and biases."""
+        return {name for name, p in self.named_parameters() if p.ndim <= 1}
 
     @torch.no_grad()
     def prepare_for_inference(self) -> "EfficientNetV2B2":
