@@ -166,6 +166,7 @@ def test_header_and_constants(generated):
         assert f"\n{line}\n" in text
     assert (
         "def efficientnet_b3(\n    include_top: bool = True,\n    weights: str | None = None,\n"
+        "    input_tensor: keras.KerasTensor | None = None,\n"
         "    input_shape: tuple[int | None, int | None, int] = (300, 300, 3),\n"
         "    pooling: str | None = None,\n    classes: int = 1000,\n"
         "    classifier_activation: str | None = None,\n"
@@ -194,11 +195,10 @@ def test_header_and_constants(generated):
         "        if drop_rate > 0:\n"
         '            x = keras.layers.Dropout(drop_rate, name="dropout")(x)\n'
         "        x = keras.layers.Dense(\n"
-        "            classes,\n"
-        "            activation=classifier_activation,\n"
-        "            kernel_initializer=DENSE_INIT,\n"
-        '            name="classifier",\n'
+        '            classes, kernel_initializer=DENSE_INIT, name="classifier"\n'
         "        )(x)\n"
+        "        if classifier_activation is not None:\n"
+        '            x = keras.layers.Activation(classifier_activation, name="predictions")(x)\n'
         '    elif pooling == "avg":\n'
     ) in text
     assert text.count("x = mbconv(") == len(net.blocks)

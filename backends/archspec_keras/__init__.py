@@ -92,9 +92,9 @@ NON_NEGATIVE = ("relu", "relu6")
 MODULE_NAMES = (
     *("pad", "conv_bn_act", "norm_act", "pool", "squeeze_excitation", "drop_path"),
     *("feature_model", "prepare_for_inference", "FoldedBatchNorm", "keras"),
-    *("include_top", "weights", "input_shape"),
+    *("include_top", "weights", "input_tensor", "input_shape"),
     *("pooling", "classes", "classifier_activation", "drop_rate"),
-    *("drop_path_rate", "inputs", "x", "model"),
+    *("drop_path_rate", "inputs", "sources", "x", "model"),
 )
 # Helper macros of layers.py.j2, in the order they are written, and the layer
 # kind (or block templates' `uses` entry) that needs each.
@@ -281,6 +281,9 @@ class KerasBackend:
         source = self.env.get_template("module.py.j2").render(
             network=network,
             provenance=Provenance.of(network),
+            # In-model normalisation that differs between channels applies to
+            # an input of the spec's channels only (module.py.j2).
+            per_channel=_per_channel(network.input.preprocess),
             kinds=kinds,
             helpers=[text.strip("\n") for text in helpers],
             roles=roles,
@@ -303,6 +306,13 @@ class KerasBackend:
             cells=cells,
         )
         return {f"{network.module}.py": source}
+
+
+def _per_channel(preprocess) -> bool:
+    """Whether the in-model normalisation differs between channels."""
+    if preprocess is None:
+        return False
+    return len({*preprocess.mean}) > 1 or len({*preprocess.std}) > 1
 
 
 def _wiring(network: ir.Network, skip_reduction: set[str]) -> dict[str, tuple]:

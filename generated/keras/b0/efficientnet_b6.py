@@ -22,7 +22,8 @@ ACTIVATION = "silu"
 # Convolutions have no bias (the batch norm after them has a shift).
 CONV_BIAS = False
 
-# Inside the model: x * INPUT_SCALE, then (x - INPUT_MEAN) / INPUT_STD per channel.
+# Inside the model: x * INPUT_SCALE, then (x - INPUT_MEAN) / INPUT_STD per
+# channel, on an input of 3 channels (others are only scaled).
 INPUT_SCALE = 0.00392156862745098
 INPUT_MEAN = (0.485, 0.456, 0.406)
 INPUT_STD = (0.229, 0.224, 0.225)
@@ -176,6 +177,7 @@ FEATURE_INFO = (
 def efficientnet_b6(
     include_top: bool = True,
     weights: str | None = None,
+    input_tensor: keras.KerasTensor | None = None,
     input_shape: tuple[int | None, int | None, int] = (528, 528, 3),
     pooling: str | None = None,
     classes: int = 1000,
@@ -186,8 +188,17 @@ def efficientnet_b6(
     """Build EfficientNet-B6 as a functional model (channels last), with
     keras.applications' arguments.
 
-    Inputs are images with values in [0, 255]; scaling and normalisation happen
-    inside the model. Outputs are logits unless `classifier_activation` is set.
+    Inputs are images with values in [0, 255] and any number of channels,
+    scaled and normalised inside the model: x * INPUT_SCALE, then, on an input
+    of 3 channels only, (x - INPUT_MEAN) / INPUT_STD per channel (an input of
+    other channels is only scaled).
+
+    Outputs are logits unless `classifier_activation` is set; then a last
+    layer, "predictions" (keras.applications' name), applies it.
+
+    `input_tensor`: a Keras tensor (keras.Input's output, or a layer's after
+    it) to build the model on instead of a new input of `input_shape`; the
+    model's inputs are then the inputs that tensor is computed from.
 
     `include_top=False` ends at the last feature map (2304 channels), pooled
     by `pooling` ("avg", "max", or None for the 4-D map). `weights`: a
@@ -200,13 +211,25 @@ def efficientnet_b6(
     """
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling: expected None, 'avg' or 'max'; found {pooling!r}")
-    inputs = keras.Input(shape=input_shape, name="input")
-    x = keras.layers.Rescaling(INPUT_SCALE, name="preprocess_rescale")(inputs)
-    x = keras.layers.Normalization(
-        mean=INPUT_MEAN,
-        variance=[s**2 for s in INPUT_STD],
-        name="preprocess_normalize",
-    )(x)
+    if input_tensor is not None and not keras.backend.is_keras_tensor(input_tensor):
+        raise ValueError(
+            "input_tensor: expected a Keras tensor (keras.Input's or a layer's "
+            f"output); found {type(input_tensor).__name__}"
+        )
+    if input_tensor is None:
+        inputs = x = keras.Input(shape=input_shape, name="input")
+    else:
+        # The model reads the input(s) that input_tensor is computed from.
+        sources = keras.utils.get_source_inputs(input_tensor)
+        inputs = sources[0] if len(sources) == 1 else sources
+        x = input_tensor
+    x = keras.layers.Rescaling(INPUT_SCALE, name="preprocess_rescale")(x)
+    if x.shape[-1] == len(INPUT_MEAN):
+        x = keras.layers.Normalization(
+            mean=INPUT_MEAN,
+            variance=[s**2 for s in INPUT_STD],
+            name="preprocess_normalize",
+        )(x)
     x = conv_bn_act(x, filters=56, kernel_size=3, strides=2, name="stem")
 
     # stages.0
@@ -679,11 +702,10 @@ def efficientnet_b6(
         if drop_rate > 0:
             x = keras.layers.Dropout(drop_rate, name="dropout")(x)
         x = keras.layers.Dense(
-            classes,
-            activation=classifier_activation,
-            kernel_initializer=DENSE_INIT,
-            name="classifier",
+            classes, kernel_initializer=DENSE_INIT, name="classifier"
         )(x)
+        if classifier_activation is not None:
+            x = keras.layers.Activation(classifier_activation, name="predictions")(x)
     elif pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     elif pooling == "max":

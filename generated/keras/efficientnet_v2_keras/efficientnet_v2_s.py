@@ -23,10 +23,11 @@ ACTIVATION = "silu"
 # Convolutions have no bias (the batch norm after them has a shift).
 CONV_BIAS = False
 
-# Inside the model: x * INPUT_SCALE, then (x - INPUT_MEAN) / INPUT_STD per channel.
+# Inside the model: x * INPUT_SCALE, then (x - INPUT_MEAN) / INPUT_STD, the same
+# on every channel (of any number).
 INPUT_SCALE = 0.0078125
-INPUT_MEAN = (1.0, 1.0, 1.0)
-INPUT_STD = (1.0, 1.0, 1.0)
+INPUT_MEAN = 1.0
+INPUT_STD = 1.0
 
 CONV_INIT = keras.initializers.VarianceScaling(
     scale=2.0, mode="fan_out", distribution="truncated_normal"
@@ -210,6 +211,7 @@ FEATURE_INFO = (
 def efficientnet_v2_s(
     include_top: bool = True,
     weights: str | None = None,
+    input_tensor: keras.KerasTensor | None = None,
     input_shape: tuple[int | None, int | None, int] = (384, 384, 3),
     pooling: str | None = None,
     classes: int = 1000,
@@ -220,8 +222,16 @@ def efficientnet_v2_s(
     """Build EfficientNetV2-S as a functional model (channels last), with
     keras.applications' arguments.
 
-    Inputs are images with values in [0, 255]; scaling and normalisation happen
-    inside the model. Outputs are logits unless `classifier_activation` is set.
+    Inputs are images with values in [0, 255] and any number of channels,
+    scaled and normalised inside the model, the same on every channel:
+    (x * INPUT_SCALE - INPUT_MEAN) / INPUT_STD.
+
+    Outputs are logits unless `classifier_activation` is set; then a last
+    layer, "predictions" (keras.applications' name), applies it.
+
+    `input_tensor`: a Keras tensor (keras.Input's output, or a layer's after
+    it) to build the model on instead of a new input of `input_shape`; the
+    model's inputs are then the inputs that tensor is computed from.
 
     `include_top=False` ends at the last feature map (1280 channels), pooled
     by `pooling` ("avg", "max", or None for the 4-D map). `weights`: a
@@ -234,12 +244,21 @@ def efficientnet_v2_s(
     """
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling: expected None, 'avg' or 'max'; found {pooling!r}")
-    inputs = keras.Input(shape=input_shape, name="input")
-    x = keras.layers.Rescaling(INPUT_SCALE, name="preprocess_rescale")(inputs)
+    if input_tensor is not None and not keras.backend.is_keras_tensor(input_tensor):
+        raise ValueError(
+            "input_tensor: expected a Keras tensor (keras.Input's or a layer's "
+            f"output); found {type(input_tensor).__name__}"
+        )
+    if input_tensor is None:
+        inputs = x = keras.Input(shape=input_shape, name="input")
+    else:
+        # The model reads the input(s) that input_tensor is computed from.
+        sources = keras.utils.get_source_inputs(input_tensor)
+        inputs = sources[0] if len(sources) == 1 else sources
+        x = input_tensor
+    x = keras.layers.Rescaling(INPUT_SCALE, name="preprocess_rescale")(x)
     x = keras.layers.Normalization(
-        mean=INPUT_MEAN,
-        variance=[s**2 for s in INPUT_STD],
-        name="preprocess_normalize",
+        mean=INPUT_MEAN, variance=INPUT_STD**2, name="preprocess_normalize"
     )(x)
     x = conv_bn_act(x, filters=24, kernel_size=3, strides=2, name="stem")
 
@@ -651,11 +670,10 @@ def efficientnet_v2_s(
         if drop_rate > 0:
             x = keras.layers.Dropout(drop_rate, name="dropout")(x)
         x = keras.layers.Dense(
-            classes,
-            activation=classifier_activation,
-            kernel_initializer=DENSE_INIT,
-            name="classifier",
+            classes, kernel_initializer=DENSE_INIT, name="classifier"
         )(x)
+        if classifier_activation is not None:
+            x = keras.layers.Activation(classifier_activation, name="predictions")(x)
     elif pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     elif pooling == "max":

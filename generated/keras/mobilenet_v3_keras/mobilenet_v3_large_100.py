@@ -25,10 +25,11 @@ SE_ACTIVATION = "relu"
 # Convolutions have no bias (the batch norm after them has a shift).
 CONV_BIAS = False
 
-# Inside the model: x * INPUT_SCALE, then (x - INPUT_MEAN) / INPUT_STD per channel.
+# Inside the model: x * INPUT_SCALE, then (x - INPUT_MEAN) / INPUT_STD, the same
+# on every channel (of any number).
 INPUT_SCALE = 0.00784313725490196
-INPUT_MEAN = (1.0, 1.0, 1.0)
-INPUT_STD = (1.0, 1.0, 1.0)
+INPUT_MEAN = 1.0
+INPUT_STD = 1.0
 
 CONV_INIT = keras.initializers.VarianceScaling(
     scale=2.0, mode="fan_out", distribution="truncated_normal"
@@ -186,6 +187,7 @@ FEATURE_INFO = (
 def mobilenet_v3_large_100(
     include_top: bool = True,
     weights: str | None = None,
+    input_tensor: keras.KerasTensor | None = None,
     input_shape: tuple[int | None, int | None, int] = (224, 224, 3),
     pooling: str | None = None,
     classes: int = 1000,
@@ -196,8 +198,16 @@ def mobilenet_v3_large_100(
     """Build MobileNetV3-Large-1.0 as a functional model (channels last), with
     keras.applications' arguments.
 
-    Inputs are images with values in [0, 255]; scaling and normalisation happen
-    inside the model. Outputs are logits unless `classifier_activation` is set.
+    Inputs are images with values in [0, 255] and any number of channels,
+    scaled and normalised inside the model, the same on every channel:
+    (x * INPUT_SCALE - INPUT_MEAN) / INPUT_STD.
+
+    Outputs are logits unless `classifier_activation` is set; then a last
+    layer, "predictions" (keras.applications' name), applies it.
+
+    `input_tensor`: a Keras tensor (keras.Input's output, or a layer's after
+    it) to build the model on instead of a new input of `input_shape`; the
+    model's inputs are then the inputs that tensor is computed from.
 
     `include_top=False` ends at the last feature map (960 channels), pooled
     by `pooling` ("avg", "max", or None for the 4-D map). `weights`: a
@@ -210,12 +220,21 @@ def mobilenet_v3_large_100(
     """
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling: expected None, 'avg' or 'max'; found {pooling!r}")
-    inputs = keras.Input(shape=input_shape, name="input")
-    x = keras.layers.Rescaling(INPUT_SCALE, name="preprocess_rescale")(inputs)
+    if input_tensor is not None and not keras.backend.is_keras_tensor(input_tensor):
+        raise ValueError(
+            "input_tensor: expected a Keras tensor (keras.Input's or a layer's "
+            f"output); found {type(input_tensor).__name__}"
+        )
+    if input_tensor is None:
+        inputs = x = keras.Input(shape=input_shape, name="input")
+    else:
+        # The model reads the input(s) that input_tensor is computed from.
+        sources = keras.utils.get_source_inputs(input_tensor)
+        inputs = sources[0] if len(sources) == 1 else sources
+        x = input_tensor
+    x = keras.layers.Rescaling(INPUT_SCALE, name="preprocess_rescale")(x)
     x = keras.layers.Normalization(
-        mean=INPUT_MEAN,
-        variance=[s**2 for s in INPUT_STD],
-        name="preprocess_normalize",
+        mean=INPUT_MEAN, variance=INPUT_STD**2, name="preprocess_normalize"
     )(x)
     x = conv_bn_act(x, filters=16, kernel_size=3, strides=2, name="stem")
 
@@ -414,13 +433,11 @@ def mobilenet_v3_large_100(
         if drop_rate > 0:
             x = keras.layers.Dropout(drop_rate, name="dropout")(x)
         x = keras.layers.Conv2D(
-            classes,
-            1,
-            activation=classifier_activation,
-            kernel_initializer=DENSE_INIT,
-            name="classifier",
+            classes, 1, kernel_initializer=DENSE_INIT, name="classifier"
         )(x)
         x = keras.layers.Flatten(name="classifier_flatten")(x)
+        if classifier_activation is not None:
+            x = keras.layers.Activation(classifier_activation, name="predictions")(x)
     elif pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     elif pooling == "max":

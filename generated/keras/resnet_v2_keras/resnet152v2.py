@@ -227,6 +227,7 @@ FEATURE_INFO = (
 def resnet152v2(
     include_top: bool = True,
     weights: str | None = None,
+    input_tensor: keras.KerasTensor | None = None,
     input_shape: tuple[int | None, int | None, int] = (224, 224, 3),
     pooling: str | None = None,
     classes: int = 1000,
@@ -237,8 +238,15 @@ def resnet152v2(
     """Build ResNet-152 V2 as a functional model (channels last), with
     keras.applications' arguments.
 
-    Inputs are used as given (no preprocessing layers). Outputs are logits
-    unless `classifier_activation` is set.
+    Inputs have any number of channels and are used as given (no
+    preprocessing layers).
+
+    Outputs are logits unless `classifier_activation` is set; then a last
+    layer, "predictions" (keras.applications' name), applies it.
+
+    `input_tensor`: a Keras tensor (keras.Input's output, or a layer's after
+    it) to build the model on instead of a new input of `input_shape`; the
+    model's inputs are then the inputs that tensor is computed from.
 
     `include_top=False` ends at the last feature map (2048 channels), pooled
     by `pooling` ("avg", "max", or None for the 4-D map). `weights`: a
@@ -251,8 +259,18 @@ def resnet152v2(
     """
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling: expected None, 'avg' or 'max'; found {pooling!r}")
-    inputs = keras.Input(shape=input_shape, name="input")
-    x = inputs
+    if input_tensor is not None and not keras.backend.is_keras_tensor(input_tensor):
+        raise ValueError(
+            "input_tensor: expected a Keras tensor (keras.Input's or a layer's "
+            f"output); found {type(input_tensor).__name__}"
+        )
+    if input_tensor is None:
+        inputs = x = keras.Input(shape=input_shape, name="input")
+    else:
+        # The model reads the input(s) that input_tensor is computed from.
+        sources = keras.utils.get_source_inputs(input_tensor)
+        inputs = sources[0] if len(sources) == 1 else sources
+        x = input_tensor
     x = conv_bn_act(
         x,
         filters=64,
@@ -629,11 +647,10 @@ def resnet152v2(
         if drop_rate > 0:
             x = keras.layers.Dropout(drop_rate, name="dropout")(x)
         x = keras.layers.Dense(
-            classes,
-            activation=classifier_activation,
-            kernel_initializer=DENSE_INIT,
-            name="classifier",
+            classes, kernel_initializer=DENSE_INIT, name="classifier"
         )(x)
+        if classifier_activation is not None:
+            x = keras.layers.Activation(classifier_activation, name="predictions")(x)
     elif pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     elif pooling == "max":
