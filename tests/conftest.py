@@ -57,6 +57,8 @@ LONGEST_FIRST = (
     "test_keras_backends.py",
     "test_keras_efficientnet_v2.py",
     "test_hardening.py",
+    "test_keras_builders.py",
+    "test_timm_api.py",
     "test_generic.py",
     "test_mobile_family.py",
     "test_finetune_keras.py",
