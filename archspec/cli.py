@@ -698,7 +698,9 @@ def convert(
     output_path: str,
     **selection,
 ) -> None:
-    """Convert INPUT_PATH (a torch state dict .pt, or Keras .weights.h5) to OUTPUT_PATH.
+    """Convert INPUT_PATH (a torch state dict, .pt or .safetensors, or Keras
+    .weights.h5) to OUTPUT_PATH (a torch state dict is written as safetensors
+    when its name ends in .safetensors).
 
     Example: archspec weights convert --spec specs/b0.yaml --variant b3 --from torch b3.pt --to keras b3.weights.h5
     """
@@ -736,7 +738,8 @@ def convert(
     "output_path",
     required=True,
     type=click.Path(dir_okay=False),
-    help="A .pt state dict (torch) or a .weights.h5 file (keras).",
+    help="A state dict (torch: .safetensors, else torch.save's format) or a "
+    ".weights.h5 file (keras).",
 )
 def import_(
     spec: str,
@@ -748,8 +751,9 @@ def import_(
 ) -> None:
     """Import a reference implementation's weights (INPUT_PATH) for a generated model.
 
-    INPUT_PATH is what the reference writes: torch.save(model.state_dict()) for
-    torchvision and timm, model.save_weights("x.weights.h5") for
+    INPUT_PATH is what the reference writes: torch.save(model.state_dict()) or
+    a .safetensors file (the model hubs' format) for torchvision and timm,
+    model.save_weights("x.weights.h5") for
     keras.applications. The output loads with
     model.load_state_dict(torch.load(OUT)) or model.load_weights(OUT).
 

@@ -33,8 +33,27 @@ def _atomic(dst: Path, suffix: str) -> Iterator[str]:
         Path(temp).unlink(missing_ok=True)
 
 
+def _safetensors():
+    try:
+        import safetensors.numpy
+    except ImportError:
+        raise SpecError(
+            "safetensors files need the safetensors package: "
+            "pip install 'archspec[torch]' (or pip install safetensors)"
+        ) from None
+    return safetensors.numpy
+
+
 def _load_state_dict(src: Path) -> dict[str, Any]:
-    """A torch state dict file as {name: NumPy array}."""
+    """A state dict file, torch.save's or safetensors' (what timm and the model
+    hubs ship), as {name: NumPy array}."""
+    if src.suffix == ".safetensors":
+        try:
+            return _safetensors().load_file(src)
+        except SpecError:
+            raise
+        except Exception as exc:  # a foreign or truncated file
+            raise SpecError(f"{src}: not a safetensors file: {exc}") from None
     import torch
 
     try:
@@ -49,13 +68,20 @@ def _load_state_dict(src: Path) -> dict[str, Any]:
 
 
 def _write(network: ir.Network, state: dict[str, Any], backend: str, dst: Path) -> int:
-    """Write a generated-model state dict (NumPy arrays) for `backend`."""
+    """Write a generated-model state dict (NumPy arrays) for `backend`: torch
+    weights as a .safetensors file, or else torch.save's format."""
+    import numpy as np
     import torch
 
     if backend == "keras" and not dst.name.endswith(".weights.h5"):
         raise SpecError(f"{dst}: Keras weight files must end in .weights.h5")
     # Also the check of every tensor's presence and shape, for either backend.
     layers = torch_to_keras(network, state)
+    if backend == "torch" and dst.suffix == ".safetensors":
+        arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
+        with _atomic(dst, ".safetensors") as temp:
+            _safetensors().save_file(arrays, temp)
+        return len(state)
     if backend == "torch":
         with _atomic(dst, ".pt") as temp:
             torch.save({k: torch.from_numpy(v) for k, v in state.items()}, temp)

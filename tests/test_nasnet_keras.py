@@ -177,18 +177,22 @@ def test_layer_names_cover_nasnet_mobile():
 
 def test_weights_convert_round_trip(tmp_path):
     """`archspec weights convert` PyTorch -> Keras -> PyTorch: every tensor
-    back unchanged, and the Keras file computes the PyTorch model's logits."""
+    back unchanged, and the Keras file computes the PyTorch model's logits.
+    The PyTorch file goes in as torch.save's and comes back as safetensors."""
+    from safetensors.torch import load_file
+
     net = variant(SPEC, "nasnet_mobile")
     model = runtime.torch_model(net, tmp_path).eval()
     randomize(model, ODD, seed=2)
-    pt, h5, back = tmp_path / "a.pt", tmp_path / "a.weights.h5", tmp_path / "b.pt"
+    pt, h5 = tmp_path / "a.pt", tmp_path / "a.weights.h5"
+    back = tmp_path / "b.safetensors"
     torch.save(model.state_dict(), pt)
     common = ["weights", "convert", "--spec", str(SPEC), "--variant", "nasnet_mobile"]
     there = run_here(*common, "--from", "torch", str(pt), "--to", "keras", str(h5))
     assert there.returncode == 0, there.stderr
     again = run_here(*common, "--from", "keras", str(h5), "--to", "torch", str(back))
     assert again.returncode == 0, again.stderr
-    original, returned = model.state_dict(), torch.load(back, weights_only=True)
+    original, returned = model.state_dict(), load_file(back)
     assert set(original) == set(returned)
     for key, tensor in original.items():
         if not key.endswith("num_batches_tracked"):

@@ -81,23 +81,33 @@ def test_reference_weights_give_the_reference_logits(spec, name, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("spec", "name", "source"),
-    [(RESNET, "resnet18", "torchvision"), (SE_RESNET, "seresnet18", "timm")],
+    ("spec", "name", "source", "suffix"),
+    [
+        (RESNET, "resnet18", "torchvision", ".pt"),
+        # timm and the model hubs ship safetensors: read and written as such.
+        (SE_RESNET, "seresnet18", "timm", ".safetensors"),
+    ],
 )
-def test_weights_import_command(spec, name, source, tmp_path):
+def test_weights_import_command(spec, name, source, suffix, tmp_path):
     """`archspec weights import` on what the reference writes, loaded strictly."""
+    from safetensors.torch import load_file, save_file
+
     theirs = reference(name)
     randomize(theirs, SMALL, seed=1)
-    torch.save(theirs.state_dict(), tmp_path / "theirs.pt")
-    out = tmp_path / "ours.pt"
+    given, out = tmp_path / f"theirs{suffix}", tmp_path / f"ours{suffix}"
+    if suffix == ".pt":
+        torch.save(theirs.state_dict(), given)
+    else:
+        save_file(theirs.state_dict(), given)
     result = run_archspec(
         "weights", "import", "--spec", str(spec), "--variant", name,
-        "--from", source, str(tmp_path / "theirs.pt"), "-o", str(out),
+        "--from", source, str(given), "-o", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     _net, cls = generated(spec, name, tmp_path)
     ours = cls().eval()
-    ours.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    state = torch.load(out, weights_only=True) if suffix == ".pt" else load_file(out)
+    ours.load_state_dict(state, strict=True)
     x = torch.randn(2, 3, SMALL, SMALL)
     with torch.no_grad():
         assert relative_error(ours(x), theirs.eval()(x)) < 1e-5
@@ -123,6 +133,14 @@ def test_weights_import_refuses_the_wrong_variant(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert "names no torchvision counterpart" in result.stderr
+    broken = tmp_path / "r50.safetensors"
+    broken.write_bytes((tmp_path / "r50.pt").read_bytes()[:1000])
+    result = run_archspec(
+        "weights", "import", "--spec", str(RESNET), "--variant", "resnet50",
+        "--from", "torchvision", str(broken), "-o", str(out),
+    )  # fmt: skip
+    assert result.returncode == 2 and "not a safetensors file" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
 
 
 def test_mapping_refuses_a_partial_state_dict():
