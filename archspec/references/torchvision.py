@@ -43,6 +43,16 @@ mnasnet (torchvision's MNASNet, one flat `layers`; stage 0 is its SepConv):
     head.conv / head.bn                  layers.{stages+7} / +1
     classifier                           classifier.1
 
+efficientnet_timm (timm's _efficientnet_builder models: tf_efficientnet_lite*):
+    stem.conv / stem.bn                  conv_stem / bn1
+    stages.S.B.expand / depthwise / project (.conv, .bn)
+                                         blocks.S.B.conv_pw / bn1, conv_dw / bn2, conv_pwl / bn3
+    stages.S.B.depthwise / project (no expand: DepthwiseSeparableConv)
+                                         blocks.S.B.conv_dw / bn1, conv_pw / bn2
+    stages.S.B.se.reduce / .expand       blocks.S.B.se.conv_reduce / .conv_expand
+    head.conv / head.bn                  conv_head / bn2
+    classifier                           classifier
+
 resnet (torchvision's ResNet and Wide ResNet; timm's resnet*, seresnet*):
     stem.conv / stem.bn                  conv1 / bn1
     stages.S.B.convK.conv / .bn          layer{S+1}.B.convK / .bnK
@@ -147,6 +157,47 @@ def efficientnet(network: ir.Network, layer: ir.Weights, owner: Owner | None) ->
     where = "torchvision's EfficientNet block"
     inner = part(parts, layer, where)
     return f"features.{owner.stage + 1}.{owner.index}.{inner}"
+
+
+TIMM_EFFICIENTNET_TOP = {
+    "stem.conv": "conv_stem",
+    "stem.bn": "bn1",
+    "head.conv": "conv_head",
+    "head.bn": "bn2",
+    "classifier": "classifier",
+}
+# timm's InvertedResidual (a block with an expand convolution) and
+# DepthwiseSeparableConv (one without).
+TIMM_INVERTED_RESIDUAL = {
+    "expand.conv": "conv_pw",
+    "expand.bn": "bn1",
+    "depthwise.conv": "conv_dw",
+    "depthwise.bn": "bn2",
+    "se.reduce": "se.conv_reduce",
+    "se.expand": "se.conv_expand",
+    "project.conv": "conv_pwl",
+    "project.bn": "bn3",
+}
+TIMM_SEPARABLE = {
+    "depthwise.conv": "conv_dw",
+    "depthwise.bn": "bn1",
+    "se.reduce": "se.conv_reduce",
+    "se.expand": "se.conv_expand",
+    "project.conv": "conv_pw",
+    "project.bn": "bn2",
+}
+
+
+def efficientnet_timm(
+    network: ir.Network, layer: ir.Weights, owner: Owner | None
+) -> str:
+    where = "timm's EfficientNet"
+    if owner is None:
+        return part(TIMM_EFFICIENTNET_TOP, layer, where)
+    if owner.block.kind != "mbconv":
+        raise SpecError(f"{where} builder's blocks here are mbconv only")
+    parts = TIMM_INVERTED_RESIDUAL if owner.block.has_expand else TIMM_SEPARABLE
+    return f"blocks.{owner.stage}.{owner.index}.{part(parts, layer, where)}"
 
 
 def _mbconv(owner: Owner, where: str) -> None:
@@ -382,6 +433,7 @@ def _cells(family: str):
 SCHEMES = {
     "densenet": densenet,
     "efficientnet": efficientnet,
+    "efficientnet_timm": efficientnet_timm,
     "mnasnet": mnasnet,
     "mobilenet_v2": mobilenet_v2,
     "mobilenet_v3": mobilenet_v3,
