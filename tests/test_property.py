@@ -849,7 +849,7 @@ def test_most_drawn_specs_are_valid(strategy, tmp_path):
     assert counts["emitted"] >= 0.7 * total, (counts, why.most_common(8))
 
 
-@settings(max_examples=examples(20), **SETTINGS)
+@settings(max_examples=examples(16), **SETTINGS)
 @given(spec=builtin_specs())
 @example(  # one layer, no SE, expansion 1, stride 2 at an odd size, biased convs
     spec={
@@ -1016,7 +1016,7 @@ def _graph_spec(graph: dict, rows: list, **extra) -> dict:
     }
 
 
-@settings(max_examples=examples(20), **SETTINGS)
+@settings(max_examples=examples(16), **SETTINGS)
 @given(spec=graph_specs())
 @example(  # the pre-activation block (timm's and Keras's) with every pool form
     spec=_graph_spec(

@@ -146,11 +146,22 @@ def test_layer_decay_optimizer(family):
     assert coarse == r"^stages\.(\d+)"
 
 
-def test_model_ema_updates_what_eval_computes(family):
+@pytest.mark.parametrize(
+    "spec",
+    # One per kind of kept fold: ConvBNAct's, DenseLayer's, and cells'.
+    [
+        SPECS / "b0_torchvision.yaml",
+        SPECS / "densenet.yaml",
+        SPECS / "nasnet_keras.yaml",
+    ],
+    ids=lambda spec: spec.stem,
+)
+def test_model_ema_updates_what_eval_computes(spec):
     """timm's ModelEmaV3 averages the weights in place: the EMA copy's eval
     output follows (the batch norm it keeps folded is folded again)."""
-    _, model, x = family
-    model = copy.deepcopy(model)
+    model = archspec.create_model(spec, smallest(spec)).eval()
+    randomize(model, SIZE, seed=0)
+    x = torch.rand(2, 3, SIZE, SIZE)
     ema = ModelEmaV3(model, decay=0.5)
     with torch.no_grad():
         before = ema.module(x)
