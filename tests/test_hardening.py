@@ -485,7 +485,7 @@ ALLOWED_CALLS = {
     "stage",  # forward_intermediates(): `for i, stage in enumerate(stages)`
     # Folds kept between calls, timm's feature API, gradient checkpointing.
     "batch_norm_affine", "kept", "feature_take_indices", "checkpoint", "block",
-    "compute", "all", "zip", "max", "list", "int", "dict", "ValueError",
+    "compute", "all", "any", "zip", "max", "list", "int", "dict", "ValueError",
 }  # fmt: skip
 
 

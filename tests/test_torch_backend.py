@@ -214,6 +214,12 @@ def test_eval_folds_once_and_again_when_the_weights_change(spec, name, tmp_path)
     model.zero_grad()
     model(x).sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+    # Weights made under inference_mode have no version to watch: folded on
+    # each call, as with autograd.
+    with torch.inference_mode():
+        made = getattr(import_generated(net, "torch", tmp_path), net.class_name)()
+        made.load_state_dict(model.state_dict())
+        assert torch.equal(made.eval()(x), model(x))
 
 
 @pytest.mark.parametrize(

@@ -134,6 +134,8 @@ def kept(
     ):
         return compute()
     tensors = [t for m in sources for t in (*m.parameters(False), *m.buffers(False))]
+    if any(t.is_inference() for t in tensors):
+        return compute()  # made under inference_mode: no version to watch
     versions = [(t.data_ptr(), t._version) for t in tensors]
     cache = owner.__dict__.get("_kept")
     if (
