@@ -221,25 +221,43 @@ def assert_float32_rounding(ours, reference, x) -> None:
     assert relative_error(truth[0], truth[1]) > 1e-2
 
 
-def timm_weights_imported(spec: Path, name: str, size: int, folder: Path):
-    """timm's `name` with calibrated random weights, and its state dict as
-    `archspec weights import --from timm` writes it for the spec's variant
-    (the command run as a process, and checked to succeed)."""
+def timm_weights_imported(
+    spec: Path,
+    name: str,
+    size: int,
+    folder: Path,
+    *,
+    timm_name: str | None = None,
+    suffix: str = ".pt",
+):
+    """timm's `timm_name` (default: the variant's `name`) with calibrated random
+    weights, and its state dict as `archspec weights import --from timm` writes
+    it for the spec's variant (the command run as a process, and checked to
+    succeed). suffix ".safetensors": both files in the format timm's hub ships."""
     import timm
     import torch
+    from safetensors.torch import load_file, save_file
 
     from archspec.parity import randomize
 
-    theirs = timm.create_model(name)
+    theirs = timm.create_model(timm_name or name)
     randomize(theirs, size, seed=1)
-    torch.save(theirs.state_dict(), folder / "theirs.pt")
-    out = folder / "ours.pt"
+    given, out = folder / f"theirs{suffix}", folder / f"ours{suffix}"
+    if suffix == ".safetensors":
+        save_file(theirs.state_dict(), given)
+    else:
+        torch.save(theirs.state_dict(), given)
     result = run_archspec(
         "weights", "import", "--spec", str(spec), "--variant", name,
-        "--from", "timm", str(folder / "theirs.pt"), "-o", str(out),
+        "--from", "timm", str(given), "-o", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    return theirs.eval(), torch.load(out, weights_only=True)
+    state = (
+        load_file(out)
+        if suffix == ".safetensors"
+        else torch.load(out, weights_only=True)
+    )
+    return theirs.eval(), state
 
 
 # Keras ---------------------------------------------------------------------------

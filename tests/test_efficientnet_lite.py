@@ -17,7 +17,7 @@ from helpers import (  # noqa: E402
     assert_float32_rounding,
     check_here,
     import_generated,
-    run_archspec,
+    timm_weights_imported,
     variant,
 )
 
@@ -65,20 +65,17 @@ def test_timm_weights_give_timms_logits(name, tmp_path):
 def test_weights_import_from_a_timm_safetensors_file(tmp_path):
     """Lite0 at its own size (even: the asymmetric "same" padding), with the
     weights as timm's hub ships them: a safetensors file, imported by the CLI."""
-    from safetensors.torch import load_file, save_file
-
-    theirs = timm.create_model("tf_efficientnet_lite0")
-    randomize(theirs, 224, seed=1)
-    save_file(theirs.state_dict(), tmp_path / "theirs.safetensors")
-    out = tmp_path / "ours.safetensors"
-    result = run_archspec(
-        "weights", "import", "--spec", str(SPEC), "--variant", "efficientnet_lite0",
-        "--from", "timm", str(tmp_path / "theirs.safetensors"), "-o", str(out),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    theirs, state = timm_weights_imported(
+        SPEC,
+        "efficientnet_lite0",
+        224,
+        tmp_path,
+        timm_name="tf_efficientnet_lite0",
+        suffix=".safetensors",
+    )
     net = variant(SPEC, "efficientnet_lite0")
     ours = getattr(import_generated(net, "torch", tmp_path), net.class_name)()
-    ours.load_state_dict(load_file(out), strict=True)
+    ours.load_state_dict(state, strict=True)
     assert_float32_rounding(ours, theirs, torch.randn(2, 3, 224, 224))
 
 
