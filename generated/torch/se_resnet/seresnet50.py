@@ -400,7 +400,7 @@ class SEResNet50(nn.Module):
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt: expected 'NCHW'; found {output_fmt!r}")
         take, last = feature_take_indices(len(self.feature_info), indices)
-        ends = [int(info["module"].split(".")[1]) for info in self.feature_info]
+        ends = self._feature_stages()
         taken = {ends[i] for i in take}
         stages = self.stages[: ends[last] + 1] if stop_early else self.stages
         layout = layout_of(x)
@@ -427,7 +427,7 @@ class SEResNet50(nn.Module):
         prune_head, the layers after the stages and the classifier; with
         prune_norm, the final norm. Returns the indices taken."""
         take, last = feature_take_indices(len(self.feature_info), indices)
-        end = int(self.feature_info[last]["module"].split(".")[1])
+        end = self._feature_stages()[last]
         truncated = end < len(self.stages) - 1
         self.stages = self.stages[: end + 1]
         self.feature_info = self.feature_info[: last + 1]
@@ -436,6 +436,10 @@ class SEResNet50(nn.Module):
             self.num_features = self.head_hidden_size = self.feature_info[-1]["num_chs"]
             self.reset_classifier(0)
         return take
+
+    def _feature_stages(self) -> list[int]:
+        """The stage each feature_info entry ends (its module: stages.N)."""
+        return [int(info["module"].split(".")[1]) for info in self.feature_info]
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """While training, keep only each block's input for the backward pass
