@@ -74,17 +74,22 @@ names its scheme under `references: {keras.applications: ...}`.
   `..._squeeze_excite_conv` / `_conv_1`, `conv_1`, `conv_1_bn`, and the 1x1
   convolutions after pooling `conv_2` and `logits`.
 
-`read_weights` reads a keras.applications weight file
-(`app.save_weights("x.weights.h5")`) into {our layer name: [arrays]}. Keras
-stores a model's weights by position, not by layer name, so it builds the
-keras.applications model the network matches (found by its stage depths and
-feature width) to read the file. Only `read_weights` imports keras, when
-called.
+`read_weights` reads a keras.applications weight file into {our layer name:
+[arrays]}: a Keras 3 one (`app.save_weights("x.weights.h5")`) or a legacy
+HDF5 one, as `keras.applications.X(weights="imagenet")` downloads
+(`mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5`,
+`efficientnetb0.h5`), told apart by content. Keras stores a model's weights by
+position, not by layer name (a legacy file: its layers with weights, in
+order), so it builds the keras.applications model the network matches (found
+by its stage depths and feature width) to read the file. Only `read_weights`
+imports keras, when called.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -604,11 +609,19 @@ def model(network: ir.Network, scheme: str) -> tuple[str, dict]:
 
 def read_weights(network: ir.Network, scheme: str, src: Path) -> dict[str, list[Any]]:
     """A keras.applications weight file as {our Keras layer name: [arrays]},
-    the arrays in Keras's order (archspec.weights.keras_to_torch's input)."""
+    the arrays in Keras's order (archspec.weights.keras_to_torch's input).
+
+    Either format, told apart by content, not by name: Keras 3's
+    (`app.save_weights("x.weights.h5")`: groups `layers` and `vars`) or the
+    legacy HDF5 files `keras.applications.X(weights="imagenet")` downloads
+    (root attribute `layer_names`, or that of a `model_weights` group in a
+    whole model saved as .h5), matched by layer order as Keras's legacy
+    loader matches them (`_load_legacy`)."""
     import numpy as np
 
     names = layer_names(network, scheme)
     constructor, arguments = model(network, scheme)
+    legacy = _is_legacy(src)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
 
@@ -618,20 +631,217 @@ def read_weights(network: ir.Network, scheme: str, src: Path) -> dict[str, list[
         classifier_activation=None,
         **arguments,
     )
-    try:
-        with warnings.catch_warnings():
-            # Keras 3.15 warns about every weightless container of a functional
-            # model it saved itself ("Skipping nested container ...").
-            warnings.filterwarnings("ignore", "Skipping nested container")
-            app.load_weights(src)
-    # Keras raises several kinds of error for a mismatched file.
-    except Exception as exc:
-        # Keras's messages list every layer it could not load: the first line says it.
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SpecError(
-            f"{src}: not weights of keras.applications.{constructor}: {first[:300]}"
-        ) from None
+    called = constructor + (
+        f"({', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
+        if arguments
+        else ""
+    )
+    if legacy:
+        generated = {t: o for o, t in names.items() if isinstance(t, str)}
+        _load_legacy(app, src, called, generated)
+    else:
+        _load_keras3(app, src, constructor)
     return {
         ours: [np.asarray(w) for w in their_weights(app, theirs)]
         for ours, theirs in names.items()
     }
+
+
+def _is_legacy(src: Path) -> bool:
+    """Whether `src` is a legacy Keras HDF5 weight file (else a Keras 3
+    .weights.h5); SpecError for a missing file, or one that is neither."""
+    import h5py
+
+    if not src.is_file():
+        raise SpecError(f"{src}: no such file")
+    if not h5py.is_hdf5(src):
+        raise SpecError(
+            f"{src}: not an HDF5 file (keras.applications' weight files are "
+            "legacy .h5 files or Keras 3 .weights.h5 files)"
+        )
+    try:
+        with h5py.File(src, "r") as f:
+            if _legacy_root(f) is not None:
+                return True
+            keras3 = ("layers", "vars", "_layer_checkpoint_dependencies")
+            if any(group in f for group in keras3):
+                return False
+    except (_Malformed, OSError) as exc:  # a truncated file, say
+        raise SpecError(f"{src}: an unreadable HDF5 file: {exc}") from None
+    raise SpecError(
+        f"{src}: an HDF5 file, but no Keras weights: neither a legacy Keras file "
+        "(no `layer_names` attribute) nor a Keras 3 .weights.h5 (no `layers` group)"
+    )
+
+
+def _legacy_root(f: Any) -> Any:
+    """The group of a legacy file that holds its layers (the file itself, or a
+    whole-model save's `model_weights`), or None."""
+    import h5py
+
+    if _has_list(f, "layer_names"):
+        return f
+    if "model_weights" in f:
+        group = _child(f, "model_weights", h5py.Group)
+        if _has_list(group, "layer_names"):
+            return group
+    return None
+
+
+def _has_list(group: Any, name: str) -> bool:
+    # Keras splits an attribute over `name0`, `name1`, ... when it is large.
+    return name in group.attrs or f"{name}0" in group.attrs
+
+
+def _attr_list(group: Any, name: str) -> list[str]:
+    """A list of names stored as HDF5 attribute `name` (or split over `name0`,
+    `name1`, ...), as Keras's load_attributes_from_hdf5_group reads it."""
+    if name in group.attrs:
+        values = list(group.attrs[name])
+    else:
+        values, chunk = [], 0
+        while f"{name}{chunk}" in group.attrs:
+            values.extend(group.attrs[f"{name}{chunk}"])
+            chunk += 1
+    return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+class _Malformed(Exception):
+    """A legacy file's attribute names a member it lacks (or not a plain one)."""
+
+
+def _child(group: Any, path: str, kind: type) -> Any:
+    """Member `path` of an HDF5 group, of type `kind` (h5py.Group or
+    h5py.Dataset), reached through hard links only (a soft or external link
+    could point outside the file)."""
+    import h5py
+
+    current = group
+    parts = path.split("/")
+    for i, part in enumerate(parts):
+        link = current.get(part, getlink=True) if part else None
+        if not isinstance(link, h5py.HardLink):
+            raise _Malformed(f"no group or dataset {path!r}")
+        current = current[part]
+        want = kind if i == len(parts) - 1 else h5py.Group
+        if not isinstance(current, want):
+            raise _Malformed(f"{path!r} is not a {want.__name__.lower()}")
+    return current
+
+
+def _legacy_layers(root: Any) -> list[tuple[str, list[Any]]]:
+    """[(layer name, [h5py datasets of its weights])] of a legacy file's layers
+    that have weights, in the file's order (its `layer_names`), as Keras's
+    load_weights_from_hdf5_group lists them."""
+    import h5py
+
+    layers = []
+    for name in _attr_list(root, "layer_names"):
+        group = _child(root, name, h5py.Group)
+        weights = [
+            _child(group, w, h5py.Dataset) for w in _attr_list(group, "weight_names")
+        ]
+        if weights:
+            layers.append((name, weights))
+    return layers
+
+
+def _legacy_weights(layer: Any) -> list[Any]:
+    """A layer's variables in the order legacy files store them."""
+    return list(layer.trainable_weights) + list(layer.non_trainable_weights)
+
+
+def _shapes(shapes: list[tuple[int, ...]]) -> str:
+    return ", ".join(str(tuple(s)) for s in shapes) or "none"
+
+
+def _load_legacy(
+    app: Any, src: Path, called: str, ours: Mapping[str, str] | None = None
+) -> None:
+    """A legacy HDF5 file's weights into keras.applications model `app`
+    (`called`: its constructor call, for messages; `ours`: {its layer name:
+    the generated model's}), as Keras's legacy loader matches them: the
+    file's layers with weights, in the file's order, against the model's
+    layers with weights, in the model's order. Nothing is assigned unless
+    every layer fits; SpecError naming the first layer that does not."""
+    import h5py
+    import numpy as np
+
+    ours = ours or {}
+    theirs = [(layer, _legacy_weights(layer)) for layer in app.layers]
+    theirs = [(layer, weights) for layer, weights in theirs if weights]
+
+    def expected(k: int) -> str:
+        layer, variables = theirs[k]
+        generated = (
+            f", the generated model's {ours[layer.name]!r}"
+            if layer.name in ours
+            else ""
+        )
+        shapes = _shapes([tuple(v.shape) for v in variables])
+        return f"{layer.name!r} (#{k + 1}{generated}; weights {shapes})"
+
+    def found(k: int) -> str:
+        name, datasets = layers[k]
+        shapes = _shapes([tuple(d.shape) for d in datasets])
+        return f"{name!r} (#{k + 1}; weights {shapes})"
+
+    mismatch = f"{src}: not weights of keras.applications.{called}"
+    try:
+        with h5py.File(src, "r") as f:
+            layers = _legacy_layers(_legacy_root(f))
+            for k, ((_, datasets), (_, variables)) in enumerate(
+                zip(layers, theirs, strict=False)
+            ):
+                if [tuple(d.shape) for d in datasets] != [
+                    tuple(v.shape) for v in variables
+                ]:
+                    raise SpecError(
+                        f"{mismatch}: the file's layer {found(k)} does not fit "
+                        f"the model's layer {expected(k)} (layers with weights "
+                        "are matched in order, as Keras loads legacy files)"
+                    )
+            if len(layers) != len(theirs):
+                k = min(len(layers), len(theirs))
+                extra = (
+                    f"the file's layer {found(k)} has no counterpart in the model"
+                    if len(layers) > k
+                    else f"the model's layer {expected(k)} has none in the file"
+                )
+                raise SpecError(
+                    f"{mismatch}: the file has {len(layers)} layers with weights, "
+                    f"the model {len(theirs)}; {extra}"
+                )
+            for (_, datasets), (layer, variables) in zip(layers, theirs, strict=True):
+                for variable, dataset in zip(variables, datasets, strict=True):
+                    variable.assign(np.asarray(dataset[()]))
+                if hasattr(layer, "finalize_state"):
+                    layer.finalize_state()  # Normalization's statistics, as Keras
+    except (_Malformed, ValueError, TypeError, OSError) as exc:
+        raise SpecError(f"{src}: a malformed legacy Keras weight file: {exc}") from None
+
+
+def _load_keras3(app: Any, src: Path, constructor: str) -> None:
+    """A Keras 3 weight file into keras.applications model `app`: Keras
+    matches it to the model's layers itself (and reads it only under a name
+    ending in .weights.h5)."""
+    with tempfile.TemporaryDirectory(prefix="archspec-weights-") as scratch:
+        if not src.name.endswith(".weights.h5"):
+            named = Path(scratch) / "app.weights.h5"
+            shutil.copyfile(src, named)
+        else:
+            named = src
+        try:
+            with warnings.catch_warnings():
+                # Keras 3.15 warns about every weightless container of a
+                # functional model it saved itself ("Skipping nested container").
+                warnings.filterwarnings("ignore", "Skipping nested container")
+                app.load_weights(named)
+        # Keras raises several kinds of error for a mismatched file.
+        except Exception as exc:
+            # Keras's messages list every layer it could not load: the first
+            # line says it.
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise SpecError(
+                f"{src}: not weights of keras.applications.{constructor}: {first[:300]}"
+            ) from None
