@@ -672,6 +672,120 @@ def draw_(spec: str, output: str, block: str | None, **selection) -> None:
     click.echo(f"wrote {out}", err=True)
 
 
+def _batch(text: str) -> int | None:
+    if text == "dynamic":
+        return None
+    if text.isdigit() and 1 <= int(text) <= 1024:
+        return int(text)
+    raise click.BadParameter(
+        f"expected a batch size 1-1024 or `dynamic`, found {text!r}"
+    )
+
+
+@cli.command(name="export")
+@SPEC
+@variant_options
+@click.option(
+    "--weights",
+    "weights_path",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The model's weights: a PyTorch state dict (.pt, .safetensors) or a "
+    "Keras .weights.h5 of the generated model.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "tflite", "saved_model", "torch_export"]),
+    required=True,
+)
+@click.option(
+    "--int8",
+    is_flag=True,
+    help="TFLite only: full-integer quantisation (int8 ops, input and output).",
+)
+@click.option(
+    "--calibration",
+    help="With --int8: an ImageFolder directory (CLASS/IMAGE) or `digits`.",
+)
+@click.option(
+    "--batch",
+    default="1",
+    show_default=True,
+    help="The exported batch size, or `dynamic` (any; checked at 1 and 3).",
+)
+@click.option(
+    "--size", type=click.IntRange(16, 4096), help="Input size (default: the variant's)."
+)
+@click.option(
+    "-o",
+    "--output",
+    "output_path",
+    required=True,
+    type=click.Path(),
+    help="The file (or SavedModel folder) to write.",
+)
+def export_(
+    spec: str,
+    weights_path: str,
+    fmt: str,
+    int8: bool,
+    calibration: str | None,
+    batch: str,
+    size: int | None,
+    output_path: str,
+    **selection,
+) -> None:
+    """Export a generated model with its weights and run the file in its runtime.
+
+    ONNX and torch.export from the PyTorch model; SavedModel and TFLite from the
+    Keras model (NHWC: no TRANSPOSE ops). The exported file answers a fixed
+    batch like the model it came from, or exit 1 and nothing is written:
+    float formats within a max relative error of 1e-4 (or eight times what a
+    one-ulp change of the input does to the model, if more), int8 TFLite
+    keeping the top-1 class of 90% of held-out calibration images.
+
+    Example: archspec export specs/mobilenet_v2.yaml --variant mobilenet_v2_100 --weights mnv2.safetensors --format tflite -o mnv2.tflite
+    """
+    from . import export
+
+    net = _one_network(spec, "an exported file holds one variant", **selection)
+    result = export.export(
+        net,
+        Path(weights_path),
+        fmt,
+        Path(output_path),
+        batch=_batch(batch),
+        size=size,
+        int8=int8,
+        calibration=calibration,
+    )
+    runtimes = {
+        "onnx": "onnxruntime",
+        "torch_export": "torch.export.load",
+        "saved_model": "tf.saved_model.load",
+        "tflite": "the LiteRT interpreter",
+    }
+    batches = " and ".join(map(str, result.batches))
+    click.echo(
+        f"{net.title} as {fmt}{' int8' if int8 else ''}, run in {runtimes[fmt]} "
+        f"at batch {batches}: logits max rel error {result.error:.1e}"
+        + (f" (bound {result.bound:.0e})" if result.bound is not None else "")
+    )
+    if result.agreement is not None:
+        click.echo(
+            f"top-1 kept on {result.held_out} held-out calibration images: "
+            f"{result.agreement:.1%} (bound {export.INT8_AGREEMENT:.0%})"
+        )
+    if fmt == "tflite":
+        ops = ", ".join(f"{k} {v}" for k, v in sorted(result.ops.items()))
+        click.echo(f"ops: {ops}; TRANSPOSE {result.ops.get('TRANSPOSE', 0)}")
+    if not result.ok:
+        click.echo(f"not written: {output_path} is outside the bound", err=True)
+        raise CheckFailed
+    click.echo(f"wrote {output_path}", err=True)
+
+
 @cli.group()
 def weights() -> None:
     """Move trained weights between the generated PyTorch and Keras models."""
@@ -752,9 +866,10 @@ def import_(
     """Import a reference implementation's weights (INPUT_PATH) for a generated model.
 
     INPUT_PATH is what the reference writes: torch.save(model.state_dict()) or
-    a .safetensors file (the model hubs' format) for torchvision and timm,
-    model.save_weights("x.weights.h5") for
-    keras.applications. The output loads with
+    a .safetensors file (the model hubs' format) for torchvision and timm;
+    for keras.applications, model.save_weights("x.weights.h5") or the legacy
+    .h5 files weights="imagenet" downloads (matched by layer order, as Keras
+    loads them). The output loads with
     model.load_state_dict(torch.load(OUT)) or model.load_weights(OUT).
 
     Example: archspec weights import --spec specs/resnet.yaml --variant resnet50 --from torchvision resnet50.pt -o resnet50.pt
