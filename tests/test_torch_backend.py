@@ -234,23 +234,25 @@ def test_cuda_path_equals_the_cpu_one(spec, name, tmp_path):
     """On a GPU, stride-2 convolutions pad their input instead of shifting the
     kernel (cuDNN is fast for odd kernels only), and eval mode runs batch norm
     instead of folding it (a convolution's bias costs cuDNN a pass of its own,
-    slower than batch norm's: issue 28); both give the CPU's numbers."""
+    slower than batch norm's: issue 28); both give the CPU's numbers, to
+    float32 rounding."""
     net = variant(spec, name)
     model = getattr(import_generated(net, "torch", tmp_path), net.class_name)()
     randomize(model, 64)
-    # In float64, so that folded and unfolded batch norms round alike.
-    model = model.double().eval()
+    model.eval()
     for size in (64, 65):
-        x = torch.rand(2, 3, size, size, dtype=torch.float64) * 255
+        x = torch.rand(1, 3, size, size) * 255
         with torch.no_grad():
             assert _fold_ops(model, x.as_subclass(_OnCuda)) == 0
             assert not any("_kept" in m.__dict__ for m in model.modules())
             cuda = model(x.as_subclass(_OnCuda))
             cpu = model(x)
             assert any("_kept" in m.__dict__ for m in model.modules())  # folded
-            model.double()  # drops what the CPU kept
+            model.float()  # drops what the CPU kept
         assert type(cuda) is _OnCuda  # the CUDA branch ran
-        assert relative_error(cuda.as_subclass(torch.Tensor), cpu) < 1e-12
+        # Folded and unfolded batch norms round differently: float32 rounding
+        # through the network (measured up to 2e-5); a wrong branch is O(1).
+        assert relative_error(cuda.as_subclass(torch.Tensor), cpu) < 1e-4
 
 
 @pytest.mark.parametrize(
