@@ -27,13 +27,10 @@ ROW = re.compile(
 
 # B0-B3 at their own resolutions: between them every stride-2 layer meets both
 # even and odd maps, where TensorFlow's "same" padding is asymmetric or not.
-# B4-B7 repeat those layers deeper and wider: B7, the deepest and widest, at
-# 96/97 px (its float64 train-mode and gradient passes at 160 px took a minute
-# of the suite's budget; B4-B7 at 380-600 px take minutes); test_torch_backend
-# and test_keras_backend compare them with their references at full size.
-@pytest.mark.parametrize(
-    ("phis", "size"), [("0-3", None), ("7-7", "96")], ids=["b0-b3", "b7"]
-)
+# B4-B7 repeat those layers deeper and wider; test_torch_backend and
+# test_keras_backend compare them with their references at full size (B7 on
+# both backends), so `check` of B7 here (49 s) was cut for the suite's budget.
+@pytest.mark.parametrize(("phis", "size"), [("0-3", None)], ids=["b0-b3"])
 def test_check_all_published_variants_float32_cpu(phis, size):
     args = ["specs/b0.yaml", "--phi", phis] + (["--size", size] if size else [])
     result = check_here(*args)
