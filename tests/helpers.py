@@ -327,13 +327,15 @@ def images(rng, n: int, size: int):
     return np.clip(x, 0, 255).astype("float32")
 
 
-def calibrate(model, rng, x) -> None:
+def calibrate(model, rng, x, widen: float = 0.0) -> None:
     """Random weights whose signal survives 50 blocks (archspec.parity's idea).
 
     Biases, BN scales and shifts are drawn at random; the BN moving statistics
     are the batch statistics of `x` (one training-mode pass, momentum 0), then
     perturbed, as random as the rest. Statistics drawn blindly make the logits
     of a deep network vanish or blow up, and the comparison prove nothing.
+    `widen` raises every variance by that share of its mean over channels (a
+    channel that hardly varies over a few small images amplifies rounding).
     """
     import keras
     import numpy as np
@@ -351,6 +353,7 @@ def calibrate(model, rng, x) -> None:
     for layer, value in zip(norms, momentum, strict=True):
         layer.momentum = value
         mean, variance = (numpy(v) for v in (layer.moving_mean, layer.moving_variance))
+        variance = variance + widen * variance.mean()
         shape = mean.shape
         layer.moving_mean.assign(
             mean + 0.1 * np.sqrt(variance) * rng.normal(size=shape)

@@ -24,6 +24,7 @@ from helpers import (  # noqa: E402
     MOBILENET_V2_KERAS,
     RESNET_KERAS,
     TOLERANCE,
+    calibrate,
     images,
     import_keras,
     numpy,
@@ -68,29 +69,14 @@ def randomise(model, seed: int, x=None) -> None:
     otherwise amplifies rounding to 1e-5 of the logits and more.
     """
     rng = np.random.default_rng(seed)
-    random = ("gamma", "moving_variance") if x is None else ("gamma",)
-    shifts = ("beta", "bias", "moving_mean") if x is None else ("beta", "bias")
-    for w in model.weights:
-        if w.path.endswith(random):
-            w.assign(rng.uniform(0.5, 1.5, w.shape).astype(w.dtype))
-        elif w.path.endswith(shifts):
-            w.assign(rng.normal(0.0, 0.1, w.shape).astype(w.dtype))
-    if x is None:
+    if x is not None:
+        calibrate(model, rng, x, widen=0.2)
         return
-    norms = [n for n in model.layers if isinstance(n, keras.layers.BatchNormalization)]
-    momentum = [n.momentum for n in norms]
-    for layer in norms:
-        layer.momentum = 0.0
-    model(x, training=True)
-    for layer, value in zip(norms, momentum, strict=True):
-        layer.momentum = value
-        mean, variance = (numpy(v) for v in (layer.moving_mean, layer.moving_variance))
-        variance = variance + 0.2 * variance.mean()
-        shape = mean.shape
-        layer.moving_mean.assign(
-            mean + 0.1 * np.sqrt(variance) * rng.normal(size=shape)
-        )
-        layer.moving_variance.assign(variance * rng.uniform(0.8, 1.25, shape))
+    for w in model.weights:
+        if w.path.endswith(("gamma", "moving_variance")):
+            w.assign(rng.uniform(0.5, 1.5, w.shape).astype(w.dtype))
+        elif w.path.endswith(("beta", "bias", "moving_mean")):
+            w.assign(rng.normal(0.0, 0.1, w.shape).astype(w.dtype))
 
 
 def keras2_style(app, path) -> None:
