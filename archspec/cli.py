@@ -786,6 +786,120 @@ def export_(
     click.echo(f"wrote {output_path}", err=True)
 
 
+@cli.command(name="search")
+@SPEC
+@click.option(
+    "--variant",
+    help="The base network the compound rule scales (phi 0; default: the spec's).",
+)
+@click.option(
+    "--data",
+    required=True,
+    help="An ImageFolder directory (CLASS/IMAGE) or `digits` (scikit-learn's).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="The folder for search.yaml, report.md, search.svg and trials.jsonl.",
+)
+@click.option(
+    "--grid-step", type=click.FloatRange(0.005, 1.0), default=0.05, show_default=True
+)
+@click.option(
+    "--flops",
+    type=click.FloatRange(1.05, 16.0),
+    default=2.0,
+    show_default=True,
+    help="The FLOPs target of phi = 1, as a multiple of the base's.",
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(0.001, 0.5),
+    default=0.05,
+    show_default=True,
+    help="Relative: candidates within flops * (1 +- tolerance).",
+)
+@click.option("--epochs", type=click.IntRange(1, 1000), default=5, show_default=True)
+@click.option("--batch", type=click.IntRange(2, 4096), default=64, show_default=True)
+@click.option(
+    "--size",
+    type=click.IntRange(8, 4096),
+    help="The base network's training size; each candidate trains at size * gamma "
+    "(default: 32 for digits, else the base's resolution).",
+)
+@click.option("--seeds", type=click.IntRange(1, 100), default=1, show_default=True)
+@click.option(
+    "--objective",
+    type=click.Choice(["accuracy", "mnas"]),
+    default="accuracy",
+    show_default=True,
+    help="mnas: accuracy * (latency / target)^-0.07 (MNASNet).",
+)
+@click.option(
+    "--latency-target",
+    type=click.FloatRange(min=0, min_open=True),
+    help="With --objective mnas: the target CPU latency, in ms.",
+)
+@click.option("--ray", "ray_address", help="A running Ray cluster: auto or ADDRESS.")
+@click.option("--resume", is_flag=True, help="Continue the search in the -o folder.")
+def search_(
+    spec: str,
+    variant: str | None,
+    data: str,
+    out: str,
+    grid_step: float,
+    flops: float,
+    tolerance: float,
+    epochs: int,
+    batch: int,
+    size: int | None,
+    seeds: int,
+    objective: str,
+    latency_target: float | None,
+    ray_address: str | None,
+    resume: bool,
+) -> None:
+    """Find a compound rule's alpha, beta, gamma by EfficientNet's grid search.
+
+    Every (alpha, beta, gamma) on the grid whose phi = 1 network has --flops
+    times the base's FLOPs (archspec's count, within --tolerance) is trained
+    from scratch, with the one-dimension baselines and the base, as trials on
+    Ray (started here unless --ray names a cluster). Writes OUT/search.yaml
+    (a spec with the found rule), report.md, search.svg and trials.jsonl.
+
+    Example: archspec search specs/b0.yaml --variant b0 --data digits -o b0-search
+    """
+    from . import search
+
+    settings = search.Settings(
+        spec=spec,
+        variant=variant,
+        data=data,
+        out=Path(out),
+        grid_step=grid_step,
+        flops=flops,
+        tolerance=tolerance,
+        epochs=epochs,
+        batch=batch,
+        size=size or (32 if data == "digits" else None),
+        seeds=seeds,
+        objective=objective,
+        latency_target=latency_target,
+        ray=ray_address,
+        resume=resume,
+    )
+    try:
+        written = search.run(settings, lambda text: click.echo(text, err=True))
+    except search.Interrupted as exc:
+        if str(exc):
+            click.echo(str(exc), err=True)
+        raise CheckFailed from None
+    click.echo(f"wrote {written} (report.md, search.svg, trials.jsonl beside it)")
+
+
 @cli.group()
 def weights() -> None:
     """Move trained weights between the generated PyTorch and Keras models."""

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import ir, runtime
+from . import images, ir, runtime
 from .convert import _generated_keras_state, _load_state_dict
 from .errors import SpecError
 from .weights import torch_to_keras
@@ -68,7 +68,6 @@ FLOAT_BOUND, ROUNDING = 1e-4, 8.0
 INT8_AGREEMENT = 0.9
 # Calibration: images for the representative dataset, then as many held out.
 CALIBRATION_IMAGES = 64
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".gif"}
 
 
 @dataclass
@@ -455,9 +454,7 @@ def calibration_images(network: ir.Network, source: str, size: int) -> tuple[Any
     expect."""
     import numpy as np
 
-    pixels = (
-        digits(size)[0] if source == "digits" else _image_folder(Path(source), size)
-    )
+    pixels = images.load(source, size, "--calibration").pixels
     rng = np.random.default_rng(0)
     x = normalise(
         network, pixels[rng.permutation(len(pixels))][: 2 * CALIBRATION_IMAGES]
@@ -479,65 +476,3 @@ def normalise(network: ir.Network, pixels: Any) -> Any:
         )
     x = pixels.astype(np.float32) / np.float32(255)
     return ((x - np.float32(data.mean)) / np.float32(data.std)).astype(np.float32)
-
-
-def _resize(image: Any, size: int) -> Any:
-    """A PIL image -> (size, size, 3) uint8, bilinear."""
-    import numpy as np
-    from PIL import Image
-
-    return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR))
-
-
-def digits(size: int) -> tuple[Any, Any]:
-    """scikit-learn's 1,797 handwritten digits as (uint8 NHWC images resized to
-    `size`, labels): a calibration set that needs no download."""
-    import numpy as np
-    from PIL import Image
-
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise SpecError(
-            "--calibration digits needs scikit-learn: pip install 'archspec[export]'"
-        ) from None
-    data = load_digits()  # 8x8, values 0-16
-    images = [Image.fromarray((d * 255 / 16).astype(np.uint8)) for d in data.images]
-    return np.stack([_resize(i, size) for i in images]), data.target
-
-
-def _image_folder(root: Path, size: int) -> Any:
-    """Images of torchvision's ImageFolder layout: root/CLASS/IMAGE."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    if not root.is_dir():
-        raise SpecError(
-            f"--calibration {root}: expected a folder of class folders "
-            "(torchvision's ImageFolder layout) or `digits`; found no such folder"
-        )
-    classes = sorted(p for p in root.iterdir() if p.is_dir())
-    if len(classes) < 2:
-        raise SpecError(
-            f"--calibration {root}: expected at least two class folders, "
-            f"found {len(classes)}"
-        )
-    files = []
-    for folder in classes:
-        found = sorted(
-            p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        if not found:
-            raise SpecError(
-                f"--calibration {root}: class folder {folder.name!r} has no images "
-                f"({', '.join(sorted(IMAGE_SUFFIXES))})"
-            )
-        files += found
-    images = []
-    for path in files:
-        try:
-            with Image.open(path) as image:
-                images.append(_resize(image, size))
-        except (OSError, UnidentifiedImageError) as exc:
-            raise SpecError(f"{path}: not a readable image: {exc}") from None
-    return np.stack(images)

@@ -37,6 +37,7 @@ pytest.importorskip("onnxscript")  # torch.onnx.export's exporter
 
 import archspec  # noqa: E402
 from archspec import export, pipeline  # noqa: E402
+from archspec.images import digits  # noqa: E402
 from archspec.parity import randomize  # noqa: E402
 from archspec.render import paddings  # noqa: E402
 
@@ -222,7 +223,7 @@ def test_int8_tflite_of_efficientnet_lite_trained_on_digits(tmp_path):
     from safetensors.torch import save_file
 
     net = pipeline.network(pipeline.load_spec(LITE), variant="efficientnet_lite0")
-    pixels, labels = export.digits(INT8_SIZE)
+    pixels, labels = digits(INT8_SIZE)
     x = export.normalise(net, pixels)
     images_t = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
     labels_t = torch.from_numpy(labels)
