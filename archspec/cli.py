@@ -822,7 +822,7 @@ def export_(
     show_default=True,
     help="Relative: candidates within flops * (1 +- tolerance).",
 )
-@click.option("--epochs", type=click.IntRange(1, 1000), default=5, show_default=True)
+@click.option("--epochs", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option("--batch", type=click.IntRange(2, 4096), default=64, show_default=True)
 @click.option(
     "--size",

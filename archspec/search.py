@@ -75,7 +75,7 @@ class Settings:
     grid_step: float = 0.05
     flops: float = 2.0
     tolerance: float = 0.05
-    epochs: int = 5
+    epochs: int = 10
     batch: int = 64
     size: int | None = None  # the base network's training size
     seeds: int = 1
