@@ -7,7 +7,9 @@ counts, and logits with the reference's random weights brought in by
 NASNetMobile at its native 224 px (even maps after the stem) and at ODD, an
 odd size at every stride, so both branches of TensorFlow's "same" padding of
 the reduction cells' stride-2 pools and separable convolutions are exercised;
-NASNetLarge at ODD and at its native 331 px.
+NASNetLarge at LARGE, whose maps have the parity of its native 331 px's at
+every stride (331 -> 165 -> 83 -> 42 -> 21 -> 11; 75 -> 37 -> 19 -> 10 -> 5
+-> 3), so the same padding branches as at 331, at a twentieth of the pixels.
 Keras builds NASNet from 32 px; 33 px gives even maps from the stem on.
 """
 
@@ -23,7 +25,6 @@ from helpers import (  # noqa: E402
     calibrate,
     emit,
     load_module,
-    run_archspec,
     run_here,
     variant,
 )
@@ -44,6 +45,7 @@ KERAS = {
     "nasnet_large": ("NASNetLarge", 88_753_150, 196_668),
 }
 ODD = 67  # stem 33 -> 17 -> 9 -> 5 -> 3
+LARGE = 75  # 331's parities at every stride (see above): 35 s, against 53 s at 331
 
 
 def count(weights) -> int:
@@ -54,7 +56,10 @@ def count(weights) -> int:
 def keras_pairs(tmp_path_factory):
     """keras.applications' model with calibrated random weights, and the
     generated model with them. Mobile's weights are calibrated at ODD px and
-    imported once, with `archspec weights import`; Large's come by name."""
+    imported once, with `archspec weights import` (run in this process, as
+    run_here runs the CLI: a process of its own would import torch and
+    TensorFlow again, 13 s; the other families' import tests run the command
+    in its own process); Large's come by name."""
     keras = pytest.importorskip("keras")
 
     folder = tmp_path_factory.mktemp("nasnet_keras")
@@ -86,7 +91,7 @@ def keras_pairs(tmp_path_factory):
             imported["app"] = application("nasnet_mobile", ODD)
             calibrated(imported["app"], ODD)
             imported["app"].save_weights(theirs)
-            result = run_archspec(
+            result = run_here(
                 "weights", "import", "--spec", str(SPEC), "--variant",
                 "nasnet_mobile", "--from", "keras.applications", "-b", "keras",
                 str(theirs), "-o", str(ours_file),
@@ -102,15 +107,9 @@ def keras_pairs(tmp_path_factory):
         return net, module, app, ours
 
     def large(size: int):
-        # Calibrated at ODD (the statistics carry to 331 px, at a fraction of
-        # the cost); by name into the generated model at either size.
-        if "large" not in imported:
-            imported["large"] = application("nasnet_large", ODD)
-            calibrated(imported["large"], ODD)
-        app = imported["large"]
-        if size != ODD:
-            app = application("nasnet_large", size)
-            app.set_weights(imported["large"].get_weights())
+        # Calibrated at the size compared; by name into the generated model.
+        app = application("nasnet_large", size)
+        calibrated(app, size)
         net, module, ours = generated("nasnet_large", size)
         for mine, theirs in layer_names(net, "nasnet").items():
             ours.get_layer(mine).set_weights(their_weights(app, theirs))
@@ -136,7 +135,7 @@ def logits_error(app, ours, size: int) -> float:
     [
         ("nasnet_mobile", 224),
         ("nasnet_mobile", ODD),  # odd maps: the cells' asymmetric padding
-        ("nasnet_large", 331),
+        ("nasnet_large", LARGE),  # 331's padding branches, see the docstring
     ],
 )
 def test_keras_applications_weights_give_their_logits(name, size, keras_pairs):

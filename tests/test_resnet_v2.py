@@ -26,7 +26,7 @@ from helpers import (  # noqa: E402
     import_generated,
     load_module,
     relative_error,
-    run_archspec,
+    run_here,
     timm_weights_imported,
     variant,
 )
@@ -107,7 +107,10 @@ def test_timm_weights_import_command(tmp_path):
 @pytest.fixture(scope="module")
 def keras_pairs(tmp_path_factory):
     """keras.applications' model with calibrated random weights, and the
-    generated model with them brought in by `archspec weights import`."""
+    generated model with them brought in by `archspec weights import`, run in
+    this process as run_here runs the CLI (a process of its own would import
+    torch and TensorFlow again: 13 s a case; the other families' import tests
+    run the command in its own process)."""
     keras = pytest.importorskip("keras")
 
     folder = tmp_path_factory.mktemp("resnet_v2_keras")
@@ -126,7 +129,7 @@ def keras_pairs(tmp_path_factory):
         theirs = folder / f"{name}_{size}.weights.h5"
         app.save_weights(theirs)
         ours_file = folder / f"{name}_{size}_ours.weights.h5"
-        result = run_archspec(
+        result = run_here(
             "weights", "import", "--spec", str(KERAS_SPEC), "--variant", name,
             "--from", "keras.applications", "-b", "keras", str(theirs),
             "-o", str(ours_file),
