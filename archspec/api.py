@@ -66,10 +66,14 @@ def create_model(
     """The generated model of one variant, compiled and imported in memory.
 
     `kwargs` go to the generated constructor (torch: `num_classes`,
-    `drop_rate`, `drop_path_rate`) or builder (keras: `include_top`,
-    `weights`, `input_shape`, `pooling`, `classes`, ...).
+    `drop_rate`, `drop_path_rate`; flax: those and `rngs`) or builder
+    (keras: `include_top`, `weights`, `input_shape`, `pooling`, `classes`,
+    ...).
     """
     net = _network(spec, variant)
+    adapter = getattr(backends.get(backend), "runtime", None)
+    if adapter is not None:
+        return adapter.model(net, **kwargs)
     module = runtime.import_generated(net, backend)
     if backend == "torch":
         return getattr(module, net.class_name)(**kwargs)
@@ -77,5 +81,5 @@ def create_model(
         return getattr(module, net.module)(**kwargs)
     raise SpecError(
         f"create_model: backend {backend!r} has no model object here "
-        "(torch or keras); archspec.compile gives its source"
+        "(it has no runtime adapter); archspec.compile gives its source"
     )

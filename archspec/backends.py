@@ -27,6 +27,7 @@ ENTRY_POINT_GROUP = "archspec.backends"
 BUILTIN = {
     "torch": "archspec_torch:BACKEND",
     "keras": "archspec_keras:BACKEND",
+    "flax": "archspec_flax:BACKEND",
 }
 
 

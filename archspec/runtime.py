@@ -58,5 +58,51 @@ def keras_model(network: ir.Network, folder: Path | None = None) -> Any:
     return builder(input_shape=(None, None, network.input.channels))
 
 
+def flax_model(network: ir.Network, folder: Path | None = None, **kwargs: Any) -> Any:
+    """The generated Flax NNX model (kwargs: its constructor's)."""
+    module = import_generated(network, "flax", folder)
+    return getattr(module, network.class_name)(**kwargs)
+
+
+def flax_arrays(model: Any) -> dict[str, Any]:
+    """{state path: NumPy array} of a Flax model's weights and batch-norm
+    statistics (its parameters and batch stats; not its RNG state)."""
+    import numpy as np
+    from flax import nnx
+
+    state = nnx.state(model, (nnx.Param, nnx.BatchStat))
+    return {
+        ".".join(str(k) for k in path): np.asarray(variable.get_value())
+        for path, variable in nnx.to_flat_state(state)
+    }
+
+
+def set_flax_arrays(model: Any, arrays: dict[str, Any]) -> None:
+    """Give a Flax model the arrays of `flax_arrays`' keys; every weight and
+    statistic must be given, with its own shape (dtype: the array's)."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from .errors import SpecError
+
+    state = nnx.state(model, (nnx.Param, nnx.BatchStat))
+    missing = []
+    for path, variable in nnx.to_flat_state(state):
+        key = ".".join(str(k) for k in path)
+        if key not in arrays:
+            missing.append(key)
+            continue
+        value = jnp.asarray(arrays[key])
+        if value.shape != variable.get_value().shape:
+            raise SpecError(
+                f"weights: {key!r} has shape {tuple(value.shape)}; the model's "
+                f"is {tuple(variable.get_value().shape)}"
+            )
+        variable.set_value(value)
+    if missing:
+        raise SpecError(f"weights: missing Flax variables {missing[:5]}")
+    nnx.update(model, state)
+
+
 def keras_layer_weights(model: Any) -> dict[str, list[Any]]:
     return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}

@@ -136,3 +136,118 @@ def keras_to_torch(
     if extra:
         raise SpecError(f"weights: unexpected Keras layers with weights {extra[:5]}")
     return state
+
+
+# Flax NNX: `nnx.state(model)` paths are the IR's layer paths, the kernels in
+# lax's layouts (convolutions HWIO with I = in/groups, so a depthwise kernel
+# is (kh, kw, 1, C*m), PyTorch's channel order; dense (in, out)) and batch norm
+# as scale, bias, mean, var.
+FLAX_NAMES = {
+    "weight": "kernel",
+    "bias": "bias",
+    "running_mean": "mean",
+    "running_var": "var",
+}
+
+
+def _flax_suffix(layer: ir.Weights, suffix: str) -> str:
+    if isinstance(layer, ir.BatchNormWeights) and suffix == "weight":
+        return "scale"
+    return FLAX_NAMES[suffix]
+
+
+def _to_flax(layer: ir.Weights, suffix: str, array: Any) -> Any:
+    if suffix != "weight" or isinstance(layer, ir.BatchNormWeights):
+        return array
+    return array.T if array.ndim == 2 else array.transpose(2, 3, 1, 0)
+
+
+def torch_to_flax(network: ir.Network, state: Mapping[str, Any]) -> dict[str, Any]:
+    """A torch state dict (as NumPy arrays) -> {Flax state path: array}."""
+    import numpy as np
+
+    found: dict[str, Any] = {}
+    expected = set()
+    for layer in network.weights():
+        for suffix, shape in _torch_layout(layer):
+            key = f"{layer.path}.{suffix}"
+            expected.add(key)
+            if key not in state:
+                raise SpecError(f"weights: missing tensor {key!r} (shape {shape})")
+            array = np.asarray(state[key])
+            if tuple(array.shape) != shape:
+                raise SpecError(
+                    f"weights: tensor {key!r} has shape {tuple(array.shape)}; "
+                    f"expected {shape}"
+                )
+            flax_key = f"{layer.path}.{_flax_suffix(layer, suffix)}"
+            found[flax_key] = np.ascontiguousarray(_to_flax(layer, suffix, array))
+    extra = sorted(
+        k for k in state if k not in expected and not k.endswith(".num_batches_tracked")
+    )
+    if extra:
+        raise SpecError(
+            f"weights: unexpected tensors {extra[:5]}{'...' if len(extra) > 5 else ''}"
+        )
+    return found
+
+
+def flax_to_torch(network: ir.Network, arrays: Mapping[str, Any]) -> dict[str, Any]:
+    """{Flax state path: array} -> a torch state dict of NumPy arrays."""
+    import numpy as np
+
+    state: dict[str, Any] = {}
+    expected = set()
+    for layer in network.weights():
+        for suffix, shape in _torch_layout(layer):
+            key = f"{layer.path}.{_flax_suffix(layer, suffix)}"
+            expected.add(key)
+            if key not in arrays:
+                raise SpecError(f"weights: missing Flax variable {key!r}")
+            array = np.asarray(arrays[key])
+            if array.ndim == 4:
+                converted = array.transpose(3, 2, 0, 1)
+            elif array.ndim == 2:
+                converted = array.T
+            else:
+                converted = array
+            if tuple(converted.shape) != shape:
+                raise SpecError(
+                    f"weights: Flax variable {key!r} has shape {tuple(array.shape)}; "
+                    f"expected {shape} in PyTorch layout"
+                )
+            state[f"{layer.path}.{suffix}"] = np.ascontiguousarray(converted)
+        if isinstance(layer, ir.BatchNormWeights):
+            state[f"{layer.path}.num_batches_tracked"] = np.zeros((), dtype=np.int64)
+    extra = sorted(k for k in arrays if k not in expected)
+    if extra:
+        raise SpecError(f"weights: unexpected Flax variables {extra[:5]}")
+    return state
+
+
+def random_state(network: ir.Network, seed: int = 0) -> dict[str, Any]:
+    """Random weights in the canonical layout (a torch state dict of NumPy
+    float32 arrays), drawn with NumPy, no framework needed: He-normal kernels,
+    zero biases, batch norm as the identity (scale 1, shift 0, mean 0,
+    variance 1), so activations keep their scale through any depth. What
+    `archspec profile` runs a model with when its framework's own
+    initialisation is slow (Flax's eager one)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    state: dict[str, Any] = {}
+    for layer in network.weights():
+        norm = isinstance(layer, ir.BatchNormWeights)
+        for suffix, shape in _torch_layout(layer):
+            key = f"{layer.path}.{suffix}"
+            if norm and suffix in ("weight", "running_var"):
+                state[key] = np.ones(shape, np.float32)
+            elif norm or suffix == "bias":
+                state[key] = np.zeros(shape, np.float32)
+            else:
+                fan_in = int(np.prod(shape[1:]))
+                array = rng.standard_normal(shape, dtype=np.float32)
+                state[key] = array * np.float32((2.0 / fan_in) ** 0.5)
+        if norm:
+            state[f"{layer.path}.num_batches_tracked"] = np.zeros((), dtype=np.int64)
+    return state
