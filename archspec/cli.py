@@ -148,6 +148,28 @@ def variant_options(func):
     return func
 
 
+class BackendChoice(click.Choice):
+    """The registered backends (archspec.backends.names()) as a choice, read
+    when an option is parsed or its help shown, not when the CLI is imported
+    (listing them scans the installed distributions' entry points)."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+        self._names: tuple[str, ...] | None = None
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        if self._names is None:
+            from . import backends as registry
+
+            self._names = tuple(registry.names())
+        return self._names
+
+    @choices.setter
+    def choices(self, value) -> None:  # Choice.__init__'s assignment
+        pass
+
+
 SPEC = click.argument("spec", type=click.Path(dir_okay=False))
 
 
@@ -374,6 +396,14 @@ def compile_(
     "or for all.",
 )
 @click.option(
+    "--backends",
+    "pair",
+    default="torch,keras",
+    show_default=True,
+    help="The two backends compared (the first is the reference): torch,keras, "
+    "torch,flax, keras,flax.",
+)
+@click.option(
     "--corrupt",
     hidden=True,
     help="Swap the axes of one Keras kernel (tests the checker).",
@@ -385,10 +415,11 @@ def check(
     batch: int,
     modes: str,
     size: int | None,
+    pair: str,
     corrupt: str | None,
     **selection,
 ) -> None:
-    """Compile both backends, move weights between them and compare outputs.
+    """Compile two backends, move weights between them and compare outputs.
 
     For each variant: logits and every stage boundary at the variant's
     resolution and at an odd size, then (see --modes) train-mode outputs with
@@ -399,7 +430,16 @@ def check(
 
     from . import parity
 
+    names = _backend_pair(pair)
     _, networks = _networks(spec, **selection)
+    if names != ("torch", "keras"):
+        if dtype != "float32" or device != "cpu" or corrupt:
+            raise SpecError(
+                f"--backends {pair}: compared in float32 on the CPU only "
+                "(--dtype, --device and --corrupt are torch,keras's)"
+            )
+        _check_sides(networks, names, batch=batch, modes=modes, size=size)
+        return
     parity.configure(device)
     exact = parity.compares_modes(dtype)
     if not exact:
@@ -435,6 +475,11 @@ def check(
                 )
                 del pair
                 parity.release()
+    _report(results, label)
+
+
+def _report(results, label: str) -> None:
+    """Each variant's table, then one line per variant; exit 1 if any failed."""
     for found in results:
         _print_variant(found, label)
     click.echo(
@@ -464,6 +509,53 @@ def check(
         )
     if failed:
         raise CheckFailed
+
+
+def _backend_pair(text: str) -> tuple[str, str]:
+    from . import backends as registry
+
+    names = tuple(n.strip() for n in text.split(","))
+    known = registry.names()
+    if len(names) != 2 or names[0] == names[1] or not all(n in known for n in names):
+        raise SpecError(
+            f"--backends: expected two different backends of {', '.join(known)} "
+            f"separated by a comma; found {text!r}"
+        )
+    return names  # type: ignore[return-value]
+
+
+def _check_sides(networks, names, *, batch: int, modes: str, size: int | None) -> None:
+    """`check` for a pair other than torch,keras, through the backends'
+    runtime adapters (archspec.parity.sides)."""
+    import tempfile
+
+    from . import parity
+    from .parity.sides import Sides
+
+    parity.configure("cpu")
+    label = f"{names[0]} against {names[1]}, float32 on cpu"
+    results = []
+    with (
+        tempfile.TemporaryDirectory(prefix="archspec-check-") as scratch,
+        click.progressbar(
+            networks,
+            label=f"checking ({label})",
+            file=sys.stderr,
+            item_show_func=lambda n: n.title if n else "",
+        ) as bar,
+    ):
+        for i, net in enumerate(bar):
+            sides = Sides.build(net, names, Path(scratch), size=size)
+            results.append(
+                sides.check(
+                    size or net.input.resolution,
+                    batch=batch,
+                    modes=modes == "all" or i == 0,
+                )
+            )
+            del sides
+            parity.release()
+    _report(results, label)
 
 
 def _print_variant(found, label: str) -> None:
@@ -500,7 +592,7 @@ MODE_HEADS = {"input gradient": "d/dx (float64)"}
 @click.option(
     "-b",
     "--backend",
-    type=click.Choice(["torch", "keras"]),
+    type=BackendChoice(),
     default="torch",
     show_default=True,
 )
@@ -570,6 +662,11 @@ def profile_(
     from . import profile
     from .output import WriteError, write_all
 
+    if backend not in profile.BACKENDS:
+        raise SpecError(
+            f"-b {backend}: archspec profile measures {', '.join(profile.BACKENDS)} "
+            "models only"
+        )
     _, networks = _networks(spec, size=size, **selection)
     settings = profile.Settings(backend, device, dtype, batch, warmup, repeats, threads)
     rows = []
@@ -902,7 +999,7 @@ def search_(
 
 @cli.group()
 def weights() -> None:
-    """Move trained weights between the generated PyTorch and Keras models."""
+    """Move trained weights between the generated models (PyTorch, Keras, Flax)."""
 
 
 def spec_option(help: str):
@@ -914,9 +1011,9 @@ def spec_option(help: str):
 @weights.command()
 @spec_option("The spec the models were compiled from.")
 @variant_options
-@click.option("--from", "source", type=click.Choice(["torch", "keras"]), required=True)
+@click.option("--from", "source", type=BackendChoice(), required=True)
 @click.argument("input_path", type=click.Path(dir_okay=False, exists=True))
-@click.option("--to", "target", type=click.Choice(["torch", "keras"]), required=True)
+@click.option("--to", "target", type=BackendChoice(), required=True)
 @click.argument("output_path", type=click.Path(dir_okay=False))
 def convert(
     spec: str,
@@ -926,9 +1023,10 @@ def convert(
     output_path: str,
     **selection,
 ) -> None:
-    """Convert INPUT_PATH (a torch state dict, .pt or .safetensors, or Keras
-    .weights.h5) to OUTPUT_PATH (a torch state dict is written as safetensors
-    when its name ends in .safetensors).
+    """Convert INPUT_PATH (a torch state dict, .pt or .safetensors; Keras
+    .weights.h5; Flax .safetensors, keyed by nnx.state's paths) to
+    OUTPUT_PATH (a torch state dict is written as safetensors when its name
+    ends in .safetensors).
 
     Example: archspec weights convert --spec specs/b0.yaml --variant b3 --from torch b3.pt --to keras b3.weights.h5
     """
@@ -937,7 +1035,7 @@ def convert(
     net = _one_network(spec, "weights belong to one variant", **selection)
     if source == target:
         raise SpecError(f"--from and --to are both {source}; nothing to convert")
-    count = convert_weights(net, source, Path(input_path), Path(output_path))
+    count = convert_weights(net, source, Path(input_path), target, Path(output_path))
     click.echo(f"wrote {output_path}: {count} tensors of {net.title}", err=True)
 
 
@@ -955,7 +1053,7 @@ def convert(
 @click.option(
     "-b",
     "--backend",
-    type=click.Choice(["torch", "keras"]),
+    type=BackendChoice(),
     default="torch",
     show_default=True,
     help="The generated model the output is for.",
@@ -966,8 +1064,8 @@ def convert(
     "output_path",
     required=True,
     type=click.Path(dir_okay=False),
-    help="A state dict (torch: .safetensors, else torch.save's format) or a "
-    ".weights.h5 file (keras).",
+    help="A state dict (torch: .safetensors, else torch.save's format), a "
+    ".weights.h5 file (keras) or a .safetensors file (flax).",
 )
 def import_(
     spec: str,
@@ -984,7 +1082,9 @@ def import_(
     for keras.applications, model.save_weights("x.weights.h5") or the legacy
     .h5 files weights="imagenet" downloads (matched by layer order, as Keras
     loads them). The output loads with
-    model.load_state_dict(torch.load(OUT)) or model.load_weights(OUT).
+    model.load_state_dict(torch.load(OUT)) or model.load_weights(OUT)
+    (Flax: archspec.runtime.set_flax_arrays(model,
+    safetensors.numpy.load_file(OUT))).
 
     Example: archspec weights import --spec specs/resnet.yaml --variant resnet50 --from torchvision resnet50.pt -o resnet50.pt
     """

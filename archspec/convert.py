@@ -1,6 +1,19 @@
 """Weight files: between the generated backends (`archspec weights convert`) and
 from the reference implementations (`archspec weights import`).
 
+Each backend's file format:
+
+    torch   a state dict: torch.save's format, or safetensors (by the name)
+    keras   model.save_weights's .weights.h5
+    flax    a .safetensors file whose keys are the paths of
+            nnx.state(model) (`stages.0.0.conv1.conv.kernel`), each array in
+            Flax's layout (kernels HWIO, dense (in, out))
+
+Every file is read into the canonical layout (PyTorch's state dict as NumPy
+arrays, archspec.weights) and written from it, so a conversion is a reader
+and a writer, never a converter per pair of backends. A missing, unexpected
+or mis-shaped tensor is an error naming it (exit 2).
+
 Every output is written to a temporary file beside its target and renamed,
 so a failure never leaves a half-written file.
 """
@@ -16,7 +29,25 @@ from typing import Any
 
 from . import ir, runtime
 from .errors import SpecError
-from .weights import keras_to_torch, torch_to_keras
+from .weights import flax_to_torch, keras_to_torch, torch_to_flax, torch_to_keras
+
+# The backends whose weight files this module reads and writes.
+BACKENDS = ("torch", "keras", "flax")
+
+
+def _torch_first() -> None:
+    """torch before TensorFlow (Keras), where both are installed (see
+    archspec.parity)."""
+    with contextlib.suppress(ImportError):
+        import torch  # noqa: F401
+
+
+def _supported(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise SpecError(
+            f"backend {backend!r}: archspec reads and writes weight files of "
+            f"{', '.join(BACKENDS)} only"
+        )
 
 
 @contextlib.contextmanager
@@ -54,8 +85,13 @@ def _load_state_dict(src: Path) -> dict[str, Any]:
             raise
         except Exception as exc:  # a foreign or truncated file
             raise SpecError(f"{src}: not a safetensors file: {exc}") from None
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        raise SpecError(
+            f"{src}: reading torch.save's files needs torch: pip install "
+            "'archspec[torch]' (or give a .safetensors file)"
+        ) from None
     try:
         state = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a foreign file
@@ -69,12 +105,26 @@ def _load_state_dict(src: Path) -> dict[str, Any]:
 
 def _write(network: ir.Network, state: dict[str, Any], backend: str, dst: Path) -> int:
     """Write a generated-model state dict (NumPy arrays) for `backend`: torch
-    weights as a .safetensors file, or else torch.save's format."""
+    weights as a .safetensors file, or else torch.save's format; Keras's
+    .weights.h5; Flax's .safetensors. Returns the tensor count."""
     import numpy as np
-    import torch
 
+    _supported(backend)
     if backend == "keras" and not dst.name.endswith(".weights.h5"):
         raise SpecError(f"{dst}: Keras weight files must end in .weights.h5")
+    if backend == "flax" and dst.suffix != ".safetensors":
+        raise SpecError(
+            f"{dst}: Flax weight files are safetensors files; name it *.safetensors"
+        )
+    if backend == "flax":
+        arrays = torch_to_flax(network, state)  # checks every tensor
+        with _atomic(dst, ".safetensors") as temp:
+            _safetensors().save_file(
+                arrays,
+                temp,
+                metadata={"framework": "flax", "model": network.class_name},
+            )
+        return len(arrays)
     # Also the check of every tensor's presence and shape, for either backend.
     layers = torch_to_keras(network, state)
     if backend == "torch" and dst.suffix == ".safetensors":
@@ -83,9 +133,17 @@ def _write(network: ir.Network, state: dict[str, Any], backend: str, dst: Path) 
             _safetensors().save_file(arrays, temp)
         return len(state)
     if backend == "torch":
+        try:
+            import torch
+        except ImportError:
+            raise SpecError(
+                f"{dst}: torch.save's format needs torch: pip install "
+                "'archspec[torch]' (or name the output *.safetensors)"
+            ) from None
         with _atomic(dst, ".pt") as temp:
             torch.save({k: torch.from_numpy(v) for k, v in state.items()}, temp)
         return len(state)
+    _torch_first()
     with tempfile.TemporaryDirectory(prefix="archspec-weights-") as scratch:
         model = runtime.keras_model(network, Path(scratch))
         for name, arrays in layers.items():
@@ -107,13 +165,44 @@ def _generated_keras_state(network: ir.Network, src: Path) -> dict[str, Any]:
         return keras_to_torch(network, runtime.keras_layer_weights(model))
 
 
-def convert_weights(network: ir.Network, source: str, src: Path, dst: Path) -> int:
-    """Convert `src` (from backend `source`) into `dst`; returns the tensor count."""
-    import torch  # noqa: F401  (before Keras, always)
+def _flax_state(network: ir.Network, src: Path) -> dict[str, Any]:
+    """A generated Flax model's .safetensors file as a generated-model state
+    dict."""
+    try:
+        arrays = _safetensors().load_file(src)
+    except SpecError:
+        raise
+    except Exception as exc:  # a foreign or truncated file
+        raise SpecError(f"{src}: not a safetensors file: {exc}") from None
+    try:
+        return flax_to_torch(network, arrays)
+    except SpecError as exc:
+        why = "; ".join(
+            d.message.removeprefix("weights: ") for d in exc.diagnostics.items
+        )
+        raise SpecError(f"{src}: not Flax weights of {network.title}: {why}") from None
 
-    if source == "torch":
-        return _write(network, _load_state_dict(src), "keras", dst)
-    return _write(network, _generated_keras_state(network, src), "torch", dst)
+
+def read_weights(network: ir.Network, backend: str, src: Path) -> dict[str, Any]:
+    """A weight file of the generated `backend` model, in the canonical layout
+    (a torch state dict of NumPy arrays)."""
+    _supported(backend)
+    if backend == "torch":
+        return _load_state_dict(src)
+    if backend == "keras":
+        return _generated_keras_state(network, src)
+    return _flax_state(network, src)
+
+
+def convert_weights(
+    network: ir.Network, source: str, src: Path, target: str, dst: Path
+) -> int:
+    """Convert `src` (from backend `source`) into `dst` for backend `target`,
+    through the canonical layout; returns the tensor count."""
+    _supported(source)
+    _supported(target)
+    _torch_first()
+    return _write(network, read_weights(network, source, src), target, dst)
 
 
 def import_weights(
@@ -126,8 +215,8 @@ def import_weights(
 ) -> int:
     """A reference implementation's weight file `src`, under the naming `scheme`,
     written as `backend` weights of the generated model; returns the tensor count."""
-    import torch  # noqa: F401  (before Keras, always)
-
+    _supported(backend)
+    _torch_first()
     if reference in ("torchvision", "timm"):
         from .references.torchvision import from_torchvision
 

@@ -16,7 +16,15 @@ activations) is checked against the free memory; an allocation failure while
 running, or the kernel's out-of-memory killer ending the process, is reported
 the same way.
 
-torch and Keras are imported only in the child processes, never by the compiler.
+Flax models are built abstractly (nnx.eval_shape, no eager initialisation)
+holding random weights drawn with NumPy (archspec.weights.random_state), and
+the eval-mode forward is compiled ahead of time (jax.jit(...).lower().compile()),
+so neither the initialisation nor the compilation is timed. `threads` limits
+XLA's CPU thread pool by pinning the child process to that many CPUs (XLA
+sizes its pool from the CPUs the process may use).
+
+torch, Keras and JAX are imported only in the child processes, never by the
+compiler.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from pathlib import Path
 from . import ir, runtime
 from .errors import SpecError
 
-BACKENDS = ("torch", "keras")
+BACKENDS = ("torch", "keras", "flax")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # Tensors alive at once around the largest layer in an eval forward: its input,
 # its output and a residual kept for the add (measured peaks stay below this).
@@ -100,8 +108,15 @@ def estimate_bytes(network: ir.Network, batch: int, dtype: str) -> int:
     return weights + ACTIVATIONS_ALIVE * largest * batch * size
 
 
-def free_bytes(device: str) -> int | None:
+def free_bytes(device: str, backend: str = "torch") -> int | None:
     """Memory available to a new allocation (None where it cannot be read)."""
+    if device == "cuda" and backend == "flax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        if "bytes_limit" not in stats:
+            return None
+        return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
     if device == "cuda":
         import torch
 
@@ -221,8 +236,77 @@ def _keras_forward(
     return forward
 
 
+def _flax_forward(
+    network: ir.Network, folder: Path, settings: Settings
+) -> Callable[[], None]:
+    """The generated Flax model's eval-mode forward, compiled here (not timed)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from . import backends
+    from .weights import random_state
+
+    adapter = backends.get("flax").runtime
+    model = adapter.build(network, random_state(network), folder)
+    graph, state = nnx.split(model)
+    dtype = jnp.dtype(settings.dtype)
+    device = jax.devices()[0]
+
+    def cast(a):
+        return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+    state = jax.device_put(jax.tree.map(cast, state), device)
+    del model
+    size = network.input.resolution
+    x = np.random.default_rng(0).random(
+        (settings.batch, size, size, network.input.channels), dtype=np.float32
+    )
+    x = jax.device_put(jnp.asarray(x, dtype=dtype), device)
+
+    def logits(state, x):
+        return nnx.merge(graph, state)(x, train=False)
+
+    compiled = jax.jit(logits).lower(state, x).compile()
+
+    def forward() -> None:
+        compiled(state, x).block_until_ready()
+
+    return forward
+
+
+FORWARDS = {"torch": _torch_forward, "keras": _keras_forward, "flax": _flax_forward}
+
+
+def _configure_flax(settings: Settings) -> None:
+    if settings.threads and hasattr(os, "sched_setaffinity"):
+        # Before JAX starts: XLA sizes its CPU thread pool from these CPUs.
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, cpus[: settings.threads])
+    import jax
+    import jax.numpy as jnp
+
+    if settings.device == "cpu":
+        jax.config.update("jax_platforms", "cpu")
+    else:
+        try:
+            jax.devices("gpu")
+        except RuntimeError:
+            raise SpecError(
+                "--device cuda: JAX sees no GPU on this machine "
+                "(pip install 'jax[cuda12]')"
+            ) from None
+    # One-time set-up (the XLA client, its thread pools) must not count as the
+    # first variant's memory.
+    jax.jit(lambda a: a * 2)(jnp.ones(8)).block_until_ready()
+
+
 def configure(settings: Settings) -> None:
     """Check the device exists and pin the framework to it."""
+    if settings.backend == "flax":
+        _configure_flax(settings)
+        return
     if settings.backend == "torch":
         import torch
 
@@ -272,7 +356,7 @@ def measure(network: ir.Network, settings: Settings, folder: Path) -> Row:
     row = _row(network, settings)
     if settings.device == "cuda":
         needed = estimate_bytes(network, settings.batch, settings.dtype)
-        free = free_bytes(settings.device)
+        free = free_bytes(settings.device, settings.backend)
         if free is not None and needed > free:
             row.status = "does not fit"
             row.message = (
@@ -281,7 +365,7 @@ def measure(network: ir.Network, settings: Settings, folder: Path) -> Row:
             )
             return row
     memory = PeakMemory(settings.device, settings.backend)
-    build = _torch_forward if settings.backend == "torch" else _keras_forward
+    build = FORWARDS[settings.backend]
     forward = None
     try:
         memory.start()
@@ -323,6 +407,10 @@ def _release(settings: Settings) -> None:
         import keras
 
         keras.backend.clear_session()
+    elif settings.backend == "flax":
+        import jax
+
+        jax.clear_caches()
 
 
 def run(networks: list[ir.Network], settings: Settings) -> Iterator[Row]:
@@ -407,6 +495,18 @@ def machine(settings: Settings) -> dict:
         "logical_cores": os.cpu_count(),
         "python": platform.python_version(),
     }
+    if settings.backend == "flax":
+        import flax
+        import jax
+
+        info["jax"] = jax.__version__
+        info["flax"] = flax.__version__
+        info["jax_backend"] = jax.default_backend()
+        if hasattr(os, "sched_getaffinity"):
+            info["cpus_allowed"] = len(os.sched_getaffinity(0))
+        if settings.device == "cuda":
+            info["gpu"] = jax.devices()[0].device_kind
+        return info
     import torch
 
     info["torch"] = torch.__version__
