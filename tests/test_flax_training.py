@@ -55,7 +55,9 @@ def test_flax_trains_and_transfers():
     )
     assert model.dropout.rate == 0.2 and model.stages[3][1].drop_path.rate > 0
     x, y, x_test, y_test = digits(FIRST)
-    optimizer = nnx.Optimizer(model, optax.adamw(2e-3, weight_decay=1e-4), wrt=nnx.Param)
+    optimizer = nnx.Optimizer(
+        model, optax.adamw(2e-3, weight_decay=1e-4), wrt=nnx.Param
+    )
     rng = np.random.default_rng(0)
     before = np.asarray(model.stem.bn.mean[...]).copy()
     for _ in range(STEPS):
@@ -82,7 +84,9 @@ def test_flax_trains_and_transfers():
     def head_step(head, optimizer, features, labels):
         def loss_fn(head):
             logits = head(features)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+            return optax.softmax_cross_entropy_with_integer_labels(
+                logits, labels
+            ).mean()
 
         grads = nnx.grad(loss_fn)(head)
         optimizer.update(head, grads)

@@ -17,7 +17,9 @@ from archspec.pipeline import load_spec, select
 # What generated/ holds: every variant of every shipped spec, in every
 # built-in backend, at generated/BACKEND/SPEC/ (compile's default output).
 SPECS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "specs").glob("*.yaml"))
-CHECKED_IN = [(spec, backend) for spec in SPECS for backend in ("torch", "keras", "flax")]
+CHECKED_IN = [
+    (spec, backend) for spec in SPECS for backend in ("torch", "keras", "flax")
+]
 
 
 @pytest.mark.parametrize(("spec", "backend"), CHECKED_IN)
