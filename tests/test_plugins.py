@@ -118,9 +118,9 @@ def test_a_backend_from_an_entry_point(plugins):
     assert backends.get("mine").name == "keras"
     assert scans == ["archspec.backends"]
     assert backends.get("torch").name == "torch"
-    assert backends.names() == ["keras", "mine", "torch"]
+    assert backends.names() == ["flax", "keras", "mine", "torch"]
     with pytest.raises(
-        SpecError, match=r"unknown backend 'theirs' \(known: keras, mine"
+        SpecError, match=r"unknown backend 'theirs' \(known: flax, keras, mine"
     ):
         backends.get("theirs")
 
