@@ -32,7 +32,7 @@ from archspec.render import (
     paddings,
     uniform,
 )
-from archspec.structure import structures
+from archspec.structure import describe_stage, structures
 
 from .generic import FUNCTIONS, Writer, lax_padding
 
@@ -98,6 +98,9 @@ class FlaxBackend:
             for s in found
             for block in s.blocks
         }
+        class_of = {
+            b.name: s.name for f in groups.values() for s in f for b in s.blocks
+        }
         everything = nodes(network)
         top_level = TopLevel(network, top, acts.default, pads.default)
         stem = [top_level.layer(layer) for layer in network.stem]
@@ -110,7 +113,10 @@ class FlaxBackend:
             about=Provenance.of(network),
             classes=classes,
             build=build,
-            stage_text=[_describe_stage(stage, groups) for stage in network.stages],
+            stage_text=[
+                describe_stage(stage, i, class_of, stage.blocks[0].kind)
+                for i, stage in enumerate(network.stages, 1)
+            ],
             stem=stem,
             head=head_layers,
             pool=top.pool,
@@ -157,32 +163,6 @@ def _arguments(values: list[tuple[str, int]]) -> list[str]:
         literal(v) if k in ("in_channels", "out_channels") else f"{k}={literal(v)}"
         for k, v in values
     ]
-
-
-def _describe_stage(stage: ir.Stage, groups: dict) -> str:
-    """`MBConv x2, stride 2, 24 channels`: the stage's classes in order."""
-    class_of = {
-        b.name: s.name for found in groups.values() for s in found for b in s.blocks
-    }
-    runs: list[list] = []
-    for block in stage.blocks:
-        name = class_of[block.name]
-        if runs and runs[-1][0] == name:
-            runs[-1][1] += 1
-        else:
-            runs.append([name, 1])
-    stride = 1
-    for block in stage.blocks:
-        stride *= block.stride
-    classes = ", ".join(name + (f" x{n}" if n > 1 else "") for name, n in runs)
-    text = f"{classes}, stride {stride}, {stage.blocks[-1].out_channels} channels"
-    if len(text) > 60:
-        kind = stage.blocks[0].kind
-        text = (
-            f"{len(stage.blocks)} {kind} blocks, stride {stride}, "
-            f"{stage.blocks[-1].out_channels} channels"
-        )
-    return text
 
 
 class TopLevel:

@@ -37,9 +37,9 @@ from archspec.render import (
     paddings,
     uniform,
 )
-from archspec.structure import structures
+from archspec.structure import describe_stage, structures
 
-from .generic import Writer, describe_stage
+from .generic import Writer
 
 TEMPLATES = Path(__file__).parent / "templates"
 

@@ -13,7 +13,6 @@ module works out what each line says.
 from __future__ import annotations
 
 import keyword
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -395,33 +394,6 @@ def _name(node: str, i: int, free) -> str:
     while chosen in ("x", "out", "prev") or not free(chosen, i):
         chosen, n = f"{name}_{n}", n + 1
     return chosen
-
-
-def describe_stage(
-    stage: ir.Stage, index: int, class_of: Mapping[str, str], kind: str
-) -> str:
-    """The comment over a stage in the model's constructor, after "Stage N:"
-    and before the channels: its classes in order (`BasicBlockShortcut,
-    BasicBlock x2`) and its stride, or its count of blocks where the
-    classes do not fit on the line."""
-    runs: list[list] = []
-    for block in stage.blocks:
-        name = class_of[block.name]
-        if runs and runs[-1][0] == name:
-            runs[-1][1] += 1
-        else:
-            runs.append([name, 1])
-    stride = math.prod(block.stride for block in stage.blocks)
-    if len(runs) == 1:
-        classes = f"{runs[0][0]} x{runs[0][1]}"
-    else:
-        classes = ", ".join(name + (f" x{n}" if n > 1 else "") for name, n in runs)
-    text = f"{classes}, stride {stride}"
-    channels = stage.blocks[-1].out_channels
-    line = f"{' ' * 12}# Stage {index}: {text}, {channels} channels"
-    if len(line) > LINE_LENGTH:
-        text = f"{len(stage.blocks)} {kind} blocks, stride {stride}"
-    return text
 
 
 _PAD = " " * 8

@@ -267,7 +267,7 @@ class EfficientNetB0(nnx.Module):
         )
         self.stem = ConvBNAct(3, 32, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConv, stride 1, 16 channels
+            # Stage 1: MBConv x1, stride 1, 16 channels
             Stage(
                 MBConv(32, 16, rngs=rngs),
             ),
@@ -305,7 +305,7 @@ class EfficientNetB0(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 4: 3 mbconv blocks, stride 2, 80 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 80 channels
             Stage(
                 MBConvExpand(
                     40,
@@ -331,7 +331,7 @@ class EfficientNetB0(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 5: 3 mbconv blocks, stride 1, 112 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x2, stride 1, 112 channels
             Stage(
                 MBConvExpand(
                     80,
@@ -357,7 +357,7 @@ class EfficientNetB0(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 6: 4 mbconv blocks, stride 2, 192 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 192 channels
             Stage(
                 MBConvExpand(
                     112,
@@ -390,7 +390,7 @@ class EfficientNetB0(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 7: MBConvExpand, stride 1, 320 channels
+            # Stage 7: MBConvExpand x1, stride 1, 320 channels
             Stage(
                 MBConvExpand(
                     192,

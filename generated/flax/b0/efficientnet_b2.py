@@ -301,7 +301,7 @@ class EfficientNetB2(nnx.Module):
                 MBConv(32, 16, rngs=rngs),
                 MBConvDropPathAdd(16, rngs=rngs),
             ),
-            # Stage 2: 3 mbconv blocks, stride 2, 24 channels
+            # Stage 2: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 24 channels
             Stage(
                 MBConvExpand(
                     16,
@@ -319,7 +319,7 @@ class EfficientNetB2(nnx.Module):
                     24, expand_channels=144, depthwise_kernel=3, se_squeeze=6, rngs=rngs
                 ),
             ),
-            # Stage 3: 3 mbconv blocks, stride 2, 48 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 48 channels
             Stage(
                 MBConvExpand(
                     24,
@@ -345,7 +345,7 @@ class EfficientNetB2(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 4: 4 mbconv blocks, stride 2, 88 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 88 channels
             Stage(
                 MBConvExpand(
                     48,
@@ -378,7 +378,7 @@ class EfficientNetB2(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 5: 4 mbconv blocks, stride 1, 120 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x3, stride 1, 120 channels
             Stage(
                 MBConvExpand(
                     88,
@@ -411,7 +411,7 @@ class EfficientNetB2(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 6: 5 mbconv blocks, stride 2, 208 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x4, stride 2, 208 channels
             Stage(
                 MBConvExpand(
                     120,
@@ -451,7 +451,7 @@ class EfficientNetB2(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 7: 2 mbconv blocks, stride 1, 352 channels
+            # Stage 7: MBConvExpand, MBConvExpandDropPathAdd, stride 1, 352 channels
             Stage(
                 MBConvExpand(
                     208,

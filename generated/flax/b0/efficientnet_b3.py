@@ -301,7 +301,7 @@ class EfficientNetB3(nnx.Module):
                 MBConv(40, 24, rngs=rngs),
                 MBConvDropPathAdd(24, rngs=rngs),
             ),
-            # Stage 2: 3 mbconv blocks, stride 2, 32 channels
+            # Stage 2: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 32 channels
             Stage(
                 MBConvExpand(
                     24,
@@ -319,7 +319,7 @@ class EfficientNetB3(nnx.Module):
                     32, expand_channels=192, depthwise_kernel=3, se_squeeze=8, rngs=rngs
                 ),
             ),
-            # Stage 3: 3 mbconv blocks, stride 2, 48 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 48 channels
             Stage(
                 MBConvExpand(
                     32,
@@ -345,7 +345,7 @@ class EfficientNetB3(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 4: 5 mbconv blocks, stride 2, 96 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x4, stride 2, 96 channels
             Stage(
                 MBConvExpand(
                     48,
@@ -385,7 +385,7 @@ class EfficientNetB3(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 5: 5 mbconv blocks, stride 1, 136 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x4, stride 1, 136 channels
             Stage(
                 MBConvExpand(
                     96,
@@ -425,7 +425,7 @@ class EfficientNetB3(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 6: 6 mbconv blocks, stride 2, 232 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x5, stride 2, 232 channels
             Stage(
                 MBConvExpand(
                     136,
@@ -472,7 +472,7 @@ class EfficientNetB3(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 7: 2 mbconv blocks, stride 1, 384 channels
+            # Stage 7: MBConvExpand, MBConvExpandDropPathAdd, stride 1, 384 channels
             Stage(
                 MBConvExpand(
                     232,

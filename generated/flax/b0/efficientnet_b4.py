@@ -301,7 +301,7 @@ class EfficientNetB4(nnx.Module):
                 MBConv(48, 24, rngs=rngs),
                 MBConvDropPathAdd(24, rngs=rngs),
             ),
-            # Stage 2: 4 mbconv blocks, stride 2, 32 channels
+            # Stage 2: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 32 channels
             Stage(
                 MBConvExpand(
                     24,
@@ -322,7 +322,7 @@ class EfficientNetB4(nnx.Module):
                     32, expand_channels=192, depthwise_kernel=3, se_squeeze=8, rngs=rngs
                 ),
             ),
-            # Stage 3: 4 mbconv blocks, stride 2, 56 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 56 channels
             Stage(
                 MBConvExpand(
                     32,
@@ -355,7 +355,7 @@ class EfficientNetB4(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 4: 6 mbconv blocks, stride 2, 112 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x5, stride 2, 112 channels
             Stage(
                 MBConvExpand(
                     56,
@@ -402,7 +402,7 @@ class EfficientNetB4(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 5: 6 mbconv blocks, stride 1, 160 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x5, stride 1, 160 channels
             Stage(
                 MBConvExpand(
                     112,
@@ -449,7 +449,7 @@ class EfficientNetB4(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 6: 8 mbconv blocks, stride 2, 272 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x7, stride 2, 272 channels
             Stage(
                 MBConvExpand(
                     160,
@@ -510,7 +510,7 @@ class EfficientNetB4(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 7: 2 mbconv blocks, stride 1, 448 channels
+            # Stage 7: MBConvExpand, MBConvExpandDropPathAdd, stride 1, 448 channels
             Stage(
                 MBConvExpand(
                     272,

@@ -298,7 +298,7 @@ class EfficientNetB5(nnx.Module):
                 MBConvDropPathAdd(rngs=rngs),
                 MBConvDropPathAdd(rngs=rngs),
             ),
-            # Stage 2: 5 mbconv blocks, stride 2, 40 channels
+            # Stage 2: MBConvExpand, MBConvExpandDropPathAdd x4, stride 2, 40 channels
             Stage(
                 MBConvExpand(
                     24,
@@ -338,7 +338,7 @@ class EfficientNetB5(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 3: 5 mbconv blocks, stride 2, 64 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x4, stride 2, 64 channels
             Stage(
                 MBConvExpand(
                     40,
@@ -378,7 +378,7 @@ class EfficientNetB5(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 4: 7 mbconv blocks, stride 2, 128 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x6, stride 2, 128 channels
             Stage(
                 MBConvExpand(
                     64,
@@ -432,7 +432,7 @@ class EfficientNetB5(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 5: 7 mbconv blocks, stride 1, 176 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x6, stride 1, 176 channels
             Stage(
                 MBConvExpand(
                     128,
@@ -486,7 +486,7 @@ class EfficientNetB5(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 6: 9 mbconv blocks, stride 2, 304 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x8, stride 2, 304 channels
             Stage(
                 MBConvExpand(
                     176,
@@ -554,7 +554,7 @@ class EfficientNetB5(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 7: 3 mbconv blocks, stride 1, 512 channels
+            # Stage 7: MBConvExpand, MBConvExpandDropPathAdd x2, stride 1, 512 channels
             Stage(
                 MBConvExpand(
                     304,

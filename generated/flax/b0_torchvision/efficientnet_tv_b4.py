@@ -281,7 +281,7 @@ class EfficientNetTVB4(nnx.Module):
                 MBConv(48, 24, rngs=rngs),
                 MBConvDropPathAdd(24, rngs=rngs),
             ),
-            # Stage 2: 4 mbconv blocks, stride 2, 32 channels
+            # Stage 2: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 32 channels
             Stage(
                 MBConvExpand(
                     24,
@@ -302,7 +302,7 @@ class EfficientNetTVB4(nnx.Module):
                     32, expand_channels=192, depthwise_kernel=3, se_squeeze=8, rngs=rngs
                 ),
             ),
-            # Stage 3: 4 mbconv blocks, stride 2, 56 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 56 channels
             Stage(
                 MBConvExpand(
                     32,
@@ -335,7 +335,7 @@ class EfficientNetTVB4(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 4: 6 mbconv blocks, stride 2, 112 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x5, stride 2, 112 channels
             Stage(
                 MBConvExpand(
                     56,
@@ -382,7 +382,7 @@ class EfficientNetTVB4(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 5: 6 mbconv blocks, stride 1, 160 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x5, stride 1, 160 channels
             Stage(
                 MBConvExpand(
                     112,
@@ -429,7 +429,7 @@ class EfficientNetTVB4(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 6: 8 mbconv blocks, stride 2, 272 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x7, stride 2, 272 channels
             Stage(
                 MBConvExpand(
                     160,
@@ -490,7 +490,7 @@ class EfficientNetTVB4(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 7: 2 mbconv blocks, stride 1, 448 channels
+            # Stage 7: MBConvExpand, MBConvExpandDropPathAdd, stride 1, 448 channels
             Stage(
                 MBConvExpand(
                     272,

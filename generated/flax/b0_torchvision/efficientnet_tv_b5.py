@@ -278,7 +278,7 @@ class EfficientNetTVB5(nnx.Module):
                 MBConvDropPathAdd(rngs=rngs),
                 MBConvDropPathAdd(rngs=rngs),
             ),
-            # Stage 2: 5 mbconv blocks, stride 2, 40 channels
+            # Stage 2: MBConvExpand, MBConvExpandDropPathAdd x4, stride 2, 40 channels
             Stage(
                 MBConvExpand(
                     24,
@@ -318,7 +318,7 @@ class EfficientNetTVB5(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 3: 5 mbconv blocks, stride 2, 64 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x4, stride 2, 64 channels
             Stage(
                 MBConvExpand(
                     40,
@@ -358,7 +358,7 @@ class EfficientNetTVB5(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 4: 7 mbconv blocks, stride 2, 128 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x6, stride 2, 128 channels
             Stage(
                 MBConvExpand(
                     64,
@@ -412,7 +412,7 @@ class EfficientNetTVB5(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 5: 7 mbconv blocks, stride 1, 176 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x6, stride 1, 176 channels
             Stage(
                 MBConvExpand(
                     128,
@@ -466,7 +466,7 @@ class EfficientNetTVB5(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 6: 9 mbconv blocks, stride 2, 304 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x8, stride 2, 304 channels
             Stage(
                 MBConvExpand(
                     176,
@@ -534,7 +534,7 @@ class EfficientNetTVB5(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 7: 3 mbconv blocks, stride 1, 512 channels
+            # Stage 7: MBConvExpand, MBConvExpandDropPathAdd x2, stride 1, 512 channels
             Stage(
                 MBConvExpand(
                     304,

@@ -278,7 +278,7 @@ class EfficientNetTVB6(nnx.Module):
                 MBConvDropPathAdd(rngs=rngs),
                 MBConvDropPathAdd(rngs=rngs),
             ),
-            # Stage 2: 6 mbconv blocks, stride 2, 40 channels
+            # Stage 2: MBConvExpand, MBConvExpandDropPathAdd x5, stride 2, 40 channels
             Stage(
                 MBConvExpand(
                     32,
@@ -325,7 +325,7 @@ class EfficientNetTVB6(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 3: 6 mbconv blocks, stride 2, 72 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x5, stride 2, 72 channels
             Stage(
                 MBConvExpand(
                     40,
@@ -372,7 +372,7 @@ class EfficientNetTVB6(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 4: 8 mbconv blocks, stride 2, 144 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x7, stride 2, 144 channels
             Stage(
                 MBConvExpand(
                     72,
@@ -433,7 +433,7 @@ class EfficientNetTVB6(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 5: 8 mbconv blocks, stride 1, 200 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x7, stride 1, 200 channels
             Stage(
                 MBConvExpand(
                     144,
@@ -494,7 +494,7 @@ class EfficientNetTVB6(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 6: 11 mbconv blocks, stride 2, 344 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x10, stride 2, 344 channels
             Stage(
                 MBConvExpand(
                     200,
@@ -576,7 +576,7 @@ class EfficientNetTVB6(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 7: 3 mbconv blocks, stride 1, 576 channels
+            # Stage 7: MBConvExpand, MBConvExpandDropPathAdd x2, stride 1, 576 channels
             Stage(
                 MBConvExpand(
                     344,

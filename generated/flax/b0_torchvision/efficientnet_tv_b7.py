@@ -279,7 +279,7 @@ class EfficientNetTVB7(nnx.Module):
                 MBConvDropPathAdd(rngs=rngs),
                 MBConvDropPathAdd(rngs=rngs),
             ),
-            # Stage 2: 7 mbconv blocks, stride 2, 48 channels
+            # Stage 2: MBConvExpand, MBConvExpandDropPathAdd x6, stride 2, 48 channels
             Stage(
                 MBConvExpand(
                     32,
@@ -333,7 +333,7 @@ class EfficientNetTVB7(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 3: 7 mbconv blocks, stride 2, 80 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x6, stride 2, 80 channels
             Stage(
                 MBConvExpand(
                     48,
@@ -387,7 +387,7 @@ class EfficientNetTVB7(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 4: 10 mbconv blocks, stride 2, 160 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x9, stride 2, 160 channels
             Stage(
                 MBConvExpand(
                     80,
@@ -462,7 +462,7 @@ class EfficientNetTVB7(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 5: 10 mbconv blocks, stride 1, 224 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x9, stride 1, 224 channels
             Stage(
                 MBConvExpand(
                     160,
@@ -537,7 +537,7 @@ class EfficientNetTVB7(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 6: 13 mbconv blocks, stride 2, 384 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x12, stride 2, 384 channels
             Stage(
                 MBConvExpand(
                     224,
@@ -633,7 +633,7 @@ class EfficientNetTVB7(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 7: 4 mbconv blocks, stride 1, 640 channels
+            # Stage 7: MBConvExpand, MBConvExpandDropPathAdd x3, stride 1, 640 channels
             Stage(
                 MBConvExpand(
                     384,

@@ -239,7 +239,7 @@ class DenseNet161(nnx.Module):
                 DenseLayer(288, rngs=rngs),
                 DenseLayer(336, rngs=rngs),
             ),
-            # Stage 2: Transition, stride 2, 192 channels
+            # Stage 2: Transition x1, stride 2, 192 channels
             Stage(
                 Transition(384, 192, rngs=rngs),
             ),
@@ -258,7 +258,7 @@ class DenseNet161(nnx.Module):
                 DenseLayer(672, rngs=rngs),
                 DenseLayer(720, rngs=rngs),
             ),
-            # Stage 4: Transition, stride 2, 384 channels
+            # Stage 4: Transition x1, stride 2, 384 channels
             Stage(
                 Transition(768, 384, rngs=rngs),
             ),
@@ -301,7 +301,7 @@ class DenseNet161(nnx.Module):
                 DenseLayer(2016, rngs=rngs),
                 DenseLayer(2064, rngs=rngs),
             ),
-            # Stage 6: Transition, stride 2, 1056 channels
+            # Stage 6: Transition x1, stride 2, 1056 channels
             Stage(
                 Transition(2112, 1056, rngs=rngs),
             ),

@@ -239,7 +239,7 @@ class DenseNet169(nnx.Module):
                 DenseLayer(192, rngs=rngs),
                 DenseLayer(224, rngs=rngs),
             ),
-            # Stage 2: Transition, stride 2, 128 channels
+            # Stage 2: Transition x1, stride 2, 128 channels
             Stage(
                 Transition(256, 128, rngs=rngs),
             ),
@@ -258,7 +258,7 @@ class DenseNet169(nnx.Module):
                 DenseLayer(448, rngs=rngs),
                 DenseLayer(480, rngs=rngs),
             ),
-            # Stage 4: Transition, stride 2, 256 channels
+            # Stage 4: Transition x1, stride 2, 256 channels
             Stage(
                 Transition(512, 256, rngs=rngs),
             ),
@@ -297,7 +297,7 @@ class DenseNet169(nnx.Module):
                 DenseLayer(1216, rngs=rngs),
                 DenseLayer(1248, rngs=rngs),
             ),
-            # Stage 6: Transition, stride 2, 640 channels
+            # Stage 6: Transition x1, stride 2, 640 channels
             Stage(
                 Transition(1280, 640, rngs=rngs),
             ),

@@ -226,11 +226,11 @@ class EfficientNetLite2(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 32, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConv, stride 1, 16 channels
+            # Stage 1: MBConv x1, stride 1, 16 channels
             Stage(
                 MBConv(32, 16, rngs=rngs),
             ),
-            # Stage 2: 3 mbconv blocks, stride 2, 24 channels
+            # Stage 2: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 24 channels
             Stage(
                 MBConvExpand(
                     16, 24, stride=2, expand_channels=96, depthwise_kernel=3, rngs=rngs
@@ -242,7 +242,7 @@ class EfficientNetLite2(nnx.Module):
                     24, expand_channels=144, depthwise_kernel=3, rngs=rngs
                 ),
             ),
-            # Stage 3: 3 mbconv blocks, stride 2, 48 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 48 channels
             Stage(
                 MBConvExpand(
                     24, 48, stride=2, expand_channels=144, depthwise_kernel=5, rngs=rngs
@@ -254,7 +254,7 @@ class EfficientNetLite2(nnx.Module):
                     48, expand_channels=288, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 4: 4 mbconv blocks, stride 2, 88 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 88 channels
             Stage(
                 MBConvExpand(
                     48, 88, stride=2, expand_channels=288, depthwise_kernel=3, rngs=rngs
@@ -269,7 +269,7 @@ class EfficientNetLite2(nnx.Module):
                     88, expand_channels=528, depthwise_kernel=3, rngs=rngs
                 ),
             ),
-            # Stage 5: 4 mbconv blocks, stride 1, 120 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x3, stride 1, 120 channels
             Stage(
                 MBConvExpand(
                     88,
@@ -289,7 +289,7 @@ class EfficientNetLite2(nnx.Module):
                     120, expand_channels=720, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 6: 5 mbconv blocks, stride 2, 208 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x4, stride 2, 208 channels
             Stage(
                 MBConvExpand(
                     120,
@@ -312,7 +312,7 @@ class EfficientNetLite2(nnx.Module):
                     208, expand_channels=1248, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 7: MBConvExpand, stride 1, 352 channels
+            # Stage 7: MBConvExpand x1, stride 1, 352 channels
             Stage(
                 MBConvExpand(
                     208,

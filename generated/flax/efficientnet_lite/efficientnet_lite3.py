@@ -226,11 +226,11 @@ class EfficientNetLite3(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 32, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConv, stride 1, 24 channels
+            # Stage 1: MBConv x1, stride 1, 24 channels
             Stage(
                 MBConv(32, 24, rngs=rngs),
             ),
-            # Stage 2: 3 mbconv blocks, stride 2, 32 channels
+            # Stage 2: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 32 channels
             Stage(
                 MBConvExpand(
                     24, 32, stride=2, expand_channels=144, depthwise_kernel=3, rngs=rngs
@@ -242,7 +242,7 @@ class EfficientNetLite3(nnx.Module):
                     32, expand_channels=192, depthwise_kernel=3, rngs=rngs
                 ),
             ),
-            # Stage 3: 3 mbconv blocks, stride 2, 48 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 48 channels
             Stage(
                 MBConvExpand(
                     32, 48, stride=2, expand_channels=192, depthwise_kernel=5, rngs=rngs
@@ -254,7 +254,7 @@ class EfficientNetLite3(nnx.Module):
                     48, expand_channels=288, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 4: 5 mbconv blocks, stride 2, 96 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x4, stride 2, 96 channels
             Stage(
                 MBConvExpand(
                     48, 96, stride=2, expand_channels=288, depthwise_kernel=3, rngs=rngs
@@ -272,7 +272,7 @@ class EfficientNetLite3(nnx.Module):
                     96, expand_channels=576, depthwise_kernel=3, rngs=rngs
                 ),
             ),
-            # Stage 5: 5 mbconv blocks, stride 1, 136 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x4, stride 1, 136 channels
             Stage(
                 MBConvExpand(
                     96,
@@ -295,7 +295,7 @@ class EfficientNetLite3(nnx.Module):
                     136, expand_channels=816, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 6: 6 mbconv blocks, stride 2, 232 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x5, stride 2, 232 channels
             Stage(
                 MBConvExpand(
                     136,
@@ -321,7 +321,7 @@ class EfficientNetLite3(nnx.Module):
                     232, expand_channels=1392, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 7: MBConvExpand, stride 1, 384 channels
+            # Stage 7: MBConvExpand x1, stride 1, 384 channels
             Stage(
                 MBConvExpand(
                     232,

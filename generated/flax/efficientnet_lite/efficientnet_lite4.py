@@ -226,11 +226,11 @@ class EfficientNetLite4(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 32, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConv, stride 1, 24 channels
+            # Stage 1: MBConv x1, stride 1, 24 channels
             Stage(
                 MBConv(32, 24, rngs=rngs),
             ),
-            # Stage 2: 4 mbconv blocks, stride 2, 32 channels
+            # Stage 2: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 32 channels
             Stage(
                 MBConvExpand(
                     24, 32, stride=2, expand_channels=144, depthwise_kernel=3, rngs=rngs
@@ -245,7 +245,7 @@ class EfficientNetLite4(nnx.Module):
                     32, expand_channels=192, depthwise_kernel=3, rngs=rngs
                 ),
             ),
-            # Stage 3: 4 mbconv blocks, stride 2, 56 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 56 channels
             Stage(
                 MBConvExpand(
                     32, 56, stride=2, expand_channels=192, depthwise_kernel=5, rngs=rngs
@@ -260,7 +260,7 @@ class EfficientNetLite4(nnx.Module):
                     56, expand_channels=336, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 4: 6 mbconv blocks, stride 2, 112 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x5, stride 2, 112 channels
             Stage(
                 MBConvExpand(
                     56,
@@ -286,7 +286,7 @@ class EfficientNetLite4(nnx.Module):
                     112, expand_channels=672, depthwise_kernel=3, rngs=rngs
                 ),
             ),
-            # Stage 5: 6 mbconv blocks, stride 1, 160 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x5, stride 1, 160 channels
             Stage(
                 MBConvExpand(
                     112,
@@ -312,7 +312,7 @@ class EfficientNetLite4(nnx.Module):
                     160, expand_channels=960, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 6: 8 mbconv blocks, stride 2, 272 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x7, stride 2, 272 channels
             Stage(
                 MBConvExpand(
                     160,
@@ -344,7 +344,7 @@ class EfficientNetLite4(nnx.Module):
                     272, expand_channels=1632, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 7: MBConvExpand, stride 1, 448 channels
+            # Stage 7: MBConvExpand x1, stride 1, 448 channels
             Stage(
                 MBConvExpand(
                     272,

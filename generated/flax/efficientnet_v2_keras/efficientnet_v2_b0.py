@@ -297,7 +297,7 @@ class EfficientNetV2B0(nnx.Module):
         )
         self.stem = ConvBNAct(3, 32, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: FusedMBConv, stride 1, 16 channels
+            # Stage 1: FusedMBConv x1, stride 1, 16 channels
             Stage(
                 FusedMBConv(32, 16, rngs=rngs),
             ),

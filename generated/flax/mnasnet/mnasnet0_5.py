@@ -224,11 +224,11 @@ class MNASNet0_5(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 16, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConv, stride 1, 8 channels
+            # Stage 1: MBConv x1, stride 1, 8 channels
             Stage(
                 MBConv(16, 8, rngs=rngs),
             ),
-            # Stage 2: 3 mbconv blocks, stride 2, 16 channels
+            # Stage 2: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 16 channels
             Stage(
                 MBConvExpand(
                     8, 16, stride=2, expand_channels=24, depthwise_kernel=3, rngs=rngs
@@ -240,7 +240,7 @@ class MNASNet0_5(nnx.Module):
                     16, expand_channels=48, depthwise_kernel=3, rngs=rngs
                 ),
             ),
-            # Stage 3: 3 mbconv blocks, stride 2, 24 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 24 channels
             Stage(
                 MBConvExpand(
                     16, 24, stride=2, expand_channels=48, depthwise_kernel=5, rngs=rngs
@@ -252,7 +252,7 @@ class MNASNet0_5(nnx.Module):
                     24, expand_channels=72, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 4: 3 mbconv blocks, stride 2, 40 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 40 channels
             Stage(
                 MBConvExpand(
                     24, 40, stride=2, expand_channels=144, depthwise_kernel=5, rngs=rngs
@@ -273,7 +273,7 @@ class MNASNet0_5(nnx.Module):
                     48, expand_channels=288, depthwise_kernel=3, rngs=rngs
                 ),
             ),
-            # Stage 6: 4 mbconv blocks, stride 2, 96 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 96 channels
             Stage(
                 MBConvExpand(
                     48, 96, stride=2, expand_channels=288, depthwise_kernel=5, rngs=rngs
@@ -288,7 +288,7 @@ class MNASNet0_5(nnx.Module):
                     96, expand_channels=576, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 7: MBConvExpand, stride 1, 160 channels
+            # Stage 7: MBConvExpand x1, stride 1, 160 channels
             Stage(
                 MBConvExpand(
                     96,

@@ -224,11 +224,11 @@ class MNASNet0_75(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 24, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConv, stride 1, 16 channels
+            # Stage 1: MBConv x1, stride 1, 16 channels
             Stage(
                 MBConv(24, 16, rngs=rngs),
             ),
-            # Stage 2: 3 mbconv blocks, stride 2, 24 channels
+            # Stage 2: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 24 channels
             Stage(
                 MBConvExpand(
                     16, 24, stride=2, expand_channels=48, depthwise_kernel=3, rngs=rngs
@@ -240,7 +240,7 @@ class MNASNet0_75(nnx.Module):
                     24, expand_channels=72, depthwise_kernel=3, rngs=rngs
                 ),
             ),
-            # Stage 3: 3 mbconv blocks, stride 2, 32 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 32 channels
             Stage(
                 MBConvExpand(
                     24, 32, stride=2, expand_channels=72, depthwise_kernel=5, rngs=rngs
@@ -252,7 +252,7 @@ class MNASNet0_75(nnx.Module):
                     32, expand_channels=96, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 4: 3 mbconv blocks, stride 2, 64 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 64 channels
             Stage(
                 MBConvExpand(
                     32, 64, stride=2, expand_channels=192, depthwise_kernel=5, rngs=rngs
@@ -273,7 +273,7 @@ class MNASNet0_75(nnx.Module):
                     72, expand_channels=432, depthwise_kernel=3, rngs=rngs
                 ),
             ),
-            # Stage 6: 4 mbconv blocks, stride 2, 144 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 144 channels
             Stage(
                 MBConvExpand(
                     72,
@@ -293,7 +293,7 @@ class MNASNet0_75(nnx.Module):
                     144, expand_channels=864, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 7: MBConvExpand, stride 1, 240 channels
+            # Stage 7: MBConvExpand x1, stride 1, 240 channels
             Stage(
                 MBConvExpand(
                     144,

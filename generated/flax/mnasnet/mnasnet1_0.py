@@ -224,11 +224,11 @@ class MNASNet1_0(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 32, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConv, stride 1, 16 channels
+            # Stage 1: MBConv x1, stride 1, 16 channels
             Stage(
                 MBConv(32, 16, rngs=rngs),
             ),
-            # Stage 2: 3 mbconv blocks, stride 2, 24 channels
+            # Stage 2: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 24 channels
             Stage(
                 MBConvExpand(
                     16, 24, stride=2, expand_channels=48, depthwise_kernel=3, rngs=rngs
@@ -240,7 +240,7 @@ class MNASNet1_0(nnx.Module):
                     24, expand_channels=72, depthwise_kernel=3, rngs=rngs
                 ),
             ),
-            # Stage 3: 3 mbconv blocks, stride 2, 40 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 40 channels
             Stage(
                 MBConvExpand(
                     24, 40, stride=2, expand_channels=72, depthwise_kernel=5, rngs=rngs
@@ -252,7 +252,7 @@ class MNASNet1_0(nnx.Module):
                     40, expand_channels=120, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 4: 3 mbconv blocks, stride 2, 80 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 80 channels
             Stage(
                 MBConvExpand(
                     40, 80, stride=2, expand_channels=240, depthwise_kernel=5, rngs=rngs
@@ -273,7 +273,7 @@ class MNASNet1_0(nnx.Module):
                     96, expand_channels=576, depthwise_kernel=3, rngs=rngs
                 ),
             ),
-            # Stage 6: 4 mbconv blocks, stride 2, 192 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 192 channels
             Stage(
                 MBConvExpand(
                     96,
@@ -293,7 +293,7 @@ class MNASNet1_0(nnx.Module):
                     192, expand_channels=1152, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 7: MBConvExpand, stride 1, 320 channels
+            # Stage 7: MBConvExpand x1, stride 1, 320 channels
             Stage(
                 MBConvExpand(
                     192,

@@ -224,11 +224,11 @@ class MNASNet1_3(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 40, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConv, stride 1, 24 channels
+            # Stage 1: MBConv x1, stride 1, 24 channels
             Stage(
                 MBConv(40, 24, rngs=rngs),
             ),
-            # Stage 2: 3 mbconv blocks, stride 2, 32 channels
+            # Stage 2: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 32 channels
             Stage(
                 MBConvExpand(
                     24, 32, stride=2, expand_channels=72, depthwise_kernel=3, rngs=rngs
@@ -240,7 +240,7 @@ class MNASNet1_3(nnx.Module):
                     32, expand_channels=96, depthwise_kernel=3, rngs=rngs
                 ),
             ),
-            # Stage 3: 3 mbconv blocks, stride 2, 56 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 56 channels
             Stage(
                 MBConvExpand(
                     32, 56, stride=2, expand_channels=96, depthwise_kernel=5, rngs=rngs
@@ -252,7 +252,7 @@ class MNASNet1_3(nnx.Module):
                     56, expand_channels=168, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 4: 3 mbconv blocks, stride 2, 104 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 104 channels
             Stage(
                 MBConvExpand(
                     56,
@@ -269,7 +269,7 @@ class MNASNet1_3(nnx.Module):
                     104, expand_channels=624, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 5: 2 mbconv blocks, stride 1, 128 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd, stride 1, 128 channels
             Stage(
                 MBConvExpand(
                     104,
@@ -283,7 +283,7 @@ class MNASNet1_3(nnx.Module):
                     128, expand_channels=768, depthwise_kernel=3, rngs=rngs
                 ),
             ),
-            # Stage 6: 4 mbconv blocks, stride 2, 248 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 248 channels
             Stage(
                 MBConvExpand(
                     128,
@@ -303,7 +303,7 @@ class MNASNet1_3(nnx.Module):
                     248, expand_channels=1488, depthwise_kernel=5, rngs=rngs
                 ),
             ),
-            # Stage 7: MBConvExpand, stride 1, 416 channels
+            # Stage 7: MBConvExpand x1, stride 1, 416 channels
             Stage(
                 MBConvExpand(
                     248,

@@ -150,27 +150,27 @@ class MobileNetV1_025(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 8, 3, stride=2, padding="same", rngs=rngs)
         stages = [
-            # Stage 1: DepthwiseSeparable, stride 1, 16 channels
+            # Stage 1: DepthwiseSeparable x1, stride 1, 16 channels
             Stage(
                 DepthwiseSeparable(8, 16, stride=1, rngs=rngs),
             ),
-            # Stage 2: DepthwiseSeparable, stride 2, 32 channels
+            # Stage 2: DepthwiseSeparable x1, stride 2, 32 channels
             Stage(
                 DepthwiseSeparable(16, 32, stride=2, rngs=rngs),
             ),
-            # Stage 3: DepthwiseSeparable, stride 1, 32 channels
+            # Stage 3: DepthwiseSeparable x1, stride 1, 32 channels
             Stage(
                 DepthwiseSeparable(32, 32, stride=1, rngs=rngs),
             ),
-            # Stage 4: DepthwiseSeparable, stride 2, 64 channels
+            # Stage 4: DepthwiseSeparable x1, stride 2, 64 channels
             Stage(
                 DepthwiseSeparable(32, 64, stride=2, rngs=rngs),
             ),
-            # Stage 5: DepthwiseSeparable, stride 1, 64 channels
+            # Stage 5: DepthwiseSeparable x1, stride 1, 64 channels
             Stage(
                 DepthwiseSeparable(64, 64, stride=1, rngs=rngs),
             ),
-            # Stage 6: DepthwiseSeparable, stride 2, 128 channels
+            # Stage 6: DepthwiseSeparable x1, stride 2, 128 channels
             Stage(
                 DepthwiseSeparable(64, 128, stride=2, rngs=rngs),
             ),
@@ -182,11 +182,11 @@ class MobileNetV1_025(nnx.Module):
                 DepthwiseSeparable(128, 128, stride=1, rngs=rngs),
                 DepthwiseSeparable(128, 128, stride=1, rngs=rngs),
             ),
-            # Stage 8: DepthwiseSeparable, stride 2, 256 channels
+            # Stage 8: DepthwiseSeparable x1, stride 2, 256 channels
             Stage(
                 DepthwiseSeparable(128, 256, stride=2, rngs=rngs),
             ),
-            # Stage 9: DepthwiseSeparable, stride 1, 256 channels
+            # Stage 9: DepthwiseSeparable x1, stride 1, 256 channels
             Stage(
                 DepthwiseSeparable(256, 256, stride=1, rngs=rngs),
             ),

@@ -150,27 +150,27 @@ class MobileNetV1_075(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 24, 3, stride=2, padding="same", rngs=rngs)
         stages = [
-            # Stage 1: DepthwiseSeparable, stride 1, 48 channels
+            # Stage 1: DepthwiseSeparable x1, stride 1, 48 channels
             Stage(
                 DepthwiseSeparable(24, 48, stride=1, rngs=rngs),
             ),
-            # Stage 2: DepthwiseSeparable, stride 2, 96 channels
+            # Stage 2: DepthwiseSeparable x1, stride 2, 96 channels
             Stage(
                 DepthwiseSeparable(48, 96, stride=2, rngs=rngs),
             ),
-            # Stage 3: DepthwiseSeparable, stride 1, 96 channels
+            # Stage 3: DepthwiseSeparable x1, stride 1, 96 channels
             Stage(
                 DepthwiseSeparable(96, 96, stride=1, rngs=rngs),
             ),
-            # Stage 4: DepthwiseSeparable, stride 2, 192 channels
+            # Stage 4: DepthwiseSeparable x1, stride 2, 192 channels
             Stage(
                 DepthwiseSeparable(96, 192, stride=2, rngs=rngs),
             ),
-            # Stage 5: DepthwiseSeparable, stride 1, 192 channels
+            # Stage 5: DepthwiseSeparable x1, stride 1, 192 channels
             Stage(
                 DepthwiseSeparable(192, 192, stride=1, rngs=rngs),
             ),
-            # Stage 6: DepthwiseSeparable, stride 2, 384 channels
+            # Stage 6: DepthwiseSeparable x1, stride 2, 384 channels
             Stage(
                 DepthwiseSeparable(192, 384, stride=2, rngs=rngs),
             ),
@@ -182,11 +182,11 @@ class MobileNetV1_075(nnx.Module):
                 DepthwiseSeparable(384, 384, stride=1, rngs=rngs),
                 DepthwiseSeparable(384, 384, stride=1, rngs=rngs),
             ),
-            # Stage 8: DepthwiseSeparable, stride 2, 768 channels
+            # Stage 8: DepthwiseSeparable x1, stride 2, 768 channels
             Stage(
                 DepthwiseSeparable(384, 768, stride=2, rngs=rngs),
             ),
-            # Stage 9: DepthwiseSeparable, stride 1, 768 channels
+            # Stage 9: DepthwiseSeparable x1, stride 1, 768 channels
             Stage(
                 DepthwiseSeparable(768, 768, stride=1, rngs=rngs),
             ),

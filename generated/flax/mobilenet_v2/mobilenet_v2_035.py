@@ -214,7 +214,7 @@ class MobileNetV2_035(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 16, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConv, stride 1, 8 channels
+            # Stage 1: MBConv x1, stride 1, 8 channels
             Stage(
                 MBConv(16, 8, rngs=rngs),
             ),
@@ -223,32 +223,32 @@ class MobileNetV2_035(nnx.Module):
                 MBConvExpand(8, 8, stride=2, expand_channels=48, rngs=rngs),
                 MBConvExpandDropPathAdd(8, expand_channels=48, rngs=rngs),
             ),
-            # Stage 3: 3 mbconv blocks, stride 2, 16 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 16 channels
             Stage(
                 MBConvExpand(8, 16, stride=2, expand_channels=48, rngs=rngs),
                 MBConvExpandDropPathAdd(16, expand_channels=96, rngs=rngs),
                 MBConvExpandDropPathAdd(16, expand_channels=96, rngs=rngs),
             ),
-            # Stage 4: 4 mbconv blocks, stride 2, 24 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 24 channels
             Stage(
                 MBConvExpand(16, 24, stride=2, expand_channels=96, rngs=rngs),
                 MBConvExpandDropPathAdd(24, expand_channels=144, rngs=rngs),
                 MBConvExpandDropPathAdd(24, expand_channels=144, rngs=rngs),
                 MBConvExpandDropPathAdd(24, expand_channels=144, rngs=rngs),
             ),
-            # Stage 5: 3 mbconv blocks, stride 1, 32 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x2, stride 1, 32 channels
             Stage(
                 MBConvExpand(24, 32, stride=1, expand_channels=144, rngs=rngs),
                 MBConvExpandDropPathAdd(32, expand_channels=192, rngs=rngs),
                 MBConvExpandDropPathAdd(32, expand_channels=192, rngs=rngs),
             ),
-            # Stage 6: 3 mbconv blocks, stride 2, 56 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 56 channels
             Stage(
                 MBConvExpand(32, 56, stride=2, expand_channels=192, rngs=rngs),
                 MBConvExpandDropPathAdd(56, expand_channels=336, rngs=rngs),
                 MBConvExpandDropPathAdd(56, expand_channels=336, rngs=rngs),
             ),
-            # Stage 7: MBConvExpand, stride 1, 112 channels
+            # Stage 7: MBConvExpand x1, stride 1, 112 channels
             Stage(
                 MBConvExpand(56, 112, stride=1, expand_channels=336, rngs=rngs),
             ),

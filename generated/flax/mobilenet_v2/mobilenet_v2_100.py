@@ -214,7 +214,7 @@ class MobileNetV2_100(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 32, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConv, stride 1, 16 channels
+            # Stage 1: MBConv x1, stride 1, 16 channels
             Stage(
                 MBConv(32, 16, rngs=rngs),
             ),
@@ -223,32 +223,32 @@ class MobileNetV2_100(nnx.Module):
                 MBConvExpand(16, 24, stride=2, expand_channels=96, rngs=rngs),
                 MBConvExpandDropPathAdd(24, expand_channels=144, rngs=rngs),
             ),
-            # Stage 3: 3 mbconv blocks, stride 2, 32 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 32 channels
             Stage(
                 MBConvExpand(24, 32, stride=2, expand_channels=144, rngs=rngs),
                 MBConvExpandDropPathAdd(32, expand_channels=192, rngs=rngs),
                 MBConvExpandDropPathAdd(32, expand_channels=192, rngs=rngs),
             ),
-            # Stage 4: 4 mbconv blocks, stride 2, 64 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 64 channels
             Stage(
                 MBConvExpand(32, 64, stride=2, expand_channels=192, rngs=rngs),
                 MBConvExpandDropPathAdd(64, expand_channels=384, rngs=rngs),
                 MBConvExpandDropPathAdd(64, expand_channels=384, rngs=rngs),
                 MBConvExpandDropPathAdd(64, expand_channels=384, rngs=rngs),
             ),
-            # Stage 5: 3 mbconv blocks, stride 1, 96 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x2, stride 1, 96 channels
             Stage(
                 MBConvExpand(64, 96, stride=1, expand_channels=384, rngs=rngs),
                 MBConvExpandDropPathAdd(96, expand_channels=576, rngs=rngs),
                 MBConvExpandDropPathAdd(96, expand_channels=576, rngs=rngs),
             ),
-            # Stage 6: 3 mbconv blocks, stride 2, 160 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 160 channels
             Stage(
                 MBConvExpand(96, 160, stride=2, expand_channels=576, rngs=rngs),
                 MBConvExpandDropPathAdd(160, expand_channels=960, rngs=rngs),
                 MBConvExpandDropPathAdd(160, expand_channels=960, rngs=rngs),
             ),
-            # Stage 7: MBConvExpand, stride 1, 320 channels
+            # Stage 7: MBConvExpand x1, stride 1, 320 channels
             Stage(
                 MBConvExpand(160, 320, stride=1, expand_channels=960, rngs=rngs),
             ),

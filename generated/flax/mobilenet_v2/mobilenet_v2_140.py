@@ -214,7 +214,7 @@ class MobileNetV2_140(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 48, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConv, stride 1, 24 channels
+            # Stage 1: MBConv x1, stride 1, 24 channels
             Stage(
                 MBConv(48, 24, rngs=rngs),
             ),
@@ -223,32 +223,32 @@ class MobileNetV2_140(nnx.Module):
                 MBConvExpand(24, 32, stride=2, expand_channels=144, rngs=rngs),
                 MBConvExpandDropPathAdd(32, expand_channels=192, rngs=rngs),
             ),
-            # Stage 3: 3 mbconv blocks, stride 2, 48 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 48 channels
             Stage(
                 MBConvExpand(32, 48, stride=2, expand_channels=192, rngs=rngs),
                 MBConvExpandDropPathAdd(48, expand_channels=288, rngs=rngs),
                 MBConvExpandDropPathAdd(48, expand_channels=288, rngs=rngs),
             ),
-            # Stage 4: 4 mbconv blocks, stride 2, 88 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 88 channels
             Stage(
                 MBConvExpand(48, 88, stride=2, expand_channels=288, rngs=rngs),
                 MBConvExpandDropPathAdd(88, expand_channels=528, rngs=rngs),
                 MBConvExpandDropPathAdd(88, expand_channels=528, rngs=rngs),
                 MBConvExpandDropPathAdd(88, expand_channels=528, rngs=rngs),
             ),
-            # Stage 5: 3 mbconv blocks, stride 1, 136 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x2, stride 1, 136 channels
             Stage(
                 MBConvExpand(88, 136, stride=1, expand_channels=528, rngs=rngs),
                 MBConvExpandDropPathAdd(136, expand_channels=816, rngs=rngs),
                 MBConvExpandDropPathAdd(136, expand_channels=816, rngs=rngs),
             ),
-            # Stage 6: 3 mbconv blocks, stride 2, 224 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 224 channels
             Stage(
                 MBConvExpand(136, 224, stride=2, expand_channels=816, rngs=rngs),
                 MBConvExpandDropPathAdd(224, expand_channels=1344, rngs=rngs),
                 MBConvExpandDropPathAdd(224, expand_channels=1344, rngs=rngs),
             ),
-            # Stage 7: MBConvExpand, stride 1, 448 channels
+            # Stage 7: MBConvExpand x1, stride 1, 448 channels
             Stage(
                 MBConvExpand(224, 448, stride=1, expand_channels=1344, rngs=rngs),
             ),

@@ -216,7 +216,7 @@ class MobileNetV2_075(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 24, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConv, stride 1, 16 channels
+            # Stage 1: MBConv x1, stride 1, 16 channels
             Stage(
                 MBConv(24, 16, rngs=rngs),
             ),
@@ -225,32 +225,32 @@ class MobileNetV2_075(nnx.Module):
                 MBConvExpand(16, 24, stride=2, expand_channels=96, rngs=rngs),
                 MBConvExpandDropPathAdd(24, expand_channels=144, rngs=rngs),
             ),
-            # Stage 3: 3 mbconv blocks, stride 2, 24 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 24 channels
             Stage(
                 MBConvExpand(24, 24, stride=2, expand_channels=144, rngs=rngs),
                 MBConvExpandDropPathAdd(24, expand_channels=144, rngs=rngs),
                 MBConvExpandDropPathAdd(24, expand_channels=144, rngs=rngs),
             ),
-            # Stage 4: 4 mbconv blocks, stride 2, 48 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 48 channels
             Stage(
                 MBConvExpand(24, 48, stride=2, expand_channels=144, rngs=rngs),
                 MBConvExpandDropPathAdd(48, expand_channels=288, rngs=rngs),
                 MBConvExpandDropPathAdd(48, expand_channels=288, rngs=rngs),
                 MBConvExpandDropPathAdd(48, expand_channels=288, rngs=rngs),
             ),
-            # Stage 5: 3 mbconv blocks, stride 1, 72 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x2, stride 1, 72 channels
             Stage(
                 MBConvExpand(48, 72, stride=1, expand_channels=288, rngs=rngs),
                 MBConvExpandDropPathAdd(72, expand_channels=432, rngs=rngs),
                 MBConvExpandDropPathAdd(72, expand_channels=432, rngs=rngs),
             ),
-            # Stage 6: 3 mbconv blocks, stride 2, 120 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 120 channels
             Stage(
                 MBConvExpand(72, 120, stride=2, expand_channels=432, rngs=rngs),
                 MBConvExpandDropPathAdd(120, expand_channels=720, rngs=rngs),
                 MBConvExpandDropPathAdd(120, expand_channels=720, rngs=rngs),
             ),
-            # Stage 7: MBConvExpand, stride 1, 240 channels
+            # Stage 7: MBConvExpand x1, stride 1, 240 channels
             Stage(
                 MBConvExpand(120, 240, stride=1, expand_channels=720, rngs=rngs),
             ),

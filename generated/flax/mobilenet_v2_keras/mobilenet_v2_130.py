@@ -216,7 +216,7 @@ class MobileNetV2_130(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 40, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConv, stride 1, 24 channels
+            # Stage 1: MBConv x1, stride 1, 24 channels
             Stage(
                 MBConv(40, 24, rngs=rngs),
             ),
@@ -225,32 +225,32 @@ class MobileNetV2_130(nnx.Module):
                 MBConvExpand(24, 32, stride=2, expand_channels=144, rngs=rngs),
                 MBConvExpandDropPathAdd(32, expand_channels=192, rngs=rngs),
             ),
-            # Stage 3: 3 mbconv blocks, stride 2, 40 channels
+            # Stage 3: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 40 channels
             Stage(
                 MBConvExpand(32, 40, stride=2, expand_channels=192, rngs=rngs),
                 MBConvExpandDropPathAdd(40, expand_channels=240, rngs=rngs),
                 MBConvExpandDropPathAdd(40, expand_channels=240, rngs=rngs),
             ),
-            # Stage 4: 4 mbconv blocks, stride 2, 80 channels
+            # Stage 4: MBConvExpand, MBConvExpandDropPathAdd x3, stride 2, 80 channels
             Stage(
                 MBConvExpand(40, 80, stride=2, expand_channels=240, rngs=rngs),
                 MBConvExpandDropPathAdd(80, expand_channels=480, rngs=rngs),
                 MBConvExpandDropPathAdd(80, expand_channels=480, rngs=rngs),
                 MBConvExpandDropPathAdd(80, expand_channels=480, rngs=rngs),
             ),
-            # Stage 5: 3 mbconv blocks, stride 1, 128 channels
+            # Stage 5: MBConvExpand, MBConvExpandDropPathAdd x2, stride 1, 128 channels
             Stage(
                 MBConvExpand(80, 128, stride=1, expand_channels=480, rngs=rngs),
                 MBConvExpandDropPathAdd(128, expand_channels=768, rngs=rngs),
                 MBConvExpandDropPathAdd(128, expand_channels=768, rngs=rngs),
             ),
-            # Stage 6: 3 mbconv blocks, stride 2, 208 channels
+            # Stage 6: MBConvExpand, MBConvExpandDropPathAdd x2, stride 2, 208 channels
             Stage(
                 MBConvExpand(128, 208, stride=2, expand_channels=768, rngs=rngs),
                 MBConvExpandDropPathAdd(208, expand_channels=1248, rngs=rngs),
                 MBConvExpandDropPathAdd(208, expand_channels=1248, rngs=rngs),
             ),
-            # Stage 7: MBConvExpand, stride 1, 416 channels
+            # Stage 7: MBConvExpand x1, stride 1, 416 channels
             Stage(
                 MBConvExpand(208, 416, stride=1, expand_channels=1248, rngs=rngs),
             ),

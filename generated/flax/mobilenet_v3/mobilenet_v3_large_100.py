@@ -415,47 +415,47 @@ class MobileNetV3Large_100(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 16, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConvDropPathAdd, stride 1, 16 channels
+            # Stage 1: MBConvDropPathAdd x1, stride 1, 16 channels
             Stage(
                 MBConvDropPathAdd(16, rngs=rngs),
             ),
-            # Stage 2: MBConvExpand, stride 2, 24 channels
+            # Stage 2: MBConvExpand x1, stride 2, 24 channels
             Stage(
                 MBConvExpand(16, 24, rngs=rngs),
             ),
-            # Stage 3: MBConvExpandDropPathAdd, stride 1, 24 channels
+            # Stage 3: MBConvExpandDropPathAdd x1, stride 1, 24 channels
             Stage(
                 MBConvExpandDropPathAdd(24, rngs=rngs),
             ),
-            # Stage 4: MBConvExpandSe, stride 2, 40 channels
+            # Stage 4: MBConvExpandSe x1, stride 2, 40 channels
             Stage(
                 MBConvExpandSe(24, 40, rngs=rngs),
             ),
-            # Stage 5: MBConvExpandSeDropPathAdd, stride 1, 40 channels
+            # Stage 5: MBConvExpandSeDropPathAdd x1, stride 1, 40 channels
             Stage(
                 MBConvExpandSeDropPathAdd(rngs=rngs),
             ),
-            # Stage 6: MBConvExpandSeDropPathAdd, stride 1, 40 channels
+            # Stage 6: MBConvExpandSeDropPathAdd x1, stride 1, 40 channels
             Stage(
                 MBConvExpandSeDropPathAdd(rngs=rngs),
             ),
-            # Stage 7: MBConvExpandAlt, stride 2, 80 channels
+            # Stage 7: MBConvExpandAlt x1, stride 2, 80 channels
             Stage(
                 MBConvExpandAlt(40, 80, rngs=rngs),
             ),
-            # Stage 8: MBConvExpandDropPathAddAlt, stride 1, 80 channels
+            # Stage 8: MBConvExpandDropPathAddAlt x1, stride 1, 80 channels
             Stage(
                 MBConvExpandDropPathAddAlt(expand_channels=200, rngs=rngs),
             ),
-            # Stage 9: MBConvExpandDropPathAddAlt, stride 1, 80 channels
+            # Stage 9: MBConvExpandDropPathAddAlt x1, stride 1, 80 channels
             Stage(
                 MBConvExpandDropPathAddAlt(expand_channels=184, rngs=rngs),
             ),
-            # Stage 10: MBConvExpandDropPathAddAlt, stride 1, 80 channels
+            # Stage 10: MBConvExpandDropPathAddAlt x1, stride 1, 80 channels
             Stage(
                 MBConvExpandDropPathAddAlt(expand_channels=184, rngs=rngs),
             ),
-            # Stage 11: MBConvExpandSeAlt, stride 1, 112 channels
+            # Stage 11: MBConvExpandSeAlt x1, stride 1, 112 channels
             Stage(
                 MBConvExpandSeAlt(
                     80,
@@ -467,7 +467,7 @@ class MobileNetV3Large_100(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 12: MBConvExpandSeDropPathAddAlt, stride 1, 112 channels
+            # Stage 12: MBConvExpandSeDropPathAddAlt x1, stride 1, 112 channels
             Stage(
                 MBConvExpandSeDropPathAddAlt(
                     112,
@@ -477,7 +477,7 @@ class MobileNetV3Large_100(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 13: MBConvExpandSeAlt, stride 2, 160 channels
+            # Stage 13: MBConvExpandSeAlt x1, stride 2, 160 channels
             Stage(
                 MBConvExpandSeAlt(
                     112,
@@ -489,7 +489,7 @@ class MobileNetV3Large_100(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 14: MBConvExpandSeDropPathAddAlt, stride 1, 160 channels
+            # Stage 14: MBConvExpandSeDropPathAddAlt x1, stride 1, 160 channels
             Stage(
                 MBConvExpandSeDropPathAddAlt(
                     160,
@@ -499,7 +499,7 @@ class MobileNetV3Large_100(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 15: MBConvExpandSeDropPathAddAlt, stride 1, 160 channels
+            # Stage 15: MBConvExpandSeDropPathAddAlt x1, stride 1, 160 channels
             Stage(
                 MBConvExpandSeDropPathAddAlt(
                     160,

@@ -301,61 +301,61 @@ class MobileNetV3Small_075(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 16, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConvSe, stride 2, 16 channels
+            # Stage 1: MBConvSe x1, stride 2, 16 channels
             Stage(
                 MBConvSe(16, rngs=rngs),
             ),
-            # Stage 2: MBConvExpand, stride 2, 24 channels
+            # Stage 2: MBConvExpand x1, stride 2, 24 channels
             Stage(
                 MBConvExpand(16, 24, rngs=rngs),
             ),
-            # Stage 3: MBConvExpandDropPathAdd, stride 1, 24 channels
+            # Stage 3: MBConvExpandDropPathAdd x1, stride 1, 24 channels
             Stage(
                 MBConvExpandDropPathAdd(24, rngs=rngs),
             ),
-            # Stage 4: MBConvExpandSe, stride 2, 32 channels
+            # Stage 4: MBConvExpandSe x1, stride 2, 32 channels
             Stage(
                 MBConvExpandSe(
                     24, 32, stride=2, expand_channels=72, se_squeeze=24, rngs=rngs
                 ),
             ),
-            # Stage 5: MBConvExpandSeDropPathAdd, stride 1, 32 channels
+            # Stage 5: MBConvExpandSeDropPathAdd x1, stride 1, 32 channels
             Stage(
                 MBConvExpandSeDropPathAdd(
                     32, expand_channels=184, se_squeeze=48, rngs=rngs
                 ),
             ),
-            # Stage 6: MBConvExpandSeDropPathAdd, stride 1, 32 channels
+            # Stage 6: MBConvExpandSeDropPathAdd x1, stride 1, 32 channels
             Stage(
                 MBConvExpandSeDropPathAdd(
                     32, expand_channels=184, se_squeeze=48, rngs=rngs
                 ),
             ),
-            # Stage 7: MBConvExpandSe, stride 1, 40 channels
+            # Stage 7: MBConvExpandSe x1, stride 1, 40 channels
             Stage(
                 MBConvExpandSe(
                     32, 40, stride=1, expand_channels=88, se_squeeze=24, rngs=rngs
                 ),
             ),
-            # Stage 8: MBConvExpandSeDropPathAdd, stride 1, 40 channels
+            # Stage 8: MBConvExpandSeDropPathAdd x1, stride 1, 40 channels
             Stage(
                 MBConvExpandSeDropPathAdd(
                     40, expand_channels=112, se_squeeze=32, rngs=rngs
                 ),
             ),
-            # Stage 9: MBConvExpandSe, stride 2, 72 channels
+            # Stage 9: MBConvExpandSe x1, stride 2, 72 channels
             Stage(
                 MBConvExpandSe(
                     40, 72, stride=2, expand_channels=216, se_squeeze=56, rngs=rngs
                 ),
             ),
-            # Stage 10: MBConvExpandSeDropPathAdd, stride 1, 72 channels
+            # Stage 10: MBConvExpandSeDropPathAdd x1, stride 1, 72 channels
             Stage(
                 MBConvExpandSeDropPathAdd(
                     72, expand_channels=432, se_squeeze=112, rngs=rngs
                 ),
             ),
-            # Stage 11: MBConvExpandSeDropPathAdd, stride 1, 72 channels
+            # Stage 11: MBConvExpandSeDropPathAdd x1, stride 1, 72 channels
             Stage(
                 MBConvExpandSeDropPathAdd(
                     72, expand_channels=432, se_squeeze=112, rngs=rngs

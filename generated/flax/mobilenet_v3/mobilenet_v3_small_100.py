@@ -301,61 +301,61 @@ class MobileNetV3Small_100(nnx.Module):
         rngs = nnx.Rngs(0) if rngs is None else rngs
         self.stem = ConvBNAct(3, 16, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConvSe, stride 2, 16 channels
+            # Stage 1: MBConvSe x1, stride 2, 16 channels
             Stage(
                 MBConvSe(16, rngs=rngs),
             ),
-            # Stage 2: MBConvExpand, stride 2, 24 channels
+            # Stage 2: MBConvExpand x1, stride 2, 24 channels
             Stage(
                 MBConvExpand(16, 24, rngs=rngs),
             ),
-            # Stage 3: MBConvExpandDropPathAdd, stride 1, 24 channels
+            # Stage 3: MBConvExpandDropPathAdd x1, stride 1, 24 channels
             Stage(
                 MBConvExpandDropPathAdd(24, rngs=rngs),
             ),
-            # Stage 4: MBConvExpandSe, stride 2, 40 channels
+            # Stage 4: MBConvExpandSe x1, stride 2, 40 channels
             Stage(
                 MBConvExpandSe(
                     24, 40, stride=2, expand_channels=96, se_squeeze=24, rngs=rngs
                 ),
             ),
-            # Stage 5: MBConvExpandSeDropPathAdd, stride 1, 40 channels
+            # Stage 5: MBConvExpandSeDropPathAdd x1, stride 1, 40 channels
             Stage(
                 MBConvExpandSeDropPathAdd(
                     40, expand_channels=240, se_squeeze=64, rngs=rngs
                 ),
             ),
-            # Stage 6: MBConvExpandSeDropPathAdd, stride 1, 40 channels
+            # Stage 6: MBConvExpandSeDropPathAdd x1, stride 1, 40 channels
             Stage(
                 MBConvExpandSeDropPathAdd(
                     40, expand_channels=240, se_squeeze=64, rngs=rngs
                 ),
             ),
-            # Stage 7: MBConvExpandSe, stride 1, 48 channels
+            # Stage 7: MBConvExpandSe x1, stride 1, 48 channels
             Stage(
                 MBConvExpandSe(
                     40, 48, stride=1, expand_channels=120, se_squeeze=32, rngs=rngs
                 ),
             ),
-            # Stage 8: MBConvExpandSeDropPathAdd, stride 1, 48 channels
+            # Stage 8: MBConvExpandSeDropPathAdd x1, stride 1, 48 channels
             Stage(
                 MBConvExpandSeDropPathAdd(
                     48, expand_channels=144, se_squeeze=40, rngs=rngs
                 ),
             ),
-            # Stage 9: MBConvExpandSe, stride 2, 96 channels
+            # Stage 9: MBConvExpandSe x1, stride 2, 96 channels
             Stage(
                 MBConvExpandSe(
                     48, 96, stride=2, expand_channels=288, se_squeeze=72, rngs=rngs
                 ),
             ),
-            # Stage 10: MBConvExpandSeDropPathAdd, stride 1, 96 channels
+            # Stage 10: MBConvExpandSeDropPathAdd x1, stride 1, 96 channels
             Stage(
                 MBConvExpandSeDropPathAdd(
                     96, expand_channels=576, se_squeeze=144, rngs=rngs
                 ),
             ),
-            # Stage 11: MBConvExpandSeDropPathAdd, stride 1, 96 channels
+            # Stage 11: MBConvExpandSeDropPathAdd x1, stride 1, 96 channels
             Stage(
                 MBConvExpandSeDropPathAdd(
                     96, expand_channels=576, se_squeeze=144, rngs=rngs

@@ -431,47 +431,47 @@ class MobileNetV3Large_075(nnx.Module):
         )
         self.stem = ConvBNAct(3, 16, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConvDropPathAdd, stride 1, 16 channels
+            # Stage 1: MBConvDropPathAdd x1, stride 1, 16 channels
             Stage(
                 MBConvDropPathAdd(16, rngs=rngs),
             ),
-            # Stage 2: MBConvExpand, stride 2, 24 channels
+            # Stage 2: MBConvExpand x1, stride 2, 24 channels
             Stage(
                 MBConvExpand(16, 24, rngs=rngs),
             ),
-            # Stage 3: MBConvExpandDropPathAdd, stride 1, 24 channels
+            # Stage 3: MBConvExpandDropPathAdd x1, stride 1, 24 channels
             Stage(
                 MBConvExpandDropPathAdd(24, rngs=rngs),
             ),
-            # Stage 4: MBConvExpandSe, stride 2, 32 channels
+            # Stage 4: MBConvExpandSe x1, stride 2, 32 channels
             Stage(
                 MBConvExpandSe(24, 32, rngs=rngs),
             ),
-            # Stage 5: MBConvExpandSeDropPathAdd, stride 1, 32 channels
+            # Stage 5: MBConvExpandSeDropPathAdd x1, stride 1, 32 channels
             Stage(
                 MBConvExpandSeDropPathAdd(rngs=rngs),
             ),
-            # Stage 6: MBConvExpandSeDropPathAdd, stride 1, 32 channels
+            # Stage 6: MBConvExpandSeDropPathAdd x1, stride 1, 32 channels
             Stage(
                 MBConvExpandSeDropPathAdd(rngs=rngs),
             ),
-            # Stage 7: MBConvExpandAlt, stride 2, 64 channels
+            # Stage 7: MBConvExpandAlt x1, stride 2, 64 channels
             Stage(
                 MBConvExpandAlt(32, 64, rngs=rngs),
             ),
-            # Stage 8: MBConvExpandDropPathAddAlt, stride 1, 64 channels
+            # Stage 8: MBConvExpandDropPathAddAlt x1, stride 1, 64 channels
             Stage(
                 MBConvExpandDropPathAddAlt(expand_channels=160, rngs=rngs),
             ),
-            # Stage 9: MBConvExpandDropPathAddAlt, stride 1, 64 channels
+            # Stage 9: MBConvExpandDropPathAddAlt x1, stride 1, 64 channels
             Stage(
                 MBConvExpandDropPathAddAlt(expand_channels=144, rngs=rngs),
             ),
-            # Stage 10: MBConvExpandDropPathAddAlt, stride 1, 64 channels
+            # Stage 10: MBConvExpandDropPathAddAlt x1, stride 1, 64 channels
             Stage(
                 MBConvExpandDropPathAddAlt(expand_channels=144, rngs=rngs),
             ),
-            # Stage 11: MBConvExpandSeAlt, stride 1, 88 channels
+            # Stage 11: MBConvExpandSeAlt x1, stride 1, 88 channels
             Stage(
                 MBConvExpandSeAlt(
                     64,
@@ -483,7 +483,7 @@ class MobileNetV3Large_075(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 12: MBConvExpandSeDropPathAddAlt, stride 1, 88 channels
+            # Stage 12: MBConvExpandSeDropPathAddAlt x1, stride 1, 88 channels
             Stage(
                 MBConvExpandSeDropPathAddAlt(
                     88,
@@ -493,7 +493,7 @@ class MobileNetV3Large_075(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 13: MBConvExpandSeAlt, stride 2, 120 channels
+            # Stage 13: MBConvExpandSeAlt x1, stride 2, 120 channels
             Stage(
                 MBConvExpandSeAlt(
                     88,
@@ -505,7 +505,7 @@ class MobileNetV3Large_075(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 14: MBConvExpandSeDropPathAddAlt, stride 1, 120 channels
+            # Stage 14: MBConvExpandSeDropPathAddAlt x1, stride 1, 120 channels
             Stage(
                 MBConvExpandSeDropPathAddAlt(
                     120,
@@ -515,7 +515,7 @@ class MobileNetV3Large_075(nnx.Module):
                     rngs=rngs,
                 ),
             ),
-            # Stage 15: MBConvExpandSeDropPathAddAlt, stride 1, 120 channels
+            # Stage 15: MBConvExpandSeDropPathAddAlt x1, stride 1, 120 channels
             Stage(
                 MBConvExpandSeDropPathAddAlt(
                     120,

@@ -238,63 +238,63 @@ class MobileNetV3LargeMinimal_100(nnx.Module):
         )
         self.stem = ConvBNAct(3, 16, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConvDropPathAdd, stride 1, 16 channels
+            # Stage 1: MBConvDropPathAdd x1, stride 1, 16 channels
             Stage(
                 MBConvDropPathAdd(16, rngs=rngs),
             ),
-            # Stage 2: MBConvExpand, stride 2, 24 channels
+            # Stage 2: MBConvExpand x1, stride 2, 24 channels
             Stage(
                 MBConvExpand(16, 24, stride=2, expand_channels=64, rngs=rngs),
             ),
-            # Stage 3: MBConvExpandDropPathAdd, stride 1, 24 channels
+            # Stage 3: MBConvExpandDropPathAdd x1, stride 1, 24 channels
             Stage(
                 MBConvExpandDropPathAdd(24, expand_channels=72, rngs=rngs),
             ),
-            # Stage 4: MBConvExpand, stride 2, 40 channels
+            # Stage 4: MBConvExpand x1, stride 2, 40 channels
             Stage(
                 MBConvExpand(24, 40, stride=2, expand_channels=72, rngs=rngs),
             ),
-            # Stage 5: MBConvExpandDropPathAdd, stride 1, 40 channels
+            # Stage 5: MBConvExpandDropPathAdd x1, stride 1, 40 channels
             Stage(
                 MBConvExpandDropPathAdd(40, expand_channels=120, rngs=rngs),
             ),
-            # Stage 6: MBConvExpandDropPathAdd, stride 1, 40 channels
+            # Stage 6: MBConvExpandDropPathAdd x1, stride 1, 40 channels
             Stage(
                 MBConvExpandDropPathAdd(40, expand_channels=120, rngs=rngs),
             ),
-            # Stage 7: MBConvExpand, stride 2, 80 channels
+            # Stage 7: MBConvExpand x1, stride 2, 80 channels
             Stage(
                 MBConvExpand(40, 80, stride=2, expand_channels=240, rngs=rngs),
             ),
-            # Stage 8: MBConvExpandDropPathAdd, stride 1, 80 channels
+            # Stage 8: MBConvExpandDropPathAdd x1, stride 1, 80 channels
             Stage(
                 MBConvExpandDropPathAdd(80, expand_channels=200, rngs=rngs),
             ),
-            # Stage 9: MBConvExpandDropPathAdd, stride 1, 80 channels
+            # Stage 9: MBConvExpandDropPathAdd x1, stride 1, 80 channels
             Stage(
                 MBConvExpandDropPathAdd(80, expand_channels=184, rngs=rngs),
             ),
-            # Stage 10: MBConvExpandDropPathAdd, stride 1, 80 channels
+            # Stage 10: MBConvExpandDropPathAdd x1, stride 1, 80 channels
             Stage(
                 MBConvExpandDropPathAdd(80, expand_channels=184, rngs=rngs),
             ),
-            # Stage 11: MBConvExpand, stride 1, 112 channels
+            # Stage 11: MBConvExpand x1, stride 1, 112 channels
             Stage(
                 MBConvExpand(80, 112, stride=1, expand_channels=480, rngs=rngs),
             ),
-            # Stage 12: MBConvExpandDropPathAdd, stride 1, 112 channels
+            # Stage 12: MBConvExpandDropPathAdd x1, stride 1, 112 channels
             Stage(
                 MBConvExpandDropPathAdd(112, expand_channels=672, rngs=rngs),
             ),
-            # Stage 13: MBConvExpand, stride 2, 160 channels
+            # Stage 13: MBConvExpand x1, stride 2, 160 channels
             Stage(
                 MBConvExpand(112, 160, stride=2, expand_channels=672, rngs=rngs),
             ),
-            # Stage 14: MBConvExpandDropPathAdd, stride 1, 160 channels
+            # Stage 14: MBConvExpandDropPathAdd x1, stride 1, 160 channels
             Stage(
                 MBConvExpandDropPathAdd(160, expand_channels=960, rngs=rngs),
             ),
-            # Stage 15: MBConvExpandDropPathAdd, stride 1, 160 channels
+            # Stage 15: MBConvExpandDropPathAdd x1, stride 1, 160 channels
             Stage(
                 MBConvExpandDropPathAdd(160, expand_channels=960, rngs=rngs),
             ),

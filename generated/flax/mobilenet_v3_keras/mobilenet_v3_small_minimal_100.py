@@ -231,47 +231,47 @@ class MobileNetV3SmallMinimal_100(nnx.Module):
         )
         self.stem = ConvBNAct(3, 16, 3, stride=2, rngs=rngs)
         stages = [
-            # Stage 1: MBConv, stride 2, 16 channels
+            # Stage 1: MBConv x1, stride 2, 16 channels
             Stage(
                 MBConv(16, rngs=rngs),
             ),
-            # Stage 2: MBConvExpand, stride 2, 24 channels
+            # Stage 2: MBConvExpand x1, stride 2, 24 channels
             Stage(
                 MBConvExpand(16, 24, stride=2, expand_channels=72, rngs=rngs),
             ),
-            # Stage 3: MBConvExpandDropPathAdd, stride 1, 24 channels
+            # Stage 3: MBConvExpandDropPathAdd x1, stride 1, 24 channels
             Stage(
                 MBConvExpandDropPathAdd(24, expand_channels=88, rngs=rngs),
             ),
-            # Stage 4: MBConvExpand, stride 2, 40 channels
+            # Stage 4: MBConvExpand x1, stride 2, 40 channels
             Stage(
                 MBConvExpand(24, 40, stride=2, expand_channels=96, rngs=rngs),
             ),
-            # Stage 5: MBConvExpandDropPathAdd, stride 1, 40 channels
+            # Stage 5: MBConvExpandDropPathAdd x1, stride 1, 40 channels
             Stage(
                 MBConvExpandDropPathAdd(40, expand_channels=240, rngs=rngs),
             ),
-            # Stage 6: MBConvExpandDropPathAdd, stride 1, 40 channels
+            # Stage 6: MBConvExpandDropPathAdd x1, stride 1, 40 channels
             Stage(
                 MBConvExpandDropPathAdd(40, expand_channels=240, rngs=rngs),
             ),
-            # Stage 7: MBConvExpand, stride 1, 48 channels
+            # Stage 7: MBConvExpand x1, stride 1, 48 channels
             Stage(
                 MBConvExpand(40, 48, stride=1, expand_channels=120, rngs=rngs),
             ),
-            # Stage 8: MBConvExpandDropPathAdd, stride 1, 48 channels
+            # Stage 8: MBConvExpandDropPathAdd x1, stride 1, 48 channels
             Stage(
                 MBConvExpandDropPathAdd(48, expand_channels=144, rngs=rngs),
             ),
-            # Stage 9: MBConvExpand, stride 2, 96 channels
+            # Stage 9: MBConvExpand x1, stride 2, 96 channels
             Stage(
                 MBConvExpand(48, 96, stride=2, expand_channels=288, rngs=rngs),
             ),
-            # Stage 10: MBConvExpandDropPathAdd, stride 1, 96 channels
+            # Stage 10: MBConvExpandDropPathAdd x1, stride 1, 96 channels
             Stage(
                 MBConvExpandDropPathAdd(96, expand_channels=576, rngs=rngs),
             ),
-            # Stage 11: MBConvExpandDropPathAdd, stride 1, 96 channels
+            # Stage 11: MBConvExpandDropPathAdd x1, stride 1, 96 channels
             Stage(
                 MBConvExpandDropPathAdd(96, expand_channels=576, rngs=rngs),
             ),

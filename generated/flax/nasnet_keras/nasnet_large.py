@@ -653,11 +653,11 @@ class NASNetLarge(nnx.Module):
             3, 96, 3, stride=2, activation=False, padding="valid", rngs=rngs
         )
         stages = [
-            # Stage 1: ReductionCell, stride 2, 168 channels
+            # Stage 1: ReductionCell x1, stride 2, 168 channels
             Cells(
                 ReductionCell(96, channels=42, rngs=rngs),
             ),
-            # Stage 2: ReductionCellPrevReduced, stride 2, 336 channels
+            # Stage 2: ReductionCellPrevReduced x1, stride 2, 336 channels
             Cells(
                 ReductionCellPrevReduced(168, prev_channels=96, channels=84, rngs=rngs),
             ),
@@ -686,7 +686,7 @@ class NASNetLarge(nnx.Module):
                     1008, prev_channels=1008, channels=168, rngs=rngs
                 ),
             ),
-            # Stage 4: ReductionCellPrevProjected, stride 2, 1344 channels
+            # Stage 4: ReductionCellPrevProjected x1, stride 2, 1344 channels
             Cells(
                 ReductionCellPrevProjected(1008, channels=336, rngs=rngs),
                 skip_reduction=True,
@@ -716,7 +716,7 @@ class NASNetLarge(nnx.Module):
                     2016, prev_channels=2016, channels=336, rngs=rngs
                 ),
             ),
-            # Stage 6: ReductionCellPrevProjected, stride 2, 2688 channels
+            # Stage 6: ReductionCellPrevProjected x1, stride 2, 2688 channels
             Cells(
                 ReductionCellPrevProjected(2016, channels=672, rngs=rngs),
                 skip_reduction=True,

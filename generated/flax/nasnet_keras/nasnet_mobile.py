@@ -653,11 +653,11 @@ class NASNetMobile(nnx.Module):
             3, 32, 3, stride=2, activation=False, padding="valid", rngs=rngs
         )
         stages = [
-            # Stage 1: ReductionCell, stride 2, 44 channels
+            # Stage 1: ReductionCell x1, stride 2, 44 channels
             Cells(
                 ReductionCell(32, channels=11, rngs=rngs),
             ),
-            # Stage 2: ReductionCellPrevReduced, stride 2, 88 channels
+            # Stage 2: ReductionCellPrevReduced x1, stride 2, 88 channels
             Cells(
                 ReductionCellPrevReduced(44, prev_channels=32, channels=22, rngs=rngs),
             ),
@@ -674,7 +674,7 @@ class NASNetMobile(nnx.Module):
                 NormalCellPrevProjected(264, prev_channels=264, channels=44, rngs=rngs),
                 NormalCellPrevProjected(264, prev_channels=264, channels=44, rngs=rngs),
             ),
-            # Stage 4: ReductionCellPrevProjected, stride 2, 352 channels
+            # Stage 4: ReductionCellPrevProjected x1, stride 2, 352 channels
             Cells(
                 ReductionCellPrevProjected(264, channels=88, rngs=rngs),
             ),
@@ -691,7 +691,7 @@ class NASNetMobile(nnx.Module):
                 NormalCellPrevProjected(528, prev_channels=528, channels=88, rngs=rngs),
                 NormalCellPrevProjected(528, prev_channels=528, channels=88, rngs=rngs),
             ),
-            # Stage 6: ReductionCellPrevProjected, stride 2, 704 channels
+            # Stage 6: ReductionCellPrevProjected x1, stride 2, 704 channels
             Cells(
                 ReductionCellPrevProjected(528, channels=176, rngs=rngs),
             ),

@@ -682,11 +682,11 @@ class PNASNet5Large(nnx.Module):
             3, 96, 3, stride=2, activation=False, padding="valid", rngs=rngs
         )
         stages = [
-            # Stage 1: CellComb0RightComb4Right, stride 2, 270 channels
+            # Stage 1: CellComb0RightComb4Right x1, stride 2, 270 channels
             Cells(
                 CellComb0RightComb4Right(96, channels=54, rngs=rngs),
             ),
-            # Stage 2: CellLeftComb4Right, stride 2, 540 channels
+            # Stage 2: CellLeftComb4Right x1, stride 2, 540 channels
             Cells(
                 CellLeftComb4Right(270, prev_channels=96, channels=108, rngs=rngs),
             ),
@@ -703,7 +703,7 @@ class PNASNet5Large(nnx.Module):
                 CellLeftProjected(1080, prev_channels=1080, channels=216, rngs=rngs),
                 CellLeftProjected(1080, prev_channels=1080, channels=216, rngs=rngs),
             ),
-            # Stage 4: CellLeftProjectedComb4Right, stride 2, 2160 channels
+            # Stage 4: CellLeftProjectedComb4Right x1, stride 2, 2160 channels
             Cells(
                 CellLeftProjectedComb4Right(1080, channels=432, rngs=rngs),
             ),
@@ -719,7 +719,7 @@ class PNASNet5Large(nnx.Module):
                 CellLeftProjected(2160, prev_channels=2160, channels=432, rngs=rngs),
                 CellLeftProjected(2160, prev_channels=2160, channels=432, rngs=rngs),
             ),
-            # Stage 6: CellLeftProjectedComb4Right, stride 2, 4320 channels
+            # Stage 6: CellLeftProjectedComb4Right x1, stride 2, 4320 channels
             Cells(
                 CellLeftProjectedComb4Right(2160, channels=864, rngs=rngs),
             ),
