@@ -19,7 +19,7 @@ from typing import Any
 
 from . import ir
 from .errors import SpecError
-from .render import LINE_LENGTH
+from .render import LINE_LENGTH, Code, literal
 
 # Per node kind: the settings a backend needs, numbers and the rest.
 SETTINGS: dict[str, tuple[str, ...]] = {
@@ -448,3 +448,43 @@ def describe_stage(
     if len(line) > LINE_LENGTH:
         text = f"{len(stage.blocks)} {kind} blocks, stride {stride}"
     return text
+
+
+# What a generic emitter writes for a structure's settings (the same in every
+# backend that writes one class per structure).
+
+
+def argument(s: Structure, node: str, key: str) -> Code:
+    """A setting as source: the constructor argument that carries it, or the
+    literal every block of the structure shares."""
+    is_argument, value = s.literal_or_argument(node, key)
+    return Code(value if is_argument else literal(value))
+
+
+def groups_argument(s: Structure, node: str) -> Code:
+    """A convolution's groups as source; depthwise (as many groups as input
+    channels in every block) says so."""
+    if s.value(node, "groups") != 1 and all(
+        s.value(node, "groups", b) == s.value(node, "in_channels", b) for b in s.blocks
+    ):
+        return argument(s, node, "in_channels")
+    return argument(s, node, "groups")
+
+
+def call_arguments(
+    found: Mapping[str, list[Structure]], s: Structure, node: str
+) -> tuple[str, list[Code]]:
+    """A call node's class and constructor arguments, as the class takes them:
+    each the calling class's argument or a literal; widths in and out by
+    position, the rest by name."""
+    _, called = callee(found, s, node)
+    settings = call_settings(called)
+    args = []
+    for parameter in called.parameters:
+        value = argument(s, node, settings[parameter])
+        args.append(
+            value
+            if parameter in ("in_channels", "out_channels")
+            else Code(f"{parameter}={value}")
+        )
+    return called.name, args

@@ -66,16 +66,19 @@ def _to_torch(layer: ir.Weights, suffix: str, array: Any) -> Any:
     return array.transpose(3, 2, 0, 1)
 
 
-def torch_to_keras(
+def _torch_tensors(
     network: ir.Network, state: Mapping[str, Any]
-) -> dict[str, list[Any]]:
-    """A torch state dict (as NumPy arrays) -> {Keras layer name: [weights]}."""
+) -> list[tuple[ir.Weights, list[tuple[str, Any]]]]:
+    """Each weight layer of `network` with its (suffix, array) pairs from a
+    torch state dict, every tensor present with its shape, none left over
+    (BN's step counter aside): what every conversion from the canonical
+    layout checks first."""
     import numpy as np
 
     expected = set()
-    layers: dict[str, list[Any]] = {}
+    found = []
     for layer in network.weights():
-        arrays = []
+        tensors = []
         for suffix, shape in _torch_layout(layer):
             key = f"{layer.path}.{suffix}"
             expected.add(key)
@@ -86,9 +89,9 @@ def torch_to_keras(
                 raise SpecError(
                     f"weights: tensor {key!r} has shape {tuple(array.shape)}; expected {shape}"
                 )
-            arrays.append(np.ascontiguousarray(_to_keras(layer, suffix, array)))
-        layers[keras_name(layer.path)] = arrays
-    # BN's step counter has no Keras counterpart; anything else must be used.
+            tensors.append((suffix, array))
+        found.append((layer, tensors))
+    # BN's step counter has no counterpart elsewhere; anything else must be used.
     extra = sorted(
         k for k in state if k not in expected and not k.endswith(".num_batches_tracked")
     )
@@ -96,7 +99,22 @@ def torch_to_keras(
         raise SpecError(
             f"weights: unexpected tensors {extra[:5]}{'...' if len(extra) > 5 else ''}"
         )
-    return layers
+    return found
+
+
+def torch_to_keras(
+    network: ir.Network, state: Mapping[str, Any]
+) -> dict[str, list[Any]]:
+    """A torch state dict (as NumPy arrays) -> {Keras layer name: [weights]}."""
+    import numpy as np
+
+    return {
+        keras_name(layer.path): [
+            np.ascontiguousarray(_to_keras(layer, suffix, array))
+            for suffix, array in tensors
+        ]
+        for layer, tensors in _torch_tensors(network, state)
+    }
 
 
 def keras_to_torch(
@@ -166,30 +184,13 @@ def torch_to_flax(network: ir.Network, state: Mapping[str, Any]) -> dict[str, An
     """A torch state dict (as NumPy arrays) -> {Flax state path: array}."""
     import numpy as np
 
-    found: dict[str, Any] = {}
-    expected = set()
-    for layer in network.weights():
-        for suffix, shape in _torch_layout(layer):
-            key = f"{layer.path}.{suffix}"
-            expected.add(key)
-            if key not in state:
-                raise SpecError(f"weights: missing tensor {key!r} (shape {shape})")
-            array = np.asarray(state[key])
-            if tuple(array.shape) != shape:
-                raise SpecError(
-                    f"weights: tensor {key!r} has shape {tuple(array.shape)}; "
-                    f"expected {shape}"
-                )
-            flax_key = f"{layer.path}.{_flax_suffix(layer, suffix)}"
-            found[flax_key] = np.ascontiguousarray(_to_flax(layer, suffix, array))
-    extra = sorted(
-        k for k in state if k not in expected and not k.endswith(".num_batches_tracked")
-    )
-    if extra:
-        raise SpecError(
-            f"weights: unexpected tensors {extra[:5]}{'...' if len(extra) > 5 else ''}"
+    return {
+        f"{layer.path}.{_flax_suffix(layer, suffix)}": np.ascontiguousarray(
+            _to_flax(layer, suffix, array)
         )
-    return found
+        for layer, tensors in _torch_tensors(network, state)
+        for suffix, array in tensors
+    }
 
 
 def flax_to_torch(network: ir.Network, arrays: Mapping[str, Any]) -> dict[str, Any]:

@@ -198,7 +198,6 @@ class Sides:
 
     network: ir.Network
     names: tuple[str, str]
-    state: dict[str, Any]
     folder: Path | None
     models: tuple[Any, Any]
     _float64: tuple[Any, Any] | None = field(default=None, repr=False)
@@ -220,7 +219,7 @@ class Sides:
         randomize(model, size or network.input.resolution, seed)
         state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
         built = tuple(_build(side(n), network, state, folder) for n in names)
-        return cls(network, names, state, folder, built)
+        return cls(network, names, folder, built)
 
     def float64(self) -> tuple[Any, Any]:
         """Float64 copies of both models, each holding its own float32

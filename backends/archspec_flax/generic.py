@@ -24,9 +24,10 @@ from archspec.structure import (
     Flow,
     Node,
     Structure,
-    call_settings,
-    callee,
+    argument,
+    call_arguments,
     describe_nodes,
+    groups_argument,
 )
 
 # An activation applied on its own (`act` nodes, convolutions without norm):
@@ -127,21 +128,6 @@ class Writer:
             s.reads_prev,
         )
 
-    def arg(self, s: Structure, node: str, key: str) -> Code:
-        """A setting as source: the constructor argument that carries it, or
-        the literal every block of the structure shares."""
-        is_argument, value = s.literal_or_argument(node, key)
-        return Code(value if is_argument else literal(value))
-
-    def _groups(self, s: Structure, node: str) -> Code:
-        # Depthwise: as many groups as input channels, said so.
-        if s.value(node, "groups") != 1 and all(
-            s.value(node, "groups", b) == s.value(node, "in_channels", b)
-            for b in s.blocks
-        ):
-            return self.arg(s, node, "in_channels")
-        return self.arg(s, node, "groups")
-
     def _init(self, s: Structure, node: Node) -> str | None:
         layer, name = node.layer, node.name
         this = f"self.{name} = "
@@ -158,32 +144,23 @@ class Writer:
             )
         rngs = Code("rngs")
         if isinstance(layer, ir.Call):
-            _, called = callee(self.structures, s, name)
-            settings = call_settings(called)
-            args = []
-            for parameter in called.parameters:
-                value = self.arg(s, name, settings[parameter])
-                args.append(
-                    value
-                    if parameter in ("in_channels", "out_channels")
-                    else Code(f"{parameter}={value}")
-                )
-            return call(called.name, *args, "rngs=rngs", indent=8, prefix=this)
+            class_name, args = call_arguments(self.structures, s, name)
+            return call(class_name, *args, "rngs=rngs", indent=8, prefix=this)
         if isinstance(layer, ir.Conv):
             return self._conv(s, name, layer, this)
         if isinstance(layer, ir.NormAct):
             kw: dict[str, object] = {}
             if layer.activation != self.activation:
                 kw["activation"] = layer.activation or False
-            channels = self.arg(s, name, "channels")
+            channels = argument(s, name, "channels")
             return call("NormAct", channels, indent=8, prefix=this, **kw, rngs=rngs)
         if isinstance(layer, ir.Pool):
             return self._pool(s, name, layer, this)
         if isinstance(layer, ir.SqueezeExcite):
             return call(
                 "SqueezeExcitation",
-                self.arg(s, name, "channels"),
-                self.arg(s, name, "squeeze_channels"),
+                argument(s, name, "channels"),
+                argument(s, name, "squeeze_channels"),
                 indent=8,
                 prefix=this,
                 rngs=rngs,
@@ -191,9 +168,9 @@ class Writer:
         return None  # computed in __call__
 
     def _conv(self, s: Structure, name: str, layer: ir.Conv, this: str) -> str:
-        kernel, stride = self.arg(s, name, "kernel"), self.arg(s, name, "stride")
-        groups = self._groups(s, name)
-        widths = (self.arg(s, name, "in_channels"), self.arg(s, name, "out_channels"))
+        kernel, stride = argument(s, name, "kernel"), argument(s, name, "stride")
+        groups = groups_argument(s, name)
+        widths = (argument(s, name, "in_channels"), argument(s, name, "out_channels"))
         rngs = Code("rngs")
         kw: dict[str, object] = {}
         # Strided in some block of the structure: its padding rule tells
@@ -240,7 +217,7 @@ class Writer:
 
     def _pool(self, s: Structure, name: str, layer: ir.Pool, this: str) -> str:
         kernel, stride, pad = (
-            self.arg(s, name, k) for k in ("kernel", "stride", "pad")
+            argument(s, name, k) for k in ("kernel", "stride", "pad")
         )
         kw: dict[str, object] = {}
         if layer.same:

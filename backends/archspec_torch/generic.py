@@ -22,9 +22,10 @@ from archspec.render import LINE_LENGTH, Code, Paddings, call, literal
 from archspec.structure import (
     Node,
     Structure,
-    call_settings,
-    callee,
+    argument,
+    call_arguments,
     describe_nodes,
+    groups_argument,
 )
 
 # Activations applied on their own (`act` nodes, convolutions without norm).
@@ -110,36 +111,6 @@ class Writer:
             structure.reads_prev,
         )
 
-    def call_arguments(self, s: Structure, node: str) -> tuple[str, list[Code]]:
-        """A call's class and constructor arguments, as the class takes them:
-        each the calling class's argument or a literal."""
-        _, called = callee(self.structures, s, node)
-        settings = call_settings(called)
-        found = []
-        for parameter in called.parameters:
-            value = self.arg(s, node, settings[parameter])
-            found.append(
-                value
-                if parameter in ("in_channels", "out_channels")
-                else Code(f"{parameter}={value}")
-            )
-        return called.name, found
-
-    def arg(self, structure: Structure, node: str, key: str) -> Code:
-        """A setting as source: the constructor argument that carries it, or
-        the literal every block of the structure shares."""
-        is_argument, value = structure.literal_or_argument(node, key)
-        return Code(value if is_argument else literal(value))
-
-    def _groups(self, s: Structure, node: str) -> Code:
-        # Depthwise: as many groups as input channels, said so.
-        if s.value(node, "groups") != 1 and all(
-            s.value(node, "groups", b) == s.value(node, "in_channels", b)
-            for b in s.blocks
-        ):
-            return self.arg(s, node, "in_channels")
-        return self.arg(s, node, "groups")
-
     def _init(self, s: Structure, node: Node, se_copies: bool) -> str | None:
         layer, name = node.layer, node.name
         this = f"self.{name} = "
@@ -155,7 +126,7 @@ class Writer:
                 + ": rename the node"
             )
         if isinstance(layer, ir.Call):
-            class_name, args = self.call_arguments(s, name)
+            class_name, args = call_arguments(self.structures, s, name)
             return call(class_name, *args, indent=8, prefix=this)
         if isinstance(layer, ir.Conv):
             return self._conv(s, name, layer, this)
@@ -163,7 +134,7 @@ class Writer:
             kw = {}
             if layer.activation != self.activation:
                 kw["activation"] = layer.activation or False
-            channels = self.arg(s, name, "channels")
+            channels = argument(s, name, "channels")
             return call("NormAct", channels, indent=8, prefix=this, **kw)
         if isinstance(layer, ir.Pool):
             return self._pool(s, name, layer, this)
@@ -171,8 +142,8 @@ class Writer:
             kw = {"inplace": False} if se_copies else {}
             return call(
                 "SqueezeExcitation",
-                self.arg(s, name, "channels"),
-                self.arg(s, name, "squeeze_channels"),
+                argument(s, name, "channels"),
+                argument(s, name, "squeeze_channels"),
                 indent=8,
                 prefix=this,
                 **kw,
@@ -180,9 +151,9 @@ class Writer:
         return None  # computed in forward()
 
     def _conv(self, s: Structure, name: str, layer: ir.Conv, this: str) -> str:
-        kernel, stride = self.arg(s, name, "kernel"), self.arg(s, name, "stride")
-        groups = self._groups(s, name)
-        widths = (self.arg(s, name, "in_channels"), self.arg(s, name, "out_channels"))
+        kernel, stride = argument(s, name, "kernel"), argument(s, name, "stride")
+        groups = groups_argument(s, name)
+        widths = (argument(s, name, "in_channels"), argument(s, name, "out_channels"))
         kw: dict[str, object] = {}
         # Strided in some block of the structure: its padding rule tells
         # (a stride-1 convolution pads kernel // 2 by every rule).
@@ -228,7 +199,7 @@ class Writer:
 
     def _pool(self, s: Structure, name: str, layer: ir.Pool, this: str) -> str:
         kernel, stride, pad = (
-            self.arg(s, name, k) for k in ("kernel", "stride", "pad")
+            argument(s, name, k) for k in ("kernel", "stride", "pad")
         )
         kw: dict[str, object] = {"stride": stride}
         if layer.same:
