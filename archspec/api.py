@@ -2,9 +2,10 @@
 
     model = archspec.create_model("specs/resnet.yaml", "resnet18", num_classes=10)
 
-works like `timm.create_model`: nothing is written, and the model is an
-instance of the generated class (PyTorch) or the generated builder's
-keras.Model (Keras). torch and Keras are imported only when a model is made.
+works like `timm.create_model`: nothing is written, and the model is what
+the backend's runtime adapter makes of its generated module (`model()`): an
+instance of the generated class (PyTorch, Flax) or the generated builder's
+keras.Model (Keras). The frameworks are imported only when a model is made.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import backends, ir, runtime
+from . import backends, ir
 from .errors import Diagnostics, SpecError
 from .pipeline import load_spec, network
 
@@ -68,18 +69,7 @@ def create_model(
     `kwargs` go to the generated constructor (torch: `num_classes`,
     `drop_rate`, `drop_path_rate`; flax: those and `rngs`) or builder
     (keras: `include_top`, `weights`, `input_shape`, `pooling`, `classes`,
-    ...).
+    ...). Any registered backend with a runtime adapter works; one without
+    is a SpecError (archspec.compile gives its source).
     """
-    net = _network(spec, variant)
-    adapter = getattr(backends.get(backend), "runtime", None)
-    if adapter is not None:
-        return adapter.model(net, **kwargs)
-    module = runtime.import_generated(net, backend)
-    if backend == "torch":
-        return getattr(module, net.class_name)(**kwargs)
-    if backend == "keras":
-        return getattr(module, net.module)(**kwargs)
-    raise SpecError(
-        f"create_model: backend {backend!r} has no model object here "
-        "(it has no runtime adapter); archspec.compile gives its source"
-    )
+    return backends.adapter(backend).model(_network(spec, variant), **kwargs)

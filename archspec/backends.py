@@ -8,6 +8,10 @@ The interface is deliberately small::
         def emit(self, network: ir.Network) -> dict[str, str]: ...
             # {relative path: source text}; writing is archspec's job
 
+To be used as well as compiled (`create_model`, `check`, `profile`,
+`weights`), a backend also has a `runtime` attribute: its runtime adapter
+(`adapter(name)`; docs/backends.md lists what one provides).
+
 Built-in backends are registered here by import path, so the compiler imports
 only the one it uses. Other packages add backends through the entry-point
 group `archspec.backends` (name = "module:attribute"), or programmatically
@@ -17,7 +21,7 @@ with `register`.
 from __future__ import annotations
 
 import importlib
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from . import ir
 from .errors import SpecError
@@ -77,3 +81,16 @@ def get(name: str) -> Backend:
             f"backend {name!r} ({target}) does not provide name, description and emit()"
         )
     return register(backend)
+
+
+def adapter(name: str) -> Any:
+    """The runtime adapter of backend `name` (its `runtime`): what builds,
+    runs and moves weights into its models. A SpecError for a backend that
+    has none (it can be compiled, not used)."""
+    found = getattr(get(name), "runtime", None)
+    if found is None:
+        raise SpecError(
+            f"backend {name!r} has no runtime adapter: archspec compiles it but "
+            "cannot build, run or move weights into its models"
+        )
+    return found

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from . import images, ir, runtime
-from .convert import _generated_keras_state, _load_state_dict
+from .convert import load_state_dict, read_weights
 from .errors import SpecError
-from .weights import torch_to_keras
+from .weights import check_state, torch_to_keras
 
 # format -> the backend whose generated model is exported.
 FORMATS = {
@@ -105,15 +105,15 @@ def load_state(network: ir.Network, path: Path) -> dict[str, Any]:
     """A weight file of either generated backend as a state dict of NumPy
     arrays (PyTorch's names and layout), every tensor present and shaped."""
     if path.name.endswith(".weights.h5"):
-        state = _generated_keras_state(network, path)
+        state = read_weights(network, "keras", path)
     elif path.suffix in (".h5", ".keras"):
         raise SpecError(
             f"{path}: Keras weights must be a .weights.h5 file (model.save_weights); "
             "keras.applications' own files go through `archspec weights import`"
         )
     else:
-        state = _load_state_dict(path)
-    torch_to_keras(network, state)  # every tensor present and of its shape
+        state = load_state_dict(path)
+    check_state(network, state)
     return state
 
 

@@ -16,14 +16,18 @@ activations) is checked against the free memory; an allocation failure while
 running, or the kernel's out-of-memory killer ending the process, is reported
 the same way.
 
-Flax models are built abstractly (nnx.eval_shape, no eager initialisation)
-holding random weights drawn with NumPy (archspec.weights.random_state), and
-the eval-mode forward is compiled ahead of time (jax.jit(...).lower().compile()),
-so neither the initialisation nor the compilation is timed. `threads` limits
-XLA's CPU thread pool by pinning the child process to that many CPUs (XLA
-sizes its pool from the CPUs the process may use).
+What runs is the backend's runtime adapter's (`configure`, `forward`,
+`release`, `versions`, and on a GPU `free_memory`, `memory_start`,
+`memory_peak`), so any registered backend with one can be profiled. Flax
+models, for one, are built abstractly (nnx.eval_shape, no eager
+initialisation) holding random weights drawn with NumPy
+(archspec.weights.random_state), and the eval-mode forward is compiled ahead
+of time (jax.jit(...).lower().compile()), so neither the initialisation nor
+the compilation is timed; `threads` limits XLA's CPU thread pool by pinning
+the child process to that many CPUs (XLA sizes its pool from the CPUs the
+process may use).
 
-torch, Keras and JAX are imported only in the child processes, never by the
+The frameworks are imported only in the child processes, never by the
 compiler.
 """
 
@@ -40,14 +44,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import ir, runtime
+from . import backends, ir
 from .errors import SpecError
 
-BACKENDS = ("torch", "keras", "flax")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # Tensors alive at once around the largest layer in an eval forward: its input,
 # its output and a residual kept for the add (measured peaks stay below this).
@@ -109,18 +112,10 @@ def estimate_bytes(network: ir.Network, batch: int, dtype: str) -> int:
 
 
 def free_bytes(device: str, backend: str = "torch") -> int | None:
-    """Memory available to a new allocation (None where it cannot be read)."""
-    if device == "cuda" and backend == "flax":
-        import jax
-
-        stats = jax.devices()[0].memory_stats() or {}
-        if "bytes_limit" not in stats:
-            return None
-        return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    """Memory available to a new allocation (None where it cannot be read):
+    on a GPU as the backend's runtime adapter sees it, else the system's."""
     if device == "cuda":
-        import torch
-
-        return torch.cuda.mem_get_info()[0]
+        return backends.adapter(backend).free_memory(device)
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -141,21 +136,19 @@ def _rss_kib(field_name: str) -> int | None:
 
 
 class PeakMemory:
-    """Peak memory above the state at `start()`, per device."""
+    """Peak memory above the state at `start()`: on a GPU, what the backend's
+    runtime adapter measures (torch's allocator; None for the others); on
+    the CPU, the process's RSS."""
 
     def __init__(self, device: str, backend: str):
-        self.device, self.backend = device, backend
+        self.device = device
+        self.adapter = backends.adapter(backend)
         self.base = 0
 
     def start(self) -> None:
         gc.collect()
-        if self.device == "cuda" and self.backend == "torch":
-            import torch
-
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
+        if self.device == "cuda":
+            self.base = self.adapter.memory_start(self.device) or 0
             return
         # Reset VmHWM (peak RSS) to the current RSS (Linux >= 4.0).
         with contextlib.suppress(OSError):
@@ -163,13 +156,9 @@ class PeakMemory:
         self.base = _rss_kib("VmRSS") or 0
 
     def peak_mib(self) -> float | None:
-        if self.device == "cuda" and self.backend == "torch":
-            import torch
-
-            torch.cuda.synchronize()
-            return (torch.cuda.max_memory_allocated() - self.base) / 2**20
         if self.device == "cuda":
-            return None  # a GPU allocator outside torch: not measured
+            peak = self.adapter.memory_peak(self.device)
+            return None if peak is None else (peak - self.base) / 2**20
         peak = _rss_kib("VmHWM")
         return None if peak is None else (peak - self.base) / 1024
 
@@ -184,145 +173,10 @@ def _out_of_memory(exc: BaseException) -> bool:
     )
 
 
-def _torch_forward(
-    network: ir.Network, folder: Path, settings: Settings
-) -> Callable[[], None]:
-    import torch
-
-    dtype = getattr(torch, settings.dtype)
-    model = runtime.torch_model(network, folder).eval()
-    model = model.to(settings.device, dtype=dtype)
-    size = network.input.resolution
-    x = torch.rand(
-        settings.batch,
-        network.input.channels,
-        size,
-        size,
-        device=settings.device,
-        dtype=dtype,
-    )
-    cuda = settings.device == "cuda"
-
-    def forward() -> None:
-        with torch.inference_mode():
-            model(x)
-        if cuda:
-            torch.cuda.synchronize()
-
-    return forward
-
-
-def _keras_forward(
-    network: ir.Network, folder: Path, settings: Settings
-) -> Callable[[], None]:
-    import keras
-    import numpy as np
-
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(settings.dtype)
-    try:
-        model = runtime.keras_model(network, folder)
-    finally:
-        keras.config.set_dtype_policy(previous)
-    size = network.input.resolution
-    x = np.random.default_rng(0).random(
-        (settings.batch, size, size, network.input.channels), dtype=np.float32
-    )
-    x = keras.ops.convert_to_tensor(x, dtype=settings.dtype)
-
-    def forward() -> None:
-        keras.ops.convert_to_numpy(model.predict_on_batch(x))
-
-    return forward
-
-
-def _flax_forward(
-    network: ir.Network, folder: Path, settings: Settings
-) -> Callable[[], None]:
-    """The generated Flax model's eval-mode forward, compiled here (not timed)."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from flax import nnx
-
-    from . import backends
-    from .weights import random_state
-
-    adapter = backends.get("flax").runtime
-    model = adapter.build(network, random_state(network), folder)
-    graph, state = nnx.split(model)
-    dtype = jnp.dtype(settings.dtype)
-    device = jax.devices()[0]
-
-    def cast(a):
-        return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
-
-    state = jax.device_put(jax.tree.map(cast, state), device)
-    del model
-    size = network.input.resolution
-    x = np.random.default_rng(0).random(
-        (settings.batch, size, size, network.input.channels), dtype=np.float32
-    )
-    x = jax.device_put(jnp.asarray(x, dtype=dtype), device)
-
-    def logits(state, x):
-        return nnx.merge(graph, state)(x, train=False)
-
-    compiled = jax.jit(logits).lower(state, x).compile()
-
-    def forward() -> None:
-        compiled(state, x).block_until_ready()
-
-    return forward
-
-
-FORWARDS = {"torch": _torch_forward, "keras": _keras_forward, "flax": _flax_forward}
-
-
-def _configure_flax(settings: Settings) -> None:
-    if settings.threads and hasattr(os, "sched_setaffinity"):
-        # Before JAX starts: XLA sizes its CPU thread pool from these CPUs.
-        cpus = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, cpus[: settings.threads])
-    import jax
-    import jax.numpy as jnp
-
-    if settings.device == "cpu":
-        jax.config.update("jax_platforms", "cpu")
-    else:
-        try:
-            jax.devices("gpu")
-        except RuntimeError:
-            raise SpecError(
-                "--device cuda: JAX sees no GPU on this machine "
-                "(pip install 'jax[cuda12]')"
-            ) from None
-    # One-time set-up (the XLA client, its thread pools) must not count as the
-    # first variant's memory.
-    jax.jit(lambda a: a * 2)(jnp.ones(8)).block_until_ready()
-
-
 def configure(settings: Settings) -> None:
-    """Check the device exists and pin the framework to it."""
-    if settings.backend == "flax":
-        _configure_flax(settings)
-        return
-    if settings.backend == "torch":
-        import torch
-
-        if settings.device == "cuda" and not torch.cuda.is_available():
-            raise SpecError("--device cuda: torch sees no CUDA device on this machine")
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
-        # One-time set-up (thread pools, kernel caches) must not count as the
-        # first variant's memory: run a small convolution first.
-        conv = torch.nn.Conv2d(3, 8, 3).to(settings.device)
-        with torch.inference_mode():
-            conv(torch.rand(1, 3, 16, 16, device=settings.device))
-        return
-    from . import parity
-
-    parity.configure(settings.device)
+    """Check the device exists and pin the framework to it (its runtime
+    adapter's `configure`)."""
+    backends.adapter(settings.backend).configure(settings.device, settings.threads)
 
 
 def _row(network: ir.Network, settings: Settings) -> Row:
@@ -365,11 +219,17 @@ def measure(network: ir.Network, settings: Settings, folder: Path) -> Row:
             )
             return row
     memory = PeakMemory(settings.device, settings.backend)
-    build = FORWARDS[settings.backend]
+    adapter = backends.adapter(settings.backend)
     forward = None
     try:
         memory.start()
-        forward = build(network, folder, settings)
+        forward = adapter.forward(
+            network,
+            folder,
+            device=settings.device,
+            dtype=settings.dtype,
+            batch=settings.batch,
+        )
         for _ in range(settings.warmup):
             forward()
         times = []
@@ -385,7 +245,8 @@ def measure(network: ir.Network, settings: Settings, folder: Path) -> Row:
         return row
     finally:
         del forward
-        _release(settings)
+        gc.collect()
+        adapter.release(settings.device)
     median = statistics.median(times)
     row.runs = len(times)
     row.times_ms = [t * 1e3 for t in times]
@@ -395,22 +256,6 @@ def measure(network: ir.Network, settings: Settings, folder: Path) -> Row:
     row.images_per_s = settings.batch / median
     row.peak_memory_mib = memory.peak_mib()
     return row
-
-
-def _release(settings: Settings) -> None:
-    gc.collect()
-    if settings.backend == "torch" and settings.device == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
-    elif settings.backend == "keras":
-        import keras
-
-        keras.backend.clear_session()
-    elif settings.backend == "flax":
-        import jax
-
-        jax.clear_caches()
 
 
 def run(networks: list[ir.Network], settings: Settings) -> Iterator[Row]:
@@ -495,29 +340,7 @@ def machine(settings: Settings) -> dict:
         "logical_cores": os.cpu_count(),
         "python": platform.python_version(),
     }
-    if settings.backend == "flax":
-        import flax
-        import jax
-
-        info["jax"] = jax.__version__
-        info["flax"] = flax.__version__
-        info["jax_backend"] = jax.default_backend()
-        if hasattr(os, "sched_getaffinity"):
-            info["cpus_allowed"] = len(os.sched_getaffinity(0))
-        if settings.device == "cuda":
-            info["gpu"] = jax.devices()[0].device_kind
-        return info
-    import torch
-
-    info["torch"] = torch.__version__
-    info["torch_threads"] = torch.get_num_threads()
-    if settings.device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-    if settings.backend == "keras":
-        import keras
-
-        info["keras"] = keras.__version__
-        info["keras_backend"] = keras.backend.backend()
+    info.update(backends.adapter(settings.backend).versions(settings.device))
     return info
 
 

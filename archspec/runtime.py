@@ -47,6 +47,24 @@ def import_generated(
     return load_source(source, module, str(path))
 
 
+class Adapter:
+    """The base of the backends' runtime adapters (a backend's `runtime`;
+    docs/backends.md lists what one provides): a model from the generated
+    module of the backend named `name`."""
+
+    name: str
+
+    def generated(self, network: ir.Network, folder: Path | None = None) -> Any:
+        """What the generated module builds models with: its model class."""
+        return getattr(import_generated(network, self.name, folder), network.class_name)
+
+    def model(
+        self, network: ir.Network, folder: Path | None = None, **kwargs: Any
+    ) -> Any:
+        """A freshly initialised model (kwargs: the generated constructor's)."""
+        return self.generated(network, folder)(**kwargs)
+
+
 def torch_model(network: ir.Network, folder: Path | None = None) -> Any:
     return getattr(import_generated(network, "torch", folder), network.class_name)()
 
@@ -56,12 +74,6 @@ def keras_model(network: ir.Network, folder: Path | None = None) -> Any:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     builder = getattr(import_generated(network, "keras", folder), network.module)
     return builder(input_shape=(None, None, network.input.channels))
-
-
-def flax_model(network: ir.Network, folder: Path | None = None, **kwargs: Any) -> Any:
-    """The generated Flax NNX model (kwargs: its constructor's)."""
-    module = import_generated(network, "flax", folder)
-    return getattr(module, network.class_name)(**kwargs)
 
 
 def flax_arrays(model: Any) -> dict[str, Any]:

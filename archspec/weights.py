@@ -102,6 +102,12 @@ def _torch_tensors(
     return found
 
 
+def check_state(network: ir.Network, state: Mapping[str, Any]) -> None:
+    """That `state` holds `network`'s weights in the canonical layout: every
+    tensor present with its shape, none left over (a SpecError naming it)."""
+    _torch_tensors(network, state)
+
+
 def torch_to_keras(
     network: ir.Network, state: Mapping[str, Any]
 ) -> dict[str, list[Any]]:

@@ -235,12 +235,12 @@ def test_backend_choices_are_the_registered_backends(tmp_path):
     backends.register(Fake())
     try:
         assert "fake" in BackendChoice().choices
-        # Chosen, but not a backend these commands know: exit 2, no traceback.
+        # Chosen, but a backend without a runtime adapter: exit 2, no traceback.
         profiled = run_here(
             "profile", str(MOBILENET_V2), "--variant", NAME, "-b", "fake"
         )
         assert profiled.returncode == 2, profiled.stderr
-        assert "measures torch, keras, flax" in profiled.stderr
+        assert "'fake' has no runtime adapter" in profiled.stderr
         converted = run_here(
             "weights", "convert", *SELECT, "--from", "fake", str(MOBILENET_V2),
             "--to", "torch", str(tmp_path / "x.pt"),

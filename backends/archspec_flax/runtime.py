@@ -11,21 +11,20 @@ state paths and kernel layouts.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-from archspec import ir, runtime
+from archspec import convert, ir, runtime
+from archspec.errors import SpecError
 from archspec.weights import flax_to_torch, torch_to_flax
 
 
-class FlaxRuntime:
+class FlaxRuntime(runtime.Adapter):
     name = "flax"
     layout = "NHWC"
     extra = "archspec[flax]"
-
-    def model(self, network: ir.Network, folder=None, **kwargs: Any) -> Any:
-        """A freshly initialised model (kwargs: the generated constructor's)."""
-        return runtime.flax_model(network, folder, **kwargs)
 
     def build(
         self, network: ir.Network, state: dict[str, Any], folder=None, **kwargs: Any
@@ -35,8 +34,7 @@ class FlaxRuntime:
         dtype is the arrays' (float64 inside `float64()`)."""
         from flax import nnx
 
-        module = runtime.import_generated(network, "flax", folder)
-        cls = getattr(module, network.class_name)
+        cls = self.generated(network, folder)
         model = nnx.eval_shape(lambda: cls(**kwargs))
         self.load(model, network, state)
         _concrete_rngs(model)
@@ -104,6 +102,140 @@ class FlaxRuntime:
             return jnp.sum(nnx.merge(graph, state)(image) * w)
 
         return np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(x.transpose(0, 2, 3, 1))))
+
+    # Weight files: safetensors, keyed by nnx.state's paths, in Flax's layouts.
+
+    def read(self, network: ir.Network, src: Path) -> dict[str, Any]:
+        """A generated Flax model's .safetensors file in the canonical layout."""
+        arrays = convert.load_safetensors(src)
+        try:
+            return flax_to_torch(network, arrays)
+        except SpecError as exc:
+            why = "; ".join(
+                d.message.removeprefix("weights: ") for d in exc.diagnostics.items
+            )
+            raise SpecError(
+                f"{src}: not Flax weights of {network.title}: {why}"
+            ) from None
+
+    def write(self, network: ir.Network, state: dict[str, Any], dst: Path) -> int:
+        """`state` as a .safetensors file of the model's state paths (load it
+        with runtime.set_flax_arrays); returns the tensor count."""
+        if dst.suffix != ".safetensors":
+            raise SpecError(
+                f"{dst}: Flax weight files are safetensors files; name it *.safetensors"
+            )
+        arrays = torch_to_flax(network, state)  # checks every tensor
+        with convert.atomic(dst, ".safetensors") as temp:
+            convert.safetensors().save_file(
+                arrays,
+                temp,
+                metadata={"framework": "flax", "model": network.class_name},
+            )
+        return len(arrays)
+
+    # `archspec profile`: the process is this backend's alone.
+
+    def configure(self, device: str, threads: int | None = None) -> None:
+        """Pin JAX to `device`; `threads` limits XLA's CPU thread pool by
+        pinning the process to that many CPUs (XLA sizes its pool from the
+        CPUs the process may use)."""
+        if threads and hasattr(os, "sched_setaffinity"):
+            # Before JAX starts.
+            cpus = sorted(os.sched_getaffinity(0))
+            os.sched_setaffinity(0, cpus[:threads])
+        import jax
+        import jax.numpy as jnp
+
+        if device == "cpu":
+            jax.config.update("jax_platforms", "cpu")
+        else:
+            try:
+                jax.devices("gpu")
+            except RuntimeError:
+                raise SpecError(
+                    "--device cuda: JAX sees no GPU on this machine "
+                    "(pip install 'jax[cuda12]')"
+                ) from None
+        # One-time set-up (the XLA client, its thread pools) must not count as
+        # the first variant's memory.
+        jax.jit(lambda a: a * 2)(jnp.ones(8)).block_until_ready()
+
+    def forward(
+        self, network: ir.Network, folder: Path, *, device: str, dtype: str, batch: int
+    ) -> Callable[[], None]:
+        """The eval-mode forward of a model holding random weights
+        (archspec.weights.random_state; built abstractly, as eager
+        initialisation is slow), compiled ahead of time (not timed)."""
+        import jax
+        import jax.numpy as jnp
+        import numpy as np
+        from flax import nnx
+
+        from archspec.weights import random_state
+
+        model = self.build(network, random_state(network), folder)
+        graph, state = nnx.split(model)
+        jnp_dtype = jnp.dtype(dtype)
+        target = jax.devices()[0]
+
+        def cast(a):
+            return a.astype(jnp_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+        state = jax.device_put(jax.tree.map(cast, state), target)
+        del model
+        size = network.input.resolution
+        x = np.random.default_rng(0).random(
+            (batch, size, size, network.input.channels), dtype=np.float32
+        )
+        x = jax.device_put(jnp.asarray(x, dtype=jnp_dtype), target)
+
+        def logits(state, x):
+            return nnx.merge(graph, state)(x, train=False)
+
+        compiled = jax.jit(logits).lower(state, x).compile()
+
+        def forward() -> None:
+            compiled(state, x).block_until_ready()
+
+        return forward
+
+    def free_memory(self, device: str) -> int | None:
+        """Bytes free on the GPU, as XLA's allocator sees them."""
+        if device != "cuda":
+            return None
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        if "bytes_limit" not in stats:
+            return None
+        return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+
+    def memory_start(self, device: str) -> None:
+        """The GPU peak is not measured (XLA's allocator)."""
+
+    def memory_peak(self, device: str) -> None:
+        return None
+
+    def release(self, device: str) -> None:
+        import jax
+
+        jax.clear_caches()
+
+    def versions(self, device: str) -> dict[str, Any]:
+        import flax
+        import jax
+
+        info: dict[str, Any] = {
+            "jax": jax.__version__,
+            "flax": flax.__version__,
+            "jax_backend": jax.default_backend(),
+        }
+        if hasattr(os, "sched_getaffinity"):
+            info["cpus_allowed"] = len(os.sched_getaffinity(0))
+        if device == "cuda":
+            info["gpu"] = jax.devices()[0].device_kind
+        return info
 
 
 def _concrete_rngs(model: Any) -> None:

@@ -119,6 +119,13 @@ class KerasBackend:
         self._envs: dict[tuple[Path, ...], jinja2.Environment] = {}
         self.env = self._environment(self.templates)
 
+    @property
+    def runtime(self):
+        """The runtime adapter (imports Keras when used)."""
+        from .runtime import KerasRuntime
+
+        return KerasRuntime()
+
     def _environment(self, folders: tuple[Path, ...]) -> jinja2.Environment:
         env = self._envs.get(folders)
         if env is None:

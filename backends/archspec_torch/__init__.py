@@ -71,6 +71,13 @@ class TorchBackend:
     def __init__(self) -> None:
         self._envs: dict[tuple[Path, ...], jinja2.Environment] = {}
 
+    @property
+    def runtime(self):
+        """The runtime adapter (imports torch when used)."""
+        from .runtime import TorchRuntime
+
+        return TorchRuntime()
+
     def _environment(self, kinds: list[str]) -> jinja2.Environment:
         """Templates of plugin kinds first, then the built-in ones."""
         folders = [
