@@ -1,5 +1,14 @@
-"""The two generated models of one variant, holding the same weights, and
-their comparisons: logits and the maps at every stage boundary."""
+"""The torch,keras pair of one variant, holding the same weights, and their
+comparisons: logits and the maps at every stage boundary.
+
+`archspec check`'s default pair. Other pairs are compared through the
+backends' runtime adapters (archspec.parity.sides.Sides), with the same
+bounds; this one also runs what only these two frameworks offer here:
+a CUDA device (--device), bfloat16 (--dtype), a deliberately broken
+transfer (--corrupt, on Keras's layers) and the head convolution's map as
+one more boundary, and Keras on its JAX and torch backends (where float64
+cannot run). It uses the adapters' pieces for the rest (the Keras feature
+model, train mode without randomness)."""
 
 from __future__ import annotations
 
@@ -10,6 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from archspec_keras.runtime import deterministic as keras_deterministic
+from archspec_keras.runtime import features as keras_features
+from archspec_torch.runtime import deterministic as torch_deterministic
 
 from .. import ir, runtime
 from ..weights import keras_name, torch_to_keras
@@ -86,7 +99,7 @@ class Pair:
                 if isinstance(layer, ir.Conv)
             ),
         ]
-        features = _features(keras_model, boundaries)
+        features = keras_features(keras_model, [p for *_, p in boundaries])
 
         if dtype == "bfloat16":
             model = model.to(torch.bfloat16)
@@ -159,7 +172,8 @@ class Pair:
         try:
             torch_model.train(train)
             if train:  # batch statistics, but no randomness: drop path and dropout off
-                _deterministic_training(torch_model, keras_model)
+                torch_deterministic(torch_model)
+                keras_deterministic(keras_model)
             with torch.no_grad():
                 logits = torch_model(torch_x)
         finally:
@@ -237,7 +251,8 @@ class Pair:
                 [w.astype(np.float64) for w in self.keras_model.get_weights()]
             )
             exact_constants(model)
-            self._keras64 = (model, _features(model, self.boundaries))
+            prefixes = [p for *_, p in self.boundaries]
+            self._keras64 = (model, keras_features(model, prefixes))
         return self._keras64
 
     def _keras_own_rounding(self, x: Any, float32: Any) -> float:
@@ -275,39 +290,6 @@ def _float64_copy(model: Any, network: ir.Network, folder: Path | None) -> Any:
         torch.set_default_dtype(default)
     exact.load_state_dict(model.state_dict())
     return exact.to(next(model.parameters()).device).eval()
-
-
-def _deterministic_training(torch_model: Any, keras_model: Any) -> None:
-    """Drop path and dropout off in both models."""
-    import torch
-
-    for m in torch_model.modules():
-        if hasattr(m, "drop_path") and isinstance(m.drop_path, float):
-            m.drop_path = 0.0
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-    for layer in keras_model.layers:
-        if hasattr(layer, "rate"):  # Dropout layers, drop path included
-            layer.rate = 0.0
-
-
-def _features(keras_model: Any, boundaries: list[tuple[str, str | None, str]]) -> Any:
-    """A Keras model returning the maps at `boundaries` and the logits."""
-    import keras
-
-    outputs = [_last_map(keras_model, prefix) for *_, prefix in boundaries]
-    return keras.Model(keras_model.input, [*outputs, keras_model.outputs[0]])
-
-
-def _last_map(model: Any, name: str) -> Any:
-    """The output of the last 4-D layer named `name` or `name_...`."""
-    layer = [
-        lay
-        for lay in model.layers
-        if (lay.name == name or lay.name.startswith(f"{name}_"))
-        and len(lay.output.shape) == 4
-    ][-1]
-    return layer.output
 
 
 def images(net: ir.Network, rng: Any, batch: int, size: int) -> Any:
