@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from helpers import B0
+from helpers import B0, SPECS
 
+import archspec
 from archspec import analysis, backends, blocks
 from archspec.blocks import registry
 from archspec.blocks.mbconv import MBCONV, MBConvRow
@@ -123,6 +124,67 @@ def test_a_backend_from_an_entry_point(plugins):
         SpecError, match=r"unknown backend 'theirs' \(known: flax, keras, mine"
     ):
         backends.get("theirs")
+
+
+class Mirror:
+    """A third-party backend: PyTorch's code under its own name, used through
+    a runtime adapter of its own (torch's, renamed), not through anything
+    archspec knows of it."""
+
+    name = "mirror"
+    description = "PyTorch's module under another name (a test)"
+
+    def emit(self, network):
+        return backends.get("torch").emit(network)
+
+    @property
+    def runtime(self):
+        from archspec_torch.runtime import TorchRuntime
+
+        adapter = TorchRuntime()
+        adapter.name = self.name  # it imports what this backend emits
+        return adapter
+
+
+class Bare:
+    name = "bare"
+    description = "a backend that compiles but has no runtime adapter"
+
+    def emit(self, network):
+        return {}
+
+
+def test_a_plugin_backend_with_a_runtime_adapter_is_usable(plugins, tmp_path, capsys):
+    """create_model, check --backends and weights convert find a registered
+    backend's adapter by its name: a third backend needs nothing in archspec."""
+    pytest.importorskip("torch")
+    backends.register(Mirror())
+    backends.register(Bare())
+    spec = SPECS / "mobilenet_v2.yaml"
+    net = network(load_spec(spec), variant="mobilenet_v2_035")
+    model = archspec.create_model(net, backend="mirror", num_classes=7)
+    assert type(model).__module__.startswith("_archspec_mirror_")
+    assert model.classifier.out_features == 7
+    with pytest.raises(SpecError, match="'bare' has no runtime adapter"):
+        archspec.create_model(net, backend="bare")
+
+    select = ["--spec", str(spec), "--variant", "mobilenet_v2_035"]
+    pt, out = tmp_path / "w.pt", tmp_path / "w.safetensors"
+    torch = pytest.importorskip("torch")
+    torch.save(archspec.create_model(net).state_dict(), pt)
+    code = main(["weights", "convert", *select, "--from", "torch", str(pt), "--to", "mirror", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert out.exists()
+
+    code = main(["check", str(spec), "--variant", "mobilenet_v2_035", "--size", "32", "--backends", "torch,mirror"])  # fmt: skip
+    printed = capsys.readouterr()
+    assert code == 0, printed.out[-2000:] + printed.err[-2000:]
+    assert "torch against mirror, float32 on cpu" in printed.out
+    # The same generated code on both sides: the same numbers, exactly.
+    *_, row = (
+        line for line in printed.out.splitlines() if line.startswith("MobileNetV2")
+    )
+    assert row.split()[-1] == "ok" and "0.0e+00" in row, row
 
 
 PLAIN_SPEC = """\
