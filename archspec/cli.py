@@ -148,6 +148,10 @@ def variant_options(func):
     return func
 
 
+# What `archspec check` compares unless --backends says otherwise.
+DEFAULT_PAIR = "torch,keras"
+
+
 class BackendChoice(click.Choice):
     """The registered backends (archspec.backends.names()) as a choice, read
     when an option is parsed or its help shown, not when the CLI is imported
@@ -398,7 +402,7 @@ def compile_(
 @click.option(
     "--backends",
     "pair",
-    default="torch,keras",
+    default=DEFAULT_PAIR,
     show_default=True,
     help="The two backends compared (the first is the reference): any two "
     "registered backends with a runtime adapter (torch,flax, keras,flax, ...).",
@@ -406,7 +410,8 @@ def compile_(
 @click.option(
     "--corrupt",
     hidden=True,
-    help="Swap the axes of one Keras kernel (tests the checker).",
+    help="Swap the axes of one kernel in the second backend's weights, named "
+    "by its layer (tests the checker).",
 )
 def check(
     spec: str,
@@ -428,53 +433,55 @@ def check(
     """
     import tempfile
 
+    from . import backends as registry
     from . import parity
+    from .parity.sides import Sides
 
     names = _backend_pair(pair)
     _, networks = _networks(spec, **selection)
-    if names != ("torch", "keras"):
-        if dtype != "float32" or device != "cpu" or corrupt:
-            raise SpecError(
-                f"--backends {pair}: compared in float32 on the CPU only "
-                "(--dtype, --device and --corrupt are torch,keras's)"
-            )
-        _check_sides(networks, names, batch=batch, modes=modes, size=size)
-        return
     parity.configure(device)
-    exact = parity.compares_modes(dtype)
+    adapters = [registry.adapter(name) for name in names]
+    without = [a.name for a in adapters if not a.float64_supported()]
+    exact = dtype != "float32" or not without
     if not exact:
         click.echo(
             "training mode and input gradients: not compared (their float64 "
-            "comparison needs Keras's TensorFlow backend)",
+            f"comparison cannot run on {' and '.join(without)} here; Keras "
+            "needs its TensorFlow backend)",
             err=True,
         )
+    label = f"{dtype} on {device}"
+    if pair != DEFAULT_PAIR:
+        label = f"{names[0]} against {names[1]}, {label}"
     results: list[list[parity.Result]] = []
-    with tempfile.TemporaryDirectory(prefix="archspec-check-") as scratch:
-        label = f"{dtype} on {device}"
-        with click.progressbar(
+    with (
+        tempfile.TemporaryDirectory(prefix="archspec-check-") as scratch,
+        click.progressbar(
             networks,
             label=f"checking ({label})",
             file=sys.stderr,
             item_show_func=lambda n: n.title if n else "",
-        ) as bar:
-            for i, net in enumerate(bar):
-                pair = parity.Pair.build(
-                    net,
-                    Path(scratch),
-                    device=device,
-                    dtype=dtype,
-                    corrupt=parity.transpose_kernel(corrupt) if corrupt else None,
-                    size=size,
+        ) as bar,
+    ):
+        for i, net in enumerate(bar):
+            sides = Sides.build(
+                net,
+                names,
+                Path(scratch),
+                device=device,
+                dtype=dtype,
+                corrupt=parity.transpose_kernel(net, corrupt) if corrupt else None,
+                size=size,
+            )
+            results.append(
+                sides.check(
+                    size or net.input.resolution,
+                    batch=batch,
+                    modes=exact and (modes == "all" or i == 0),
                 )
-                results.append(
-                    pair.check(
-                        size or net.input.resolution,
-                        batch=batch,
-                        modes=exact and (modes == "all" or i == 0),
-                    )
-                )
-                del pair
-                parity.release()
+            )
+            del sides
+            parity.release()
     _report(results, label)
 
 
@@ -522,41 +529,6 @@ def _backend_pair(text: str) -> tuple[str, str]:
             f"separated by a comma; found {text!r}"
         )
     return names  # type: ignore[return-value]
-
-
-def _check_sides(networks, names, *, batch: int, modes: str, size: int | None) -> None:
-    """`check` for a pair other than torch,keras, through the backends'
-    runtime adapters (archspec.parity.sides): any registered backend with
-    one."""
-    import tempfile
-
-    from . import parity
-    from .parity.sides import Sides
-
-    parity.configure("cpu")
-    label = f"{names[0]} against {names[1]}, float32 on cpu"
-    results = []
-    with (
-        tempfile.TemporaryDirectory(prefix="archspec-check-") as scratch,
-        click.progressbar(
-            networks,
-            label=f"checking ({label})",
-            file=sys.stderr,
-            item_show_func=lambda n: n.title if n else "",
-        ) as bar,
-    ):
-        for i, net in enumerate(bar):
-            sides = Sides.build(net, names, Path(scratch), size=size)
-            results.append(
-                sides.check(
-                    size or net.input.resolution,
-                    batch=batch,
-                    modes=modes == "all" or i == 0,
-                )
-            )
-            del sides
-            parity.release()
-    _report(results, label)
 
 
 def _print_variant(found, label: str) -> None:

@@ -76,18 +76,20 @@ def test_a_comparison_over_torchs_rounding_asks_for_keras_rounding(
     model); a broken transfer still fails by far."""
     from archspec import parity
     from archspec.parity.frameworks import keras_float64
-    from archspec.parity.pair import images
+    from archspec.parity.sides import images
 
     if not parity.float64_supported():
         pytest.skip("Keras's own rounding is measured on its TensorFlow backend")
     net = variant(SPECS / "mobilenet_v3_keras.yaml", "mobilenet_v3_small_075")
-    # Nothing but the second opinion may pass the comparison.
+    # Nothing but the second opinion may pass the comparison: torch's own
+    # rounding (the first side's) counts as none.
     monkeypatch.setitem(parity.TOLERANCE, "float32", 0.0)
-    monkeypatch.setattr(Pair, "_own_rounding", lambda *_: 0.0)
+    measured = Pair._own
+    monkeypatch.setattr(Pair, "_own", lambda self, i, *a: i and measured(self, i, *a))
     pair = Pair.build(net, tmp_path, size=64)
     result = pair.compare(64)
     x = images(net, np.random.default_rng(0), 2, 64)
-    keras64 = pair._keras_float64()[0]
+    keras64 = pair.float64()[1]
     with keras_float64():
         exact = keras64(x.transpose(0, 2, 3, 1).astype(np.float64), training=False)
     ours = keras.ops.convert_to_numpy(pair.keras_model(x.transpose(0, 2, 3, 1)))
@@ -97,9 +99,9 @@ def test_a_comparison_over_torchs_rounding_asks_for_keras_rounding(
     assert result.tolerance == pytest.approx(parity.ROUNDING_FACTOR * own, rel=1e-3)
     assert result.ok, result.logits.max_rel
 
-    def corrupt(layers):
-        kernel = layers["stages_3_0_depthwise_conv"][0]
-        layers["stages_3_0_depthwise_conv"][0] = kernel.transpose(1, 0, 2, 3)
+    def corrupt(state):  # the Keras side's weights, in the canonical layout
+        kernel = state["stages.3.0.depthwise.conv.weight"]
+        state["stages.3.0.depthwise.conv.weight"] = kernel.transpose(0, 1, 3, 2)
 
     broken = Pair.build(net, tmp_path, size=64, corrupt=corrupt).compare(64)
     assert not broken.ok and broken.logits.max_rel > 1e3 * broken.tolerance

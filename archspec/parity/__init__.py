@@ -12,7 +12,8 @@ so that a mismatch points at the stage where it starts.
   alive, and the deliberately broken transfer that tests the checker;
 - `frameworks`: pinning torch and Keras to a device and to exact float32,
   calling a Keras model as a graph, float64 Keras, releasing memory;
-- `pair`: the two models of one variant and their comparisons.
+- `sides`: the two models of one variant, through the backends' runtime
+  adapters, and their comparisons; `pair`: the default pair, torch,keras.
 
 torch is always imported before TensorFlow: torch's CUDA build segfaults
 loading triton in a process that already holds TensorFlow.
@@ -27,7 +28,6 @@ from .tolerance import (
     TOLERANCE,
     Comparison,
     Result,
-    compares_modes,
 )
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "Comparison",
     "Pair",
     "Result",
-    "compares_modes",
     "configure",
     "float64_supported",
     "keras_call",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .. import ir
 from ..errors import SpecError
 
 
@@ -48,13 +49,20 @@ def randomize(model: Any, size: int, seed: int = 0) -> None:
             )
 
 
-def transpose_kernel(layer: str) -> Callable[[dict[str, list[Any]]], None]:
-    """A deliberately broken transfer: swap the spatial axes of one kernel."""
+def transpose_kernel(
+    network: ir.Network, layer: str
+) -> Callable[[dict[str, Any]], None]:
+    """A deliberately broken transfer: swap the spatial axes of one kernel
+    (`layer`: its IR path, `stages.3.0.depthwise.conv`, or its Keras name,
+    `stages_3_0_depthwise_conv`) in a state dict of the canonical layout."""
+    from ..weights import keras_name
 
-    def corrupt(layers: dict[str, list[Any]]) -> None:
-        if layer not in layers:
-            raise SpecError(f"--corrupt: no layer {layer!r} with weights")
-        kernel = layers[layer][0]
-        layers[layer][0] = kernel.transpose(1, 0, *range(2, kernel.ndim)).copy()
+    paths = [w.path for w in network.weights() if layer in (w.path, keras_name(w.path))]
+    if not paths:
+        raise SpecError(f"--corrupt: no layer {layer!r} with weights")
+
+    def corrupt(state: dict[str, Any]) -> None:
+        key = f"{paths[0]}.weight"
+        state[key] = state[key].swapaxes(-2, -1).copy()
 
     return corrupt

@@ -57,7 +57,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import ir
-from .frameworks import float64_supported
 
 TOLERANCE = {"float32": 5e-5, "bfloat16": 0.2, "gradient": 5e-5, "float64": 1e-6}
 ROUNDING_FACTOR = 4.0
@@ -137,10 +136,3 @@ def sizes(size: int) -> list[int]:
 def exact_size(size: int) -> int:
     """The size of the float64 comparisons (training mode, input gradients)."""
     return min(size, FLOAT64_MAX_SIZE)
-
-
-def compares_modes(dtype: str) -> bool:
-    """Whether training mode and input gradients can be compared for a
-    `dtype` pair: float32 pairs compare them on float64 copies, which need
-    Keras's TensorFlow backend (`frameworks.float64_supported`)."""
-    return dtype != "float32" or float64_supported()

@@ -27,12 +27,26 @@ class FlaxRuntime(runtime.Adapter):
     extra = "archspec[flax]"
 
     def build(
-        self, network: ir.Network, state: dict[str, Any], folder=None, **kwargs: Any
+        self,
+        network: ir.Network,
+        state: dict[str, Any],
+        folder=None,
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        **kwargs: Any,
     ) -> Any:
         """A model holding `state` (canonical layout), built without drawing
         its random initial weights (B0: 1.6 s instead of 22 s eagerly); its
-        dtype is the arrays' (float64 inside `float64()`)."""
+        dtype is the arrays' (float64 inside `float64()`). On JAX's default
+        device, in float32 only (`archspec profile` casts for itself)."""
         from flax import nnx
+
+        if (device, dtype) != ("cpu", "float32"):
+            raise SpecError(
+                f"--device {device} --dtype {dtype}: flax models are compared "
+                "in float32 on the CPU only"
+            )
 
         cls = self.generated(network, folder)
         model = nnx.eval_shape(lambda: cls(**kwargs))
@@ -56,11 +70,11 @@ class FlaxRuntime(runtime.Adapter):
 
     def run(
         self, model: Any, x: Any, *, train: bool = False, maps: bool = True
-    ) -> list[Any]:
-        """[stem output, each stage's, logits] (or [logits] without `maps`)
-        for the NCHW NumPy batch x, as NHWC NumPy arrays. train: batch
-        statistics, dropout and drop path off; the model's running statistics
-        are left as they were."""
+    ) -> dict[str, Any]:
+        """{where: map} at the stem and each stage, then {"logits": ...}
+        (only the logits without `maps`), for the NCHW NumPy batch x, as NHWC
+        NumPy arrays. train: batch statistics, dropout and drop path off; the
+        model's running statistics are left as they were."""
         import jax
         import numpy as np
         from flax import nnx
@@ -87,7 +101,13 @@ class FlaxRuntime(runtime.Adapter):
             return found
 
         out = jax.jit(forward)(state, jax.numpy.asarray(x.transpose(0, 2, 3, 1)))
-        return [np.asarray(o) for o in out]
+        # Stage i is the IR's `stages.{i}` (archspec.expand names them so).
+        wheres = ["stem", *(f"stages.{i}" for i in range(len(model.stages)))]
+        names = [*wheres, "logits"][-len(out) :]
+        return dict(zip(names, map(np.asarray, out), strict=True))
+
+    def float64_supported(self) -> bool:
+        return True
 
     def input_gradient(self, model: Any, x: Any, w: Any) -> Any:
         """d(sum(logits * w)) / dx at the NCHW batch x (eval mode), NHWC."""

@@ -37,21 +37,44 @@ class KerasRuntime(runtime.Adapter):
         )
 
     def build(
-        self, network: ir.Network, state: dict[str, Any], folder=None, **kwargs: Any
+        self,
+        network: ir.Network,
+        state: dict[str, Any],
+        folder=None,
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        **kwargs: Any,
     ) -> Any:
-        """A model for any input size holding `state` (canonical layout), in
-        Keras's floatx (float64 inside `float64()`, with its constants the
-        doubles of the literals); `run` reports its maps at the stem's and
-        each stage's last layer."""
+        """A model for any input size holding `state` (canonical layout),
+        under the `dtype` policy (float32: Keras's floatx, so float64 inside
+        `float64()`, its constants then the doubles of the literals); `run`
+        reports its maps at the stem's last layer, each stage's last block
+        and each head convolution. The device is Keras's backend's
+        (archspec.parity.configure pins it)."""
         import keras
 
-        model = self._any_size(network, folder, **kwargs)
+        if dtype != "float32":
+            keras.config.set_dtype_policy(dtype)
+        try:
+            model = self._any_size(network, folder, **kwargs)
+        finally:
+            if dtype != "float32":
+                keras.config.set_dtype_policy("float32")
         self.load(model, network, state)
         if keras.config.floatx() == "float64":
             from archspec.parity.frameworks import exact_constants
 
             exact_constants(model)
-        model._archspec_features = features(model, boundaries(network))
+        maps = [
+            ("stem", network.stem[-1].name),
+            *((stage.name, stage.blocks[-1].name) for stage in network.stages),
+            *((x.name, x.name) for x in network.head if isinstance(x, ir.Conv)),
+        ]
+        model._archspec_wheres = [where for where, _ in maps]
+        model._archspec_features = features(
+            model, [keras_name(layer) for _, layer in maps]
+        )
         return model
 
     def _any_size(self, network: ir.Network, folder=None, **kwargs: Any) -> Any:
@@ -81,11 +104,12 @@ class KerasRuntime(runtime.Adapter):
 
     def run(
         self, model: Any, x: Any, *, train: bool = False, maps: bool = True
-    ) -> list[Any]:
-        """[stem output, each stage's, logits] (or [logits] without `maps`)
-        for the NCHW NumPy batch x, as NHWC NumPy arrays (float64), of a model
-        from `build`. train: batch statistics, dropout and drop path off; the
-        model's weights and statistics are put back afterwards."""
+    ) -> dict[str, Any]:
+        """{where: map} at the stem, each stage and each head convolution,
+        then {"logits": ...} (only the logits without `maps`), for the NCHW
+        NumPy batch x, as NHWC float64 NumPy arrays, of a model from `build`.
+        train: batch statistics, dropout and drop path off; the model's
+        weights and statistics are put back afterwards."""
         from archspec.parity.frameworks import keras_call, to_numpy
 
         saved = model.get_weights() if train else None
@@ -98,14 +122,22 @@ class KerasRuntime(runtime.Adapter):
         finally:
             if saved is not None:
                 model.set_weights(saved)
-        found = [to_numpy(o) for o in out]
-        return found if maps else found[-1:]
+        found = dict(zip([*model._archspec_wheres, "logits"], out, strict=True))
+        if not maps:
+            return {"logits": to_numpy(found["logits"])}
+        return {where: to_numpy(value) for where, value in found.items()}
 
     def input_gradient(self, model: Any, x: Any, w: Any) -> Any:
         """d(sum(logits * w)) / dx at the NCHW batch x (eval mode), NHWC."""
         from archspec.parity.frameworks import keras_input_gradient
 
         return keras_input_gradient(model, x.transpose(0, 2, 3, 1), w)
+
+    def float64_supported(self) -> bool:
+        """On Keras's TensorFlow backend only (frameworks.float64_supported)."""
+        from archspec.parity.frameworks import float64_supported
+
+        return float64_supported()
 
     # Weight files: model.save_weights's .weights.h5.
 
@@ -202,15 +234,6 @@ class KerasRuntime(runtime.Adapter):
         info["keras"] = keras.__version__
         info["keras_backend"] = keras.backend.backend()
         return info
-
-
-def boundaries(network: ir.Network) -> list[str]:
-    """The Keras layer-name prefixes whose last 4-D output is the stem's and
-    each stage's."""
-    return [
-        keras_name(network.stem[-1].name),
-        *(keras_name(stage.blocks[-1].name) for stage in network.stages),
-    ]
 
 
 def features(model: Any, prefixes: list[str]) -> Any:

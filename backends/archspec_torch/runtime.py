@@ -27,20 +27,40 @@ class TorchRuntime(runtime.Adapter):
     extra = "archspec[torch]"
 
     def build(
-        self, network: ir.Network, state: dict[str, Any], folder=None, **kwargs: Any
+        self,
+        network: ir.Network,
+        state: dict[str, Any],
+        folder=None,
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        **kwargs: Any,
     ) -> Any:
-        """A model holding `state` (canonical layout) in eval mode; its
-        dtype is torch's default (float64 inside `float64()`)."""
+        """A model holding `state` (canonical layout) in eval mode on
+        `device`, in `dtype` (float32: torch's default dtype, so float64
+        inside `float64()`, its constants then the doubles of the literals);
+        `run` reports its maps at the stem's last layer, each stage and each
+        head convolution."""
+        import torch
+
         model = self.model(network, folder, **kwargs)
         self.load(model, network, state)
-        last = network.stem[-1].name
-        if not hasattr(model, last):
-            raise SpecError(
-                f"check: the stem's last layer {last!r} is not a module of the "
-                "PyTorch model"
-            )
-        model._archspec_stem = last  # whose output `run` reports as the stem's
-        return model.eval()
+        maps = [
+            ("stem", network.stem[-1].name),
+            *((stage.name, stage.name) for stage in network.stages),
+            *((x.name, x.name) for x in network.head if isinstance(x, ir.Conv)),
+        ]
+        for _, path in maps:
+            try:
+                model.get_submodule(path)
+            except AttributeError:
+                raise SpecError(
+                    f"check: {path!r} is not a module of the PyTorch model"
+                ) from None
+        model._archspec_maps = maps  # what `run` reports
+        if dtype != "float32":
+            model = model.to(getattr(torch, dtype))
+        return model.to(device).eval()
 
     def load(self, model: Any, network: ir.Network, state: dict[str, Any]) -> None:
         import torch
@@ -72,50 +92,58 @@ class TorchRuntime(runtime.Adapter):
 
     def run(
         self, model: Any, x: Any, *, train: bool = False, maps: bool = True
-    ) -> list[Any]:
-        """[stem output, each stage's, logits] (or [logits] without `maps`)
-        for the NCHW NumPy batch x, as NHWC NumPy arrays (float64). train:
-        batch statistics, dropout and drop path off, on a copy (the model's
-        running statistics are left as they were)."""
+    ) -> dict[str, Any]:
+        """{where: map} at the stem, each stage and each head convolution,
+        then {"logits": ...} (only the logits without `maps`), for the NCHW
+        NumPy batch x, as NHWC float64 NumPy arrays. train: batch
+        statistics, dropout and drop path off, on a copy (the model's running
+        statistics are left as they were)."""
         import torch
 
         model = copy.deepcopy(model) if train else model
-        captured: list[Any] = []
-        hooks = []
-        if maps:
-            first = getattr(model, model._archspec_stem)
-            for m in (first, *model.stages):
-                # A stage of cells hands on (x, prev); the head may then
-                # change x in place (NASNet's ReLU): keep a copy.
-                hooks.append(
-                    m.register_forward_hook(
-                        lambda _m, _i, out: captured.append(
-                            (out[0] if isinstance(out, tuple) else out).clone()
-                        )
-                    )
-                )
+        captured: dict[str, Any] = {}
+
+        def keep(where: str) -> Callable:
+            # A stage of cells hands on (x, prev); the head may then change x
+            # in place (NASNet's ReLU): keep a copy.
+            def hook(_m: Any, _i: Any, out: Any) -> None:
+                captured[where] = (out[0] if isinstance(out, tuple) else out).clone()
+
+            return hook
+
+        hooks = [
+            model.get_submodule(path).register_forward_hook(keep(where))
+            for where, path in (model._archspec_maps if maps else [])
+        ]
         try:
             model.train(train)
             if train:
                 deterministic(model)
             param = next(model.parameters())
             with torch.no_grad():
-                logits = model(torch.from_numpy(x).to(param.dtype))
+                logits = model(torch.from_numpy(x).to(param.device, param.dtype))
         finally:
             for hook in hooks:
                 hook.remove()
             model.eval()
-        found = [t.double().numpy().transpose(0, 2, 3, 1) for t in captured]
-        return [*found, logits.double().numpy()]
+        found = {
+            where: t.double().cpu().numpy().transpose(0, 2, 3, 1)
+            for where, t in captured.items()
+        }
+        found["logits"] = logits.double().cpu().numpy()
+        return found
 
     def input_gradient(self, model: Any, x: Any, w: Any) -> Any:
         """d(sum(logits * w)) / dx at the NCHW batch x (eval mode), NHWC."""
         import torch
 
         param = next(model.parameters())
-        tx = torch.from_numpy(x).to(param.dtype).requires_grad_(True)
+        tx = torch.from_numpy(x).to(param.device, param.dtype).requires_grad_(True)
         (model(tx) * torch.from_numpy(w).to(tx)).sum().backward()
-        return tx.grad.numpy().transpose(0, 2, 3, 1)
+        return tx.grad.cpu().numpy().transpose(0, 2, 3, 1)
+
+    def float64_supported(self) -> bool:
+        return True
 
     # Weight files: a state dict, torch.save's format or safetensors.
 
