@@ -451,7 +451,7 @@ def check(
             err=True,
         )
     label = f"{dtype} on {device}"
-    if pair != DEFAULT_PAIR:
+    if ",".join(names) != DEFAULT_PAIR:  # name any other pair
         label = f"{names[0]} against {names[1]}, {label}"
     results: list[list[parity.Result]] = []
     with (
