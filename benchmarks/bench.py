@@ -9,6 +9,12 @@ One command runs everything and writes benchmarks/results/latest.json and .md:
     .venv/bin/python benchmarks/bench.py           # B0, B3 and ResNet-50 (many minutes)
     .venv/bin/python benchmarks/bench.py --quick --variants resnet50 --skip memory,keras
     .venv/bin/python benchmarks/bench.py --device cuda   # GPU: latest_cuda.json/.md
+    # PyTorch against Flax NNX and Keras on JAX only, one thread each
+    # (benchmarks/results/flax/):
+    OMP_NUM_THREADS=1 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false \
+    intra_op_parallelism_threads=1" .venv/bin/python benchmarks/bench.py --quick \
+    --variants b0,resnet50,mobilenet_v2_100 --skip compile,torch,memory,keras \
+    --rounds 7 --out benchmarks/results/flax
 
 The generated modules are imported from the compiler's default layout,
 generated/<backend>/<spec>/<module>.py (`archspec compile specs/<spec>.yaml
@@ -48,6 +54,20 @@ Method
   keras.applications.EfficientNetB*(weights=None), alternated like the torch
   contenders. Skipped, with a printed line, where the generated Keras file is
   absent (or fails to build).
+* Flax (--skip flax to leave out): the generated PyTorch model (eager,
+  channels_last, inference_mode, not folded) in this process against the
+  generated Flax NNX model and the generated Keras model on JAX
+  (KERAS_BACKEND=jax) in one child process, all three holding the PyTorch
+  model's weights (archspec.weights.torch_to_flax / torch_to_keras) and
+  taking the same batch (NHWC for JAX). Flax: jax.jit of a function that
+  nnx.merges the split model and calls it with train=False; Keras:
+  model.predict_on_batch (a jitted predict function). The first call, which
+  traces and compiles, is timed apart (compile_s) and its logits are checked
+  against PyTorch's (max_rel_diff). Then the parent runs `alternate` over
+  all three: a Flax or Keras turn asks the child over a pipe to time one
+  call (until block_until_ready / the NumPy result) and reads the seconds
+  back, so the rounds of the three interleave although JAX and PyTorch never
+  compute in one process, each with its own thread pool.
 * Compiler: wall time of `archspec compile` as a process (interpreter start,
   imports, writing the files), the median of several runs after an untimed
   one, with bytecode caching allowed (as for an installed package): one
@@ -657,6 +677,147 @@ def _variant_child(kind: str, model: Model, warmup: int, rounds: int) -> dict:
     return _child([str(part) for pair in args.items() for part in pair])
 
 
+# --- flax and keras on jax (subprocess) -------------------------------------------
+
+
+def jax_child(model: Model, data: Path) -> None:
+    """Runs in a fresh process: the generated Flax and Keras (on JAX) models
+    with the arrays of `data` (the PyTorch model's state dict, its input and
+    logits). Prints each model's first call (compile) and the versions as
+    one JSON line, then times one call per contender name read from stdin."""
+    os.environ["KERAS_BACKEND"] = "jax"
+    import flax
+    import jax
+    import keras
+    import numpy as np
+    from archspec_flax.runtime import _concrete_rngs
+    from flax import nnx
+
+    from archspec.runtime import set_flax_arrays
+    from archspec.weights import torch_to_flax, torch_to_keras
+
+    spec = model.spec("gen")
+    network = _network(spec, model.variant)
+    state = dict(np.load(data))
+    x, logits = state.pop("__input__").transpose(0, 2, 3, 1), state.pop("__logits__")
+    x = jax.device_put(np.ascontiguousarray(x))
+    generated = f"generated.{{}}.{spec}.{network.module}"
+    flax_cls = getattr(
+        importlib.import_module(generated.format("flax")), network.class_name
+    )
+    net = nnx.eval_shape(flax_cls)  # no random initial weights drawn
+    set_flax_arrays(net, torch_to_flax(network, state))
+    _concrete_rngs(net)
+    graph, params = nnx.split(net)
+    forward = jax.jit(lambda params, x: nnx.merge(graph, params)(x, train=False))
+    builder = getattr(
+        importlib.import_module(generated.format("keras")), network.module
+    )
+    keras_model = builder()
+    for name, arrays in torch_to_keras(network, state).items():
+        keras_model.get_layer(name).set_weights(arrays)
+    calls = {
+        "flax": lambda: forward(params, x).block_until_ready(),
+        "keras_jax": lambda: keras_model.predict_on_batch(x),
+    }
+    first = {}
+    for key, call in calls.items():
+        start = time.perf_counter()
+        out = np.asarray(call())
+        first[key] = {
+            "compile_s": time.perf_counter() - start,
+            # Relative: random-init MobileNetV2's logits are ~1e-9.
+            "max_rel_diff": float(np.abs(out - logits).max() / np.abs(logits).max()),
+        }
+    versions = {"jax": jax.__version__, "flax": flax.__version__}
+    versions["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    print(json.dumps({**first, "versions": {**versions, "keras": keras.__version__}}))
+    sys.stdout.flush()
+    for line in sys.stdin:
+        start = time.perf_counter()
+        calls[line.strip()]()
+        print(time.perf_counter() - start, flush=True)
+
+
+def flax_source(model: Model) -> Path:
+    return generated_path("flax", model.spec("gen"), model.variant)
+
+
+def bench_flax(model: Model, warmup: int, rounds: int) -> dict:
+    """The generated PyTorch model here and the jax child's contenders,
+    alternated round by round across the two processes."""
+    import numpy as np
+    import torch
+
+    c = Contender("gen_cl", "gen", channels_last=True, folded=False)
+    net, resolution = build_torch(c, model)
+    net = net.to(memory_format=torch.channels_last)
+    x = make_input(c, model, resolution, CPU_BATCH)
+    with torch.inference_mode():
+        logits = net(x)
+    arrays = {k: v.numpy() for k, v in net.state_dict().items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "state.npz"
+        np.savez(data, __input__=x.numpy(), __logits__=logits.numpy(), **arrays)
+        args = ["--child", "jax", "--variant", model.variant, "--data", str(data)]
+        child = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+
+        def answer() -> str:
+            line = child.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the JAX child exited ({child.wait()})")
+            return line
+
+        def remote(key: str) -> Callable[[], float]:
+            def call() -> float:
+                child.stdin.write(key + "\n")
+                child.stdin.flush()
+                return float(answer())
+
+            return call
+
+        torch_call = forward_call(net, x)
+
+        def local() -> float:
+            start = time.perf_counter()
+            torch_call()
+            return time.perf_counter() - start
+
+        try:
+            first = json.loads(answer())
+            calls = {
+                "torch": local,
+                "flax": remote("flax"),
+                "keras_jax": remote("keras_jax"),
+            }
+            times = alternate(calls, warmup, rounds, clock=lambda call: call())
+        finally:
+            child.stdin.close()
+            child.wait()
+    labels = {
+        "torch": "generated PyTorch, eager, channels_last",
+        "flax": "generated Flax NNX, jax.jit",
+        "keras_jax": "generated Keras on JAX, predict_on_batch",
+    }
+    out = {
+        key: {
+            "label": labels[key],
+            "resolution": resolution,
+            **first.get(key, {}),
+            **summarise(t, CPU_BATCH),
+        }
+        for key, t in times.items()
+    }
+    out["versions"] = first["versions"]
+    return out
+
+
 # --- compiler -------------------------------------------------------------------
 
 
@@ -817,11 +978,10 @@ def markdown(report: dict) -> str:
     lines = [
         f"Machine: {m['cpu']}, {m['logical_cores']} logical cores, torch threads {v.get('torch_threads')}; "
         f"Python {m['python']}; torch {v.get('torch')}, torchvision {v.get('torchvision')}"
-        + (
-            f", TensorFlow {v['tensorflow']}, Keras {v['keras']}"
-            if "keras" in v
-            else ""
-        )
+        + (f", TensorFlow {v['tensorflow']}" if "tensorflow" in v else "")
+        + (f", Keras {v['keras']}" if "keras" in v else "")
+        + (f", JAX {v['jax']}, Flax {v['flax']}" if "jax" in v else "")
+        + (f", XLA_FLAGS {v['xla_flags']!r}" if v.get("xla_flags") else "")
         + (f"; GPU {m['gpu']}" if "gpu" in m else "")
         + f". Run {report['date']}, mode {report['mode']}.",
         "",
@@ -894,6 +1054,27 @@ def markdown(report: dict) -> str:
                     f"{ratio(res, key, 'keras_app'):.2f}x | {r['min_s'] * 1e3:.0f}-{r['max_s'] * 1e3:.0f} ms |"
                 )
         lines.append("")
+    if "flax" in report:
+        lines += [
+            f"Generated PyTorch (eager) against generated Flax NNX (jax.jit) and generated Keras on JAX "
+            f"(predict_on_batch), CPU, float32, eval, batch {CPU_BATCH}, NHWC / channels_last, "
+            f"median of {report['rounds']} rounds alternated across the torch and JAX processes; "
+            "first call: trace and compile plus one forward; diff: max |logits - PyTorch's| / max |PyTorch's|",
+            "",
+            "| model | contender | images/s | Flax / this | first call s | diff | spread |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for variant, res in report["flax"].items():
+            for key in ("torch", "flax", "keras_jax"):
+                r = res[key]
+                first = f"{r['compile_s']:.1f}" if "compile_s" in r else "-"
+                diff = f"{r['max_rel_diff']:.0e}" if "max_rel_diff" in r else "-"
+                lines.append(
+                    f"| {variant} ({r['resolution']}) | {r['label']} | {r['images_per_s']:.1f} | "
+                    f"{ratio(res, 'flax', key):.2f}x | {first} | {diff} | "
+                    f"{r['min_s'] * 1e3:.0f}-{r['max_s'] * 1e3:.0f} ms |"
+                )
+        lines.append("")
     if "compile" in report:
         c = report["compile"]
         timed = [key for key, *_ in COMPILE_RUNS if key in c]
@@ -951,7 +1132,9 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument(
-        "--skip", default="", help="comma list of torch,memory,compiled,keras,compile"
+        "--skip",
+        default="",
+        help="comma list of torch,memory,compiled,keras,flax,compile",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
@@ -959,8 +1142,11 @@ def main() -> int:
     )
     # Internal: the subprocesses this script starts.
     parser.add_argument(
-        "--child", choices=["memory", "keras", "compiled"], help=argparse.SUPPRESS
+        "--child",
+        choices=["memory", "keras", "compiled", "jax"],
+        help=argparse.SUPPRESS,
     )
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
     parser.add_argument("--variant", type=model, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=None, help=argparse.SUPPRESS)
@@ -980,6 +1166,9 @@ def main() -> int:
         return 0
     if args.child == "keras":
         print(json.dumps(keras_child(args.variant, warmup, rounds)))
+        return 0
+    if args.child == "jax":
+        jax_child(args.variant, args.data)
         return 0
 
     # torch and torchvision first; TensorFlow only ever in a subprocess.
@@ -1050,6 +1239,24 @@ def main() -> int:
                 report.setdefault("compiled", {})[m.name] = _variant_child(
                     "compiled", m, warmup, rounds
                 )
+            if "flax" not in skip and m.library:
+                if not flax_source(m).exists():
+                    why = (
+                        f"flax {m.name}: skipped, {flax_source(m).relative_to(ROOT)} "
+                        "does not exist"
+                    )
+                    print(why, file=sys.stderr)
+                    report.setdefault("skipped", []).append(why)
+                else:
+                    print(f"flax {m.name} ...", file=sys.stderr)
+                    try:
+                        res = bench_flax(m, warmup, rounds)
+                        report["versions"].update(res.pop("versions"))
+                        report.setdefault("flax", {})[m.name] = res
+                    except RuntimeError as exc:
+                        why = f"flax {m.name}: skipped, {exc}"
+                        print(why, file=sys.stderr)
+                        report.setdefault("skipped", []).append(why)
             if "keras" not in skip and m.keras_app is not None:
                 source = keras_source(m)
                 if not source.exists():
