@@ -714,15 +714,17 @@ BOUNDED = """
 import resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 from archspec.cli import main
-start = time.monotonic()
+start = time.process_time()
 code = main(["validate", sys.argv[1]])
-print(f"seconds={time.monotonic() - start:.3f}", file=sys.stderr)
+print(f"seconds={time.process_time() - start:.3f}", file=sys.stderr)
 sys.exit(code)
 """
 
 
 def run_bounded(path: Path) -> tuple[subprocess.CompletedProcess, float]:
-    """Validate in a process limited to 1 GiB of address space."""
+    """Validate in a process limited to 1 GiB of address space; the seconds
+    are its CPU time, which the other tests running beside it do not move
+    (wall time did: 2.2 s on a loaded machine for a 0.3 s validation)."""
     result = subprocess.run(
         [sys.executable, "-c", BOUNDED, str(path)],
         cwd=ROOT,
