@@ -1,8 +1,9 @@
 """The Flax NNX backend (backends/archspec_flax), written from primitives only:
 
 - for every family (its smallest variant, at 34 px: odd and even maps at
-  the strides), the Flax model has the IR's parameter count and computes
-  the PyTorch model's logits and stage maps with the same weights;
+  the strides, and at its native size), the Flax model has the IR's
+  parameter count and computes the PyTorch model's logits and stage maps
+  with the same weights;
 - training mode (batch statistics) and input gradients equal PyTorch's on
   float64 copies, for the families whose code differs (SE and drop path,
   dense concatenation, cells, hard activations, pre-activation);
@@ -67,6 +68,11 @@ def test_every_spec_equals_torch(spec):
     result = sides.compare(SIZE)
     assert result.ok, [(r.where, r.max_rel) for r in result.rows]
     assert len(result.rows) == len(sides.network.stages) + 2  # stem, stages, logits
+    # And at the variant's native size (one image: the cost is XLA's second
+    # compile, not the pixels).
+    native = sides.network.input.resolution
+    result = sides.compare(native, batch=1)
+    assert result.ok, (native, [(r.where, r.max_rel) for r in result.rows])
 
 
 @pytest.mark.parametrize("name", MODES)
