@@ -107,6 +107,11 @@ def run(
     # Restoring, Tune looks for the results of the trials an interruption
     # stopped, and warns that they have none.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # A failed trial is reported in one line (its last line of error; the
+    # traceback stays in the trial's error.txt under OUT/ray): Tune's own
+    # report of it is that traceback again, thirty lines of Ray internals.
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     if started:
         try:
             ray.init(
