@@ -439,7 +439,7 @@ def check(
 
     names = _backend_pair(pair)
     _, networks = _networks(spec, **selection)
-    parity.configure(device)
+    parity.configure(device, keras="keras" in names)
     adapters = [registry.adapter(name) for name in names]
     without = [a.name for a in adapters if not a.float64_supported()]
     exact = dtype != "float32" or not without

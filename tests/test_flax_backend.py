@@ -46,7 +46,7 @@ EVERY_OP = ROOT / "tests" / "blocks" / "every_op.yaml"
 
 @pytest.fixture(scope="module", autouse=True)
 def _exact():
-    configure("cpu")
+    configure("cpu", keras=False)
 
 
 def _sides(spec, size=SIZE):

@@ -13,14 +13,18 @@ from typing import Any
 from ..errors import SpecError
 
 
-def configure(device: str) -> None:
-    """Pin both frameworks to `device` and to exact float32 (no TF32 on GPUs)."""
+def configure(device: str, *, keras: bool = True) -> None:
+    """Pin torch (which draws every check's weights) and, with `keras`, Keras
+    to `device` and to exact float32 (no TF32 on GPUs). Without `keras`,
+    TensorFlow is not imported (5-10 s of a torch,flax check)."""
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
         raise SpecError("--device cuda: torch sees no CUDA device on this machine")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    if not keras:
+        return
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     # TensorFlow's C++ notices (oneDNN, and grappler's on float64 graphs) are
     # not the comparison's business; errors still show.
@@ -203,10 +207,10 @@ def release() -> None:
     a process builds in its global state (checking B0-B7 in one process grew
     to 11 GB)."""
     import gc
+    import sys
 
-    import keras
-
-    keras.backend.clear_session()
+    if "keras" in sys.modules:  # not imported for it, where no Keras ran
+        sys.modules["keras"].backend.clear_session()
     gc.collect()
     # glibc keeps what was freed in the process; give it back to the machine.
     with contextlib.suppress(OSError, AttributeError):
