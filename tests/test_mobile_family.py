@@ -131,7 +131,16 @@ def keras_pair(name: str, size: int, folder: Path):
     return net, app, ours, x
 
 
-@pytest.mark.parametrize("width", list(WIDTHS))
+# Forward equality for the widths of distinct structure: 0.35 (the smallest,
+# where _make_divisible's 10% guard rounds up: 32 x 0.35 = 11.2 -> 16), 1.0
+# (native 224) and 1.4 (the largest, where the head's 1280 scales too). 0.5
+# and 0.75 (head kept at 1280, as 0.35's) and 1.3 (head scaled, as 1.4's) take
+# the same lines with other numbers (8-10 s each with a forward pass):
+# test_keras_structure_equals_keras_applications loads their weights by name.
+V2_FORWARD = ["035", "100", "140"]
+
+
+@pytest.mark.parametrize("width", V2_FORWARD)
 def test_keras_mobilenet_v2_equals_keras_applications(width, tmp_path):
     name = f"mobilenet_v2_{width}"
     size = 224 if width == "100" else SMALL
@@ -151,9 +160,12 @@ MOBILENET_V3_KERAS_VARIANTS = [
     for size in ("large", "small")
     for w in ("075", "100", "minimal_100")
 ]
+# Small at 1.0 takes Small at 0.75's lines (SE, hard-swish, the same table)
+# without its width rounding: structure only (9 s with a forward pass).
+V3_FORWARD = [n for n in MOBILENET_V3_KERAS_VARIANTS if n != "mobilenet_v3_small_100"]
 
 
-@pytest.mark.parametrize("name", MOBILENET_V3_KERAS_VARIANTS)
+@pytest.mark.parametrize("name", V3_FORWARD)
 def test_keras_mobilenet_v3_equals_keras_applications(name, tmp_path):
     """Rescaling inside, SE on the expanded width with a hard-sigmoid gate, the
     1x1-convolution head; minimalistic variants without SE, 3x3 and ReLU."""
@@ -210,7 +222,13 @@ def mobilenet_v1_pair(net, size: int, folder: Path, **arguments):
     return app, ours, x
 
 
-@pytest.mark.parametrize("width", list(MOBILENET_V1_WIDTHS))
+# Every width of MobileNet's table is a multiple of 32: 0.5 and 0.75 truncate
+# nothing 0.25 does not, and run 0.25's lines (5-6 s each with a forward
+# pass): structure only, below; 0.25 and 1.0 (native 224) run.
+V1_FORWARD = ["025", "100"]
+
+
+@pytest.mark.parametrize("width", V1_FORWARD)
 def test_keras_mobilenet_v1_equals_keras_applications(width, tmp_path):
     """Truncated widths, a "same" stem and "same_even" depthwise padding: on
     the odd size the latter loses a row and column, as Keras's does."""
@@ -229,6 +247,48 @@ def test_keras_mobilenet_v1_equals_keras_applications(width, tmp_path):
     assert float(np.max(np.abs(theirs[0] - theirs[1]))) > 1e-2 * float(
         np.max(np.abs(theirs))
     )
+
+
+STRUCTURE_ONLY = (
+    [
+        (MOBILENET_V2_KERAS, f"mobilenet_v2_{w}", "mobilenet_v2")
+        for w in WIDTHS
+        if w not in V2_FORWARD
+    ]
+    + [
+        (MOBILENET_V3_KERAS, name, "mobilenet_v3")
+        for name in MOBILENET_V3_KERAS_VARIANTS
+        if name not in V3_FORWARD
+    ]
+    + [
+        (MOBILENET_V1, f"mobilenet_v1_{w}", "mobilenet_v1")
+        for w in MOBILENET_V1_WIDTHS
+        if w not in V1_FORWARD
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("spec", "name", "scheme"), STRUCTURE_ONLY, ids=[n for _, n, _ in STRUCTURE_ONLY]
+)
+def test_keras_structure_equals_keras_applications(spec, name, scheme, tmp_path):
+    """The widths whose forward pass repeats a kept width's lines: the
+    constructor and arguments archspec names, every layer's weights loaded by
+    name from keras.applications' model (set_weights checks each shape), and
+    the same trainable parameters and output shape, at 32 px, uncalibrated."""
+    net = variant(spec, name)
+    constructor, arguments = keras_model(net, scheme)
+    assert arguments["alpha"] == net.source.width
+    app = getattr(keras.applications, constructor)(
+        weights=None, classifier_activation=None, input_shape=(32, 32, 3), **arguments
+    )
+    ours = getattr(load_module(emit(net, tmp_path)), net.module)(
+        input_shape=(32, 32, 3)
+    )
+    for mine, theirs in layer_names(net, scheme).items():
+        ours.get_layer(mine).set_weights(app.get_layer(theirs).get_weights())
+    assert trainable(ours) == trainable(app) == analysis.params(net)
+    assert ours.output.shape == app.output.shape
 
 
 def test_mobilenet_v1_depth_multiplier(tmp_path):
