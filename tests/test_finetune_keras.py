@@ -107,10 +107,17 @@ def test_include_top_false(family):
     check_backbone(*family, pooling=None)
 
 
+@pytest.fixture(scope="module")
+def resnet_pair():
+    """ResNet's pair, built once for the three tests below (each built its
+    own: 3-5 s apiece); none of them changes it."""
+    return pair(RESNET)
+
+
 @pytest.mark.parametrize("pooling", ["avg", "max"])
-def test_pooling(pooling):
+def test_pooling(pooling, resnet_pair):
     """The same lines in every builder: one family."""
-    check_backbone(*pair(RESNET), pooling=pooling)
+    check_backbone(*resnet_pair, pooling=pooling)
 
 
 def check_backbone(ours, _module, build, _model, layers, x, pooling):
@@ -131,9 +138,9 @@ def check_backbone(ours, _module, build, _model, layers, x, pooling):
     assert relative(got, want) <= TOL
 
 
-def test_classes_activation_and_weights_file(tmp_path):
+def test_classes_activation_and_weights_file(tmp_path, resnet_pair):
     """The same lines in every builder: one family."""
-    ours, _, build, model, _, x = pair(RESNET)
+    ours, _, build, model, _, x = resnet_pair
     path = str(tmp_path / "model.weights.h5")
     model.save_weights(path)
     same = build(weights=path, input_shape=(SIZE, SIZE, 3))
