@@ -94,11 +94,23 @@ def test_a_broken_transfer_fails_where_it_starts():
     block = net.stages[2].blocks[0].name
     arrays = runtime.flax_arrays(sides.models[1])
     key = next(k for k in arrays if k.startswith(block) and k.endswith("conv.kernel"))
-    arrays[key] = arrays[key][::-1, ::-1].copy()
+    kernel = arrays[key]
+    arrays[key] = kernel[::-1, ::-1].copy()
     runtime.set_flax_arrays(sides.models[1], arrays)
     result = sides.compare(SIZE)
     assert not result.ok
     assert result.first_divergence == net.stages[2].name
+    # A map that is not a number diverges there too (NaN compares false).
+    arrays[key] = np.full_like(kernel, np.nan)
+    runtime.set_flax_arrays(sides.models[1], arrays)
+    result = sides.compare(SIZE)
+    assert not result.ok and result.first_divergence == net.stages[2].name
+    # Where the reference's own maps are not finite (random weights that
+    # overflow at a small size), nothing can be judged: a clear error.
+    with torch.no_grad():
+        next(sides.models[0].stages[1].parameters()).fill_(np.inf)
+    with pytest.raises(SpecError, match=r"torch's own stages\.1 is not finite"):
+        sides.compare(SIZE)
 
 
 def test_check_compares_keras_and_flax_on_every_op(tmp_path):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import backends, ir, runtime
+from ..errors import SpecError
 from . import tolerance
 from .calibrate import randomize
 from .tolerance import Result, error
@@ -142,6 +143,7 @@ class Sides:
             result.tolerance = tolerance.bound("float64")
         else:
             ours = a.run(self.models[0], x, train=train)
+            _finite(ours, f"{net.title} at {size} px: {a.name}'s own")
             theirs = b.run(self.models[1], x, train=train)
             own = self._own(0, x, ours["logits"]) if self.exact else 0.0
             result.tolerance = tolerance.bound(self.dtype, own)
@@ -189,6 +191,22 @@ class Sides:
                 self.float64_copy(index), x.astype(np.float64), maps=False
             )
         return error("float64", float32, exact["logits"]).max_rel
+
+
+def _finite(maps: dict[str, Any], whose: str) -> None:
+    """The reference side's maps must be numbers to compare the other's with:
+    random weights calibrated on a few pixels can overflow float32 in a deep
+    stage (DenseNet-169 at 34 px: inf at its last dense block, in every
+    framework alike)."""
+    import numpy as np
+
+    bad = next((w for w, m in maps.items() if not np.isfinite(m).all()), None)
+    if bad is not None:
+        raise SpecError(
+            f"{whose} {bad} is not finite: its random weights, calibrated at this "
+            "size, overflow float32 where the deep stages see few pixels; "
+            "compare at a larger --size"
+        )
 
 
 def images(net: ir.Network, rng: Any, batch: int, size: int) -> Any:

@@ -91,8 +91,11 @@ class Result:
 
     @property
     def first_divergence(self) -> str | None:
-        """The first compared point whose error is over the tolerance."""
-        return next((r.where for r in self.rows if r.max_rel > self.tolerance), None)
+        """The first compared point whose error is over the tolerance (or not
+        a number: a map that overflowed on one side)."""
+        return next(
+            (r.where for r in self.rows if not r.max_rel <= self.tolerance), None
+        )
 
 
 def error(where: str, ours: Any, reference: Any) -> Comparison:
