@@ -60,31 +60,34 @@ from helpers import ROOT  # noqa: E402
 # `--dist loadfile` hands each worker whole files, by default those with the
 # most tests first; what takes long here is a few files of few slow tests,
 # which then came last and left one worker running alone for ten minutes.
-# Handed out longest first (as measured), the workers finish together.
+# Handed out longest first (as measured), the workers finish together. The
+# search's Ray trials slow down most beside the Flax compiles (its fixture
+# 26 s alone, 118-294 s there): it starts beside the export tests instead.
 LONGEST_FIRST = (
     "test_flax_backend.py",
-    "test_parity_families.py",
-    "test_search.py",
-    "test_flax_training.py",
-    "test_parity.py",
     "test_export.py",
-    "test_resnet_v2.py",
-    "test_keras_backend.py",
+    "test_search.py",
+    "test_finetune_keras.py",
+    "test_generic.py",
+    "test_flax_training.py",
+    "test_keras_builders.py",
+    "test_mobile_family.py",
+    "test_parity_families.py",
     "test_nasnet.py",
-    "test_training.py",
+    "test_keras_resnet.py",
+    "test_keras_efficientnet_v2.py",
+    "test_keras_backends.py",
     "test_nasnet_keras.py",
     "test_property.py",
-    "test_keras_backends.py",
-    "test_keras_efficientnet_v2.py",
     "test_hardening.py",
-    "test_keras_builders.py",
-    "test_timm_api.py",
-    "test_generic.py",
-    "test_mobile_family.py",
-    "test_finetune_keras.py",
-    "test_keras_resnet.py",
     "test_torch_backend.py",
+    "test_parity.py",
+    "test_resnet_v2.py",
     "test_keras_densenet.py",
+    "test_api.py",
+    "test_keras_backend.py",
+    "test_resnet_family.py",
+    "test_timm_api.py",
 )
 
 
