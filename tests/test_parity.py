@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")  # before TensorFlow, always
 keras = pytest.importorskip("keras")
 
 import numpy as np  # noqa: E402
-from helpers import B0, SPECS, check_here, run_archspec, variant  # noqa: E402
+from helpers import B0, ROOT, SPECS, check_here, run_archspec, run_here, variant  # noqa: E402
 
 from archspec import runtime  # noqa: E402
 from archspec.errors import SpecError  # noqa: E402
@@ -55,8 +55,11 @@ def test_check_all_published_variants_float32_cpu(phis, size):
 
 
 def test_check_names_the_first_diverging_stage():
-    result = run_archspec(
-        "check", "specs/b0.yaml", "--phi", "0", "--corrupt", "stages_3_0_depthwise_conv"
+    # In this process (check_here): a process of its own imported TensorFlow
+    # again (~15 s); `archspec check` as a separate process, exit status and
+    # all, stays covered by test_block_language and test_flax_backend.
+    result = check_here(
+        "specs/b0.yaml", "--phi", "0", "--corrupt", "stages_3_0_depthwise_conv"
     )
     assert result.returncode == 1
     assert "FAIL: diverges at stages.3" in result.stdout
@@ -140,10 +143,13 @@ def b0_weights(tmp_path_factory):
 
 
 def convert_weights(phi: int, source: str, src: Path, target: str, dst: Path):
-    """`archspec weights convert` for a variant of specs/b0.yaml, as a process."""
-    return run_archspec(
+    """`archspec weights convert` for a variant of specs/b0.yaml, in this
+    process (run_here): three processes importing TensorFlow cost ~45 s; the
+    command as a separate process stays covered by test_flax_weights.py's
+    round trips."""
+    return run_here(
         "weights", "convert", "--spec", "specs/b0.yaml", "--phi", str(phi),
-        "--from", source, str(src), "--to", target, str(dst),
+        "--from", source, str(src), "--to", target, str(dst), cwd=ROOT,
     )  # fmt: skip
 
 
