@@ -849,7 +849,12 @@ def test_most_drawn_specs_are_valid(strategy, tmp_path):
     assert counts["emitted"] >= 0.7 * total, (counts, why.most_common(8))
 
 
-@settings(max_examples=examples(16), **SETTINGS)
+# 8 drawn examples (16 took ~110 s in all, ~5 s each): the draws repeat the
+# same emitters; the structures found or chosen by hand stay as @examples
+# below, test_row_strategies_come_from_the_row_models shows every field of
+# every kind gets values, test_most_drawn_specs_are_valid emits 60 draws on
+# both backends, and ARCHSPEC_EXAMPLES=4 draws 32 when wanted.
+@settings(max_examples=examples(8), **SETTINGS)
 @given(spec=builtin_specs())
 @example(  # one layer, no SE, expansion 1, stride 2 at an odd size, biased convs
     spec={
@@ -1016,7 +1021,11 @@ def _graph_spec(graph: dict, rows: list, **extra) -> dict:
     }
 
 
-@settings(max_examples=examples(16), **SETTINGS)
+# 8 drawn examples (16 took ~107 s): as above; the motifs the drawn graphs
+# share are named by the @examples below, test_most_drawn_specs_are_valid
+# emits 60 drawn graphs on both backends and
+# test_invalid_graphs_are_reported_at_their_line draws 40 more to validate.
+@settings(max_examples=examples(8), **SETTINGS)
 @given(spec=graph_specs())
 @example(  # the pre-activation block (timm's and Keras's) with every pool form
     spec=_graph_spec(

@@ -6,6 +6,13 @@ the generated model run in float32 against the reference in float64, and the
 generated model must be no further from that truth than about the reference
 itself is (measured: ResNet-50 at 224, 1.4e-5 vs the reference's 1.6e-5;
 Wide ResNet-101-2 at 65, 7.8e-5 vs 8.7e-5).
+
+Logits are compared for one variant per depth-independent structure (LOGITS):
+ResNet-18/34 (basic block), ResNet-50 (bottleneck), Wide ResNet-50-2 (the
+widened bottleneck), SE-ResNet-18/34/50; ResNet-101/152, Wide ResNet-101-2
+and SE-ResNet-101/152 repeat those blocks in deeper stages only (~30 s of the
+suite), and their parameter counts and every tensor name stay compared in
+test_parameter_count_equals_the_reference.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from helpers import (  # noqa: E402
     import_generated,
     relative_error,
     run_archspec,
+    run_here,
     variant,
 )
 
@@ -68,7 +76,11 @@ def test_parameter_count_equals_the_reference(spec, name, tmp_path):
     assert set(state_dict_names(net, "resnet")) == set(theirs.state_dict())
 
 
-@pytest.mark.parametrize(("spec", "name"), CASES, ids=[n for _, n in CASES])
+DEEPER = {"resnet101", "resnet152", "wide_resnet101_2", "seresnet101", "seresnet152"}
+LOGITS = [(spec, name) for spec, name in CASES if name not in DEEPER]
+
+
+@pytest.mark.parametrize(("spec", "name"), LOGITS, ids=[n for _, n in LOGITS])
 def test_reference_weights_give_the_reference_logits(spec, name, tmp_path):
     size = 224 if name in NATIVE else SMALL
     torch.manual_seed(0)
@@ -114,6 +126,8 @@ def test_weights_import_command(spec, name, source, suffix, tmp_path):
 
 
 def test_weights_import_refuses_the_wrong_variant(tmp_path):
+    """In this process (run_here): four processes importing the CLI took 10 s;
+    the command as a process of its own is test_weights_import_command's."""
     torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "r50.pt")
     out = tmp_path / "ours.pt"
     for args, message in [
@@ -121,13 +135,13 @@ def test_weights_import_refuses_the_wrong_variant(tmp_path):
         (["--variant", "wide_resnet50_2"], "'stages.0.0.conv1.conv.weight' has shape"),
         (["--variant", "resnet34"], "unexpected ['layer1.0.bn3.bias'"),
     ]:
-        result = run_archspec(
+        result = run_here(
             "weights", "import", "--spec", str(RESNET), *args,
             "--from", "torchvision", str(tmp_path / "r50.pt"), "-o", str(out),
         )  # fmt: skip
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "r50.pt"]
-    result = run_archspec(
+    result = run_here(
         "weights", "import", "--spec", str(SE_RESNET), "--variant", "seresnet50",
         "--from", "torchvision", str(tmp_path / "r50.pt"), "-o", str(out),
     )  # fmt: skip
@@ -135,7 +149,7 @@ def test_weights_import_refuses_the_wrong_variant(tmp_path):
     assert "names no torchvision counterpart" in result.stderr
     broken = tmp_path / "r50.safetensors"
     broken.write_bytes((tmp_path / "r50.pt").read_bytes()[:1000])
-    result = run_archspec(
+    result = run_here(
         "weights", "import", "--spec", str(RESNET), "--variant", "resnet50",
         "--from", "torchvision", str(broken), "-o", str(out),
     )  # fmt: skip

@@ -62,7 +62,13 @@ def with_torchvision_weights(phi: int, size: int, folder: Path):
     return net, model, reference
 
 
-@pytest.mark.parametrize("phi", range(8))
+# B0-B3 and B7: B4-B6 (35 s of the suite) repeat B3's and B7's layers between
+# their depths and widths (compound scaling only); their width and depth
+# rounding and parameters are test_parameter_count_equals_torchvision's, and
+# B7, the deepest and widest, is compared here at its native 600 px and at
+# ODD_SIZE. (Calibrated at 225 instead of their native size, B6 lands at
+# 1.01e-5 there: the native calibration is what the tolerance was set for.)
+@pytest.mark.parametrize("phi", [0, 1, 2, 3, 7])
 def test_torchvision_weights_give_torchvision_logits(phi, tmp_path):
     resolution = variant(B0_TV, phi).input.resolution
     net, model, reference = with_torchvision_weights(phi, resolution, tmp_path)
