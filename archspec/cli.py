@@ -155,19 +155,17 @@ DEFAULT_PAIR = "torch,keras"
 class BackendChoice(click.Choice):
     """The registered backends (archspec.backends.names()) as a choice, read
     when an option is parsed or its help shown, not when the CLI is imported
-    (listing them scans the installed distributions' entry points)."""
+    (listing them scans the installed distributions' entry points), and read
+    again each time: a backend registered in the process since counts."""
 
     def __init__(self) -> None:
         super().__init__(())
-        self._names: tuple[str, ...] | None = None
 
     @property
     def choices(self) -> tuple[str, ...]:
-        if self._names is None:
-            from . import backends as registry
+        from . import backends as registry
 
-            self._names = tuple(registry.names())
-        return self._names
+        return tuple(registry.names())
 
     @choices.setter
     def choices(self, value) -> None:  # Choice.__init__'s assignment
