@@ -94,6 +94,15 @@ LONGEST_FIRST = (
 def pytest_configure(config):
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
+    # In the controlling process, before it starts the workers: XLA reads
+    # XLA_FLAGS as they start, and the one-thread flags set above in a worker
+    # came too late (the Flax training test: 191-325 s in a worker, 31 s with
+    # them in its environment from the start).
+    workers = getattr(config.option, "numprocesses", None)
+    if isinstance(workers, int) and workers and (os.cpu_count() or 1) // workers <= 1:
+        one = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        if one not in os.environ["XLA_FLAGS"]:
+            os.environ["XLA_FLAGS"] = f"{one} {os.environ['XLA_FLAGS']}"
 
 
 def pytest_collection_modifyitems(items):
