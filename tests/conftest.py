@@ -22,13 +22,7 @@ if _WORKERS:
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
         os.environ.setdefault(_name, _THREADS)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    if _THREADS == "1":
-        # XLA's CPU client runs an Eigen pool on every core whatever the
-        # variables above say.
-        os.environ.setdefault(
-            "XLA_FLAGS",
-            "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-        )
+    # (XLA's own pool: pytest_configure, in the controlling process.)
 # JAX compiles every model it runs (the Flax backend's tests, Keras on JAX):
 # LLVM's cheap pipeline compiles a third faster (Flax DenseNet-121 at 34 px:
 # 20 s -> 16 s a check); the code computes the same IEEE arithmetic (no
@@ -36,9 +30,10 @@ if _WORKERS:
 _XLA_FAST_COMPILE = (
     "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 )
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " " + _XLA_FAST_COMPILE
-).strip()
+if _XLA_FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):  # workers inherit it
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " " + _XLA_FAST_COMPILE
+    ).strip()
 
 # Here, before any test module is collected: whatever order pytest is given
 # the files in, torch and torchvision (which loads triton) come first. The
@@ -94,10 +89,11 @@ LONGEST_FIRST = (
 def pytest_configure(config):
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
-    # In the controlling process, before it starts the workers: XLA reads
-    # XLA_FLAGS as they start, and the one-thread flags set above in a worker
-    # came too late (the Flax training test: 191-325 s in a worker, 31 s with
-    # them in its environment from the start).
+    # XLA's CPU client runs an Eigen pool on every core whatever the thread
+    # variables say: one thread per worker, set here in the controlling
+    # process before it starts the workers (set inside a worker, the flags
+    # came too late: the Flax training test took 191-325 s there beside the
+    # other worker, 29 s with them in its environment from the start).
     workers = getattr(config.option, "numprocesses", None)
     if isinstance(workers, int) and workers and (os.cpu_count() or 1) // workers <= 1:
         one = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
