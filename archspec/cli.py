@@ -755,8 +755,8 @@ def _batch(text: str) -> int | None:
     "weights_path",
     required=True,
     type=click.Path(dir_okay=False, exists=True),
-    help="The model's weights: a PyTorch state dict (.pt, .safetensors) or a "
-    "Keras .weights.h5 of the generated model.",
+    help="The generated model's weights: a PyTorch state dict (.pt, .safetensors), "
+    "a Keras .weights.h5 or a Flax .safetensors (told apart by its metadata).",
 )
 @click.option(
     "--format",

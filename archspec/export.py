@@ -7,7 +7,8 @@ a runtime serves, then run in that runtime and compared with the model.
     saved_model   the Keras model       TensorFlow's SavedModel loader
     tflite        the Keras model       the LiteRT interpreter (ai-edge-litert)
 
-Weights of either backend (or safetensors) reach the exported model as
+Weights of any generated backend (PyTorch's state dict or safetensors,
+Keras's .weights.h5, Flax's safetensors) reach the exported model as
 `archspec weights convert` moves them. TFLite comes from the Keras model
 because it is NHWC throughout: the converter folds batch norm into the
 convolutions and leaves no TRANSPOSE, unlike routes from PyTorch's NCHW graph.
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import images, ir, runtime
-from .convert import load_state_dict, read_weights
+from .convert import read_weights, safetensors
 from .errors import SpecError
 from .weights import check_state, torch_to_keras
 
@@ -101,18 +102,33 @@ def require(fmt: str) -> None:
             ) from None
 
 
-def load_state(network: ir.Network, path: Path) -> dict[str, Any]:
-    """A weight file of either generated backend as a state dict of NumPy
-    arrays (PyTorch's names and layout), every tensor present and shaped."""
+def written_by(path: Path) -> str:
+    """The generated backend whose weight file `path` is: Keras's
+    .weights.h5, a Flax safetensors file (archspec writes those with
+    `framework: flax` metadata), else a PyTorch state dict (.pt, .safetensors)."""
     if path.name.endswith(".weights.h5"):
-        state = read_weights(network, "keras", path)
-    elif path.suffix in (".h5", ".keras"):
+        return "keras"
+    if path.suffix in (".h5", ".keras"):
         raise SpecError(
             f"{path}: Keras weights must be a .weights.h5 file (model.save_weights); "
             "keras.applications' own files go through `archspec weights import`"
         )
-    else:
-        state = load_state_dict(path)
+    if path.suffix == ".safetensors":
+        try:
+            with safetensors().safe_open(path, "np") as f:
+                if (f.metadata() or {}).get("framework") == "flax":
+                    return "flax"
+        except SpecError:
+            raise
+        except Exception:  # not a safetensors file: the torch reader says so
+            pass
+    return "torch"
+
+
+def load_state(network: ir.Network, path: Path) -> dict[str, Any]:
+    """A weight file of any generated backend as a state dict of NumPy arrays
+    (PyTorch's names and layout), every tensor present and shaped."""
+    state = read_weights(network, written_by(path), path)
     check_state(network, state)
     return state
 

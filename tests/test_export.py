@@ -317,6 +317,29 @@ def test_export_command(tmp_path):
     assert "not a" in refused("--format", "onnx", weights_file=SPECS / "b0.yaml")
 
 
+def test_export_takes_flax_weights(tmp_path):
+    """A Flax weight file (`weights convert --to flax`, told from PyTorch's
+    safetensors by its metadata) exports the same model as the PyTorch
+    weights it came from."""
+    from archspec.convert import convert_weights
+
+    net = pipeline.network(
+        pipeline.load_spec(SPECS / "mobilenet_v1.yaml"), variant="mobilenet_v1_025"
+    )
+    model, given = weights(net, SIZE, tmp_path)
+    flax_weights = tmp_path / "flax.safetensors"
+    convert_weights(net, "torch", given, "flax", flax_weights)
+    assert export.written_by(flax_weights) == "flax"
+    assert export.written_by(given) == "torch"
+    path = tmp_path / "v1.pt2"
+    made = export.export(net, flax_weights, "torch_export", path, batch=2, size=SIZE)
+    assert made.ok
+    x = images(net, 2, seed=4, size=SIZE)
+    with torch.no_grad():
+        got = torch.export.load(path).module()(torch.from_numpy(x))
+    assert_float32_of(got, model, x)
+
+
 def test_missing_runtime_names_the_extra(monkeypatch):
     real = export.importlib.import_module
 
