@@ -327,6 +327,18 @@ def images(rng, n: int, size: int):
     return np.clip(x, 0, 255).astype("float32")
 
 
+def draw_norms(model, rng, *, statistics: bool) -> None:
+    """A Keras model's BN scales (0.5-1.5), shifts and biases (N(0, 0.1)) drawn
+    at random, and with `statistics` its BN moving variances and means so."""
+    scales = ("gamma", "moving_variance") if statistics else ("gamma",)
+    shifts = ("beta", "bias", "moving_mean") if statistics else ("beta", "bias")
+    for w in model.weights:
+        if w.path.endswith(scales):
+            w.assign(rng.uniform(0.5, 1.5, w.shape).astype(w.dtype))
+        elif w.path.endswith(shifts):
+            w.assign(rng.normal(0.0, 0.1, w.shape).astype(w.dtype))
+
+
 def calibrate(model, rng, x, widen: float = 0.0) -> None:
     """Random weights whose signal survives 50 blocks (archspec.parity's idea).
 
@@ -341,11 +353,7 @@ def calibrate(model, rng, x, widen: float = 0.0) -> None:
     import numpy as np
 
     norms = [n for n in model.layers if isinstance(n, keras.layers.BatchNormalization)]
-    for w in model.weights:
-        if w.path.endswith("gamma"):
-            w.assign(rng.uniform(0.5, 1.5, w.shape).astype(w.dtype))
-        elif w.path.endswith(("beta", "bias")):
-            w.assign(rng.normal(0.0, 0.1, w.shape).astype(w.dtype))
+    draw_norms(model, rng, statistics=False)
     momentum = [n.momentum for n in norms]
     for layer in norms:
         layer.momentum = 0.0

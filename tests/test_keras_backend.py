@@ -19,6 +19,7 @@ from helpers import (
     PARAMS,
     ROOT,
     TOLERANCE,
+    draw_norms,
     emit,
     images,
     load_module,
@@ -79,13 +80,7 @@ def randomise(model, rng, x=None) -> None:
     by tens of percent) or lose its input. Without `x` they are drawn at
     random, which is fine for B0 and makes it less sensitive to rounding.
     """
-    scales = ("gamma",) if x is not None else ("gamma", "moving_variance")
-    shifts = ("beta", "bias") if x is not None else ("beta", "bias", "moving_mean")
-    for w in model.weights:
-        if w.path.endswith(scales):
-            w.assign(rng.uniform(0.5, 1.5, w.shape).astype(w.dtype))
-        elif w.path.endswith(shifts):
-            w.assign(rng.normal(0.0, 0.1, w.shape).astype(w.dtype))
+    draw_norms(model, rng, statistics=x is None)
     if x is None:
         return
     norms = [n for n in model.layers if isinstance(n, keras.layers.BatchNormalization)]

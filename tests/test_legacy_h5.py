@@ -25,6 +25,7 @@ from helpers import (  # noqa: E402
     RESNET_KERAS,
     TOLERANCE,
     calibrate,
+    draw_norms,
     images,
     import_keras,
     numpy,
@@ -72,11 +73,7 @@ def randomise(model, seed: int, x=None) -> None:
     if x is not None:
         calibrate(model, rng, x, widen=0.2)
         return
-    for w in model.weights:
-        if w.path.endswith(("gamma", "moving_variance")):
-            w.assign(rng.uniform(0.5, 1.5, w.shape).astype(w.dtype))
-        elif w.path.endswith(("beta", "bias", "moving_mean")):
-            w.assign(rng.normal(0.0, 0.1, w.shape).astype(w.dtype))
+    draw_norms(model, rng, statistics=True)
 
 
 def keras2_style(app, path) -> None:
