@@ -91,7 +91,9 @@ def flax_arrays(model: Any) -> dict[str, Any]:
 
 def set_flax_arrays(model: Any, arrays: dict[str, Any]) -> None:
     """Give a Flax model the arrays of `flax_arrays`' keys; every weight and
-    statistic must be given, with its own shape (dtype: the array's)."""
+    statistic must be given, with its own shape (dtype: the array's), and
+    nothing else: a load is one-to-one, so a model that loaded has exactly the
+    tensors (and parameter count) of the weights."""
     import jax.numpy as jnp
     from flax import nnx
 
@@ -113,6 +115,10 @@ def set_flax_arrays(model: Any, arrays: dict[str, Any]) -> None:
         variable.set_value(value)
     if missing:
         raise SpecError(f"weights: missing Flax variables {missing[:5]}")
+    known = {".".join(str(k) for k in path) for path, _ in nnx.to_flat_state(state)}
+    unexpected = sorted(set(arrays) - known)
+    if unexpected:
+        raise SpecError(f"weights: the model has no Flax variables {unexpected[:5]}")
     nnx.update(model, state)
 
 

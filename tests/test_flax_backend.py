@@ -229,3 +229,10 @@ def test_weights_round_trip_and_refusals():
     wrong["classifier.weight"] = wrong["classifier.weight"][:, :-1]
     with pytest.raises(SpecError, match=r"'classifier\.weight' has shape"):
         torch_to_flax(net, wrong)
+    # Into a model, one-to-one: an array the model has no variable for is
+    # refused (a model that loads has the weights' parameter count).
+    model = backends.adapter("flax").build(net, state)
+    extra = dict(arrays) | {"stages.0.0.nosuch.kernel": np.zeros(3, np.float32)}
+    with pytest.raises(SpecError, match=r"no Flax variables \['stages\.0\.0\.nosuch"):
+        runtime.set_flax_arrays(model, extra)
+    runtime.set_flax_arrays(model, arrays)
