@@ -847,6 +847,13 @@ def export_(
         click.echo(f"ops: {ops}; TRANSPOSE {result.ops.get('TRANSPOSE', 0)}")
     if not result.ok:
         click.echo(f"not written: {output_path} is outside the bound", err=True)
+        if result.bound == export.MAX_BOUND:
+            click.echo(
+                "the model itself is that sensitive to float32 rounding (random "
+                "weights at a small --size?): export it at a larger --size or "
+                "with trained weights",
+                err=True,
+            )
         raise CheckFailed
     click.echo(f"wrote {output_path}", err=True)
 

@@ -358,8 +358,9 @@ def test_outside_the_bound_writes_nothing(monkeypatch, tmp_path):
         pipeline.load_spec(SPECS / "mobilenet_v1.yaml"), variant="mobilenet_v1_025"
     )
     _, given = weights(net, SIZE, tmp_path)
+    # A bound of 0, reached through the cap for chaotic models.
     monkeypatch.setattr(export, "FLOAT_BOUND", 0.0)
-    monkeypatch.setattr(export, "ROUNDING", 0.0)
+    monkeypatch.setattr(export, "MAX_BOUND", 0.0)
     out = tmp_path / "v1.pt2"
     done = run_here(
         "export", str(SPECS / "mobilenet_v1.yaml"), "--variant", "mobilenet_v1_025",
@@ -367,6 +368,27 @@ def test_outside_the_bound_writes_nothing(monkeypatch, tmp_path):
     )  # fmt: skip
     assert done.returncode == 1 and "not written" in done.stderr and not out.exists()
     assert not list(tmp_path.glob(".v1*"))  # no scratch left behind
+    assert "at a larger --size or with trained weights" in done.stderr
+
+
+def test_a_chaotic_model_gets_no_wider_bound_than_max_bound():
+    """The bound follows the model's own sensitivity to rounding, up to
+    MAX_BOUND: a model that one ulp of input moves by 10% (as random weights
+    at a small size can) cannot vouch for a runtime that is 30% off."""
+    net = pipeline.network(
+        pipeline.load_spec(SPECS / "mobilenet_v1.yaml"), variant="mobilenet_v1_025"
+    )
+
+    def chaotic(x):  # a one-ulp change of x moves sin(2^30 x) by up to 1
+        return np.sin(x.reshape(len(x), -1)[:, :10].astype(np.float64) * 2.0**30)
+
+    error, bound = export.compare(
+        net, 1, 16, lambda x: chaotic(x) * 1.3, chaotic, nhwc=False
+    )
+    assert bound == export.MAX_BOUND and error > 0.2
+    steady = lambda x: x.reshape(len(x), -1)[:, :10].astype(np.float64)  # noqa: E731
+    error, bound = export.compare(net, 1, 16, steady, steady, nhwc=False)
+    assert (error, bound) == (0.0, export.FLOAT_BOUND)
 
 
 @pytest.mark.parametrize(
