@@ -8,7 +8,8 @@ errors, nothing written on failure) run through the CLI.
 
 The float formats run on the families' smallest variants at 64x64: the torch
 formats on ONNX's specs (every block kind), the Keras ones on SAVED_MODEL's
-and TFLITE's."""
+and TFLITE's. Every format on every spec is benchmarks/exports.py (by hand;
+results in benchmarks/results/export/latest.md)."""
 
 from __future__ import annotations
 
@@ -66,11 +67,14 @@ def images(net, batch: int, seed: int = 0, size: int = SIZE) -> np.ndarray:
 # SiLU, TensorFlow's "same" padding (the zero-padded stride-2 kernels that
 # make export._onnx run onnxruntime unoptimized), Keras's conventions and
 # preprocessing inside the model.
+# NASNet-A Mobile: cells reading the two previous cells, separable
+# convolutions, same-padded pools without the padding in their averages.
 ONNX = [
     "densenet",
     "efficientnet_v2_keras",
     "mobilenet_v1",
     "mobilenet_v3",
+    "nasnet_keras",
     "resnet",
     "resnet_v2",
 ]
