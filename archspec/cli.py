@@ -179,7 +179,7 @@ SPEC = click.argument("spec", type=click.Path(dir_okay=False))
 @click.version_option(__version__, prog_name="archspec")
 @click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
 def cli(debug: bool) -> None:
-    """Compile declarative CNN architecture specs into PyTorch and Keras code."""
+    """Compile declarative CNN architecture specs into PyTorch, Keras and Flax code."""
 
 
 @cli.command()
