@@ -390,12 +390,12 @@ def compile_(
 )
 @click.option(
     "--modes",
-    type=click.Choice(["first", "all"]),
+    type=click.Choice(["first", "all", "none"]),
     default="first",
     show_default=True,
     help="Train-mode and input-gradient checks (float64, at the variant's "
     "resolution or 224 px, whichever is smaller) for the first variant only, "
-    "or for all.",
+    "for all, or for none (eval-mode outputs only).",
 )
 @click.option(
     "--backends",
@@ -475,7 +475,7 @@ def check(
                 sides.check(
                     size or net.input.resolution,
                     batch=batch,
-                    modes=exact and (modes == "all" or i == 0),
+                    modes=exact and (modes == "all" or (modes == "first" and i == 0)),
                 )
             )
             del sides

@@ -144,6 +144,31 @@ def test_check_refuses_a_bad_pair():
     assert "compared in float32 on the CPU only" in result.stderr
 
 
+def test_xla_running_out_of_memory_is_a_clear_error():
+    """XLA's CPU backend expands depthwise convolutions into dense ones, and
+    EfficientNetV2-L's float64 input gradient asks for 35 GB (the check is
+    killed on this machine): an out-of-memory error names the way round it,
+    and `--modes none` is that way (eval-mode outputs only)."""
+    from archspec_flax.runtime import _xla_memory
+
+    with (
+        pytest.raises(SpecError, match=r"ran out of memory .*--modes none"),
+        _xla_memory(),
+    ):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory")
+    # Other XLA errors pass through.
+    with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"), _xla_memory():
+        raise jax.errors.JaxRuntimeError("INTERNAL: something else")
+    result = run_archspec(
+        "check", "specs/mobilenet_v1.yaml", "--variant", "mobilenet_v1_025",
+        "--size", "34", "--backends", "torch,flax", "--modes", "none",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    row = result.stdout.splitlines()[-1]  # the summary's one variant
+    assert row.startswith("MobileNetV1-0.25")
+    assert row.split()[-3:] == ["-", "-", "ok"]  # no train, no d/dx column
+
+
 def test_no_template_per_block_kind():
     folder = ROOT / "backends" / "archspec_flax" / "templates"
     assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == [

@@ -100,7 +100,8 @@ class FlaxRuntime(runtime.Adapter):
             found.append(net(x, train=train))
             return found
 
-        out = jax.jit(forward)(state, jax.numpy.asarray(x.transpose(0, 2, 3, 1)))
+        with _xla_memory():
+            out = jax.jit(forward)(state, jax.numpy.asarray(x.transpose(0, 2, 3, 1)))
         # Stage i is the IR's `stages.{i}` (archspec.expand names them so).
         wheres = ["stem", *(f"stages.{i}" for i in range(len(model.stages)))]
         names = [*wheres, "logits"][-len(out) :]
@@ -121,7 +122,9 @@ class FlaxRuntime(runtime.Adapter):
         def loss(image):
             return jnp.sum(nnx.merge(graph, state)(image) * w)
 
-        return np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(x.transpose(0, 2, 3, 1))))
+        with _xla_memory():
+            image = jnp.asarray(x.transpose(0, 2, 3, 1))
+            return np.asarray(jax.jit(jax.grad(loss))(image))
 
     # Weight files: safetensors, keyed by nnx.state's paths, in Flax's layouts.
 
@@ -273,3 +276,25 @@ def _concrete_rngs(model: Any) -> None:
         else:
             variable.set_value(jnp.zeros((), jnp.uint32))
     nnx.update(model, state)
+
+
+@contextlib.contextmanager
+def _xla_memory() -> Iterator[None]:
+    """XLA running out of memory as a clear error. Its CPU backend computes a
+    depthwise convolution as a dense one with a block-diagonal k*k*C*C kernel
+    (XLA's convolution_group_converter), so wide depthwise layers need
+    gigabytes whatever the image size: EfficientNetV2-L's float64 input
+    gradient asked for 35 GB at 64 px."""
+    import jax
+
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as exc:
+        if "RESOURCE_EXHAUSTED" not in str(exc):
+            raise
+        raise SpecError(
+            f"flax: XLA ran out of memory ({str(exc).splitlines()[0]}): its CPU "
+            "backend expands each depthwise convolution into a dense one; "
+            "check this variant with --modes none (no float64 train-mode and "
+            "gradient checks), or a smaller variant first"
+        ) from None
