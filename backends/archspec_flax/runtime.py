@@ -280,11 +280,12 @@ def _concrete_rngs(model: Any) -> None:
 
 @contextlib.contextmanager
 def _xla_memory() -> Iterator[None]:
-    """XLA running out of memory as a clear error. Its CPU backend computes a
-    depthwise convolution as a dense one with a block-diagonal k*k*C*C kernel
-    (XLA's convolution_group_converter), so wide depthwise layers need
-    gigabytes whatever the image size: EfficientNetV2-L's float64 input
-    gradient asked for 35 GB at 64 px."""
+    """XLA running out of memory as a clear error. In float64 (check's
+    train-mode and gradient modes) its CPU backend computes a depthwise
+    convolution as a dense one with a block-diagonal k*k*C*C kernel (float32
+    ones stay grouped), so wide depthwise layers need gigabytes whatever the
+    image size: EfficientNetV2-L's float64 input gradient asked for 35 GB at
+    64 px."""
     import jax
 
     try:
@@ -294,7 +295,7 @@ def _xla_memory() -> Iterator[None]:
             raise
         raise SpecError(
             f"flax: XLA ran out of memory ({str(exc).splitlines()[0]}): its CPU "
-            "backend expands each depthwise convolution into a dense one; "
+            "backend expands each float64 depthwise convolution into a dense one; "
             "check this variant with --modes none (no float64 train-mode and "
             "gradient checks), or a smaller variant first"
         ) from None
