@@ -100,9 +100,10 @@ def set_flax_arrays(model: Any, arrays: dict[str, Any]) -> None:
     from .errors import SpecError
 
     state = nnx.state(model, (nnx.Param, nnx.BatchStat))
-    missing = []
+    missing, known = [], set()
     for path, variable in nnx.to_flat_state(state):
         key = ".".join(str(k) for k in path)
+        known.add(key)
         if key not in arrays:
             missing.append(key)
             continue
@@ -115,7 +116,6 @@ def set_flax_arrays(model: Any, arrays: dict[str, Any]) -> None:
         variable.set_value(value)
     if missing:
         raise SpecError(f"weights: missing Flax variables {missing[:5]}")
-    known = {".".join(str(k) for k in path) for path, _ in nnx.to_flat_state(state)}
     unexpected = sorted(set(arrays) - known)
     if unexpected:
         raise SpecError(f"weights: the model has no Flax variables {unexpected[:5]}")

@@ -145,8 +145,8 @@ def test_check_refuses_a_bad_pair():
 
 
 def test_xla_running_out_of_memory_is_a_clear_error():
-    """XLA's CPU backend expands depthwise convolutions into dense ones, and
-    EfficientNetV2-L's float64 input gradient asks for 35 GB (the check is
+    """In float64, XLA's CPU backend expands depthwise convolutions into dense
+    ones, and EfficientNetV2-L's float64 input gradient asks for 35 GB (the check is
     killed on this machine): an out-of-memory error names the way round it,
     and `--modes none` is that way (eval-mode outputs only)."""
     from archspec_flax.runtime import _xla_memory
